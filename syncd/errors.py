@@ -1,0 +1,96 @@
+"""The typed errors of syncd. Each carries the key, file, row or setting it is about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SyncdError(Exception):
+    """Root of every error syncd raises on purpose."""
+
+
+class ConfigError(SyncdError, ValueError):
+    """A setting is missing or invalid; `key` is its dotted name, `origin` where it came from."""
+
+    def __init__(self, key: str, origin: str, reason: str) -> None:
+        super().__init__(f"config {key} (from {origin}): {reason}")
+        self.key = key
+        self.origin = origin
+        self.reason = reason
+
+
+class MigrationError(SyncdError):
+    """A schema migration cannot be applied; `file` names the migration."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"migration {file}: {reason}")
+        self.file = file
+        self.reason = reason
+
+
+class Retryable(SyncdError):
+    """A transient failure: the operation may succeed if tried again after `defer` seconds."""
+
+    def __init__(self, message: str, *, defer: float = 0.0) -> None:
+        super().__init__(message)
+        self.defer = defer
+
+
+class SourceUnavailable(Retryable, ConnectionError):
+    """A source (file, QuestDB) cannot be read right now; `source` names it."""
+
+    def __init__(self, source: str, reason: str, *, defer: float = 0.0) -> None:
+        super().__init__(f"source {source} unavailable: {reason}", defer=defer)
+        self.source = source
+        self.reason = reason
+
+
+class SinkUnavailable(Retryable, ConnectionError):
+    """PostgreSQL cannot be reached or dropped the connection mid-batch (SQLSTATE class 08 and kin)."""
+
+
+class UnreadableFile(Retryable, OSError):
+    """A LowDB file is empty, truncated or not JSON right now; it is retried, never taken as empty."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class Fenced(SyncdError):
+    """This instance's leader epoch is stale: another instance leads, so this one must not write."""
+
+    def __init__(self, epoch: int, detail: str) -> None:
+        super().__init__(f"fenced at epoch {epoch}: {detail}")
+        self.epoch = epoch
+
+
+class BatchRejected(SyncdError):
+    """PostgreSQL refused the data of a batch (constraint, cardinality): a bug or a bad row, not transient."""
+
+    def __init__(self, stream: str, table: str, sqlstate: str, detail: str) -> None:
+        super().__init__(f"batch for {stream} rejected on {table} [{sqlstate}]: {detail}")
+        self.stream = stream
+        self.table = table
+        self.sqlstate = sqlstate
+        self.detail = detail
+
+
+class InvalidRecord(SyncdError, ValueError):
+    """A source record fails its table spec; `key` may be None when the record has no id."""
+
+    def __init__(self, table: str, key: str | None, reason: str) -> None:
+        super().__init__(f"{table} record {key!r}: {reason}")
+        self.table = table
+        self.key = key
+        self.reason = reason
+
+
+class CutoverRefused(SyncdError):
+    """A cutover transition is not safe now; `reasons` says every check that failed."""
+
+    def __init__(self, name: str, reasons: list[str]) -> None:
+        super().__init__(f"cutover of {name} refused: " + "; ".join(reasons))
+        self.name = name
+        self.reasons = reasons

@@ -1,0 +1,91 @@
+"""Change, Batch and Checkpoint: the only types sources and the sink share."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Row = tuple[Any, ...]
+"""One row of a table, its values in `TableChanges.columns` order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where a stream has got to; committed in the same transaction as the rows it covers."""
+
+    source: str
+    stream: str
+    position: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TableChanges:
+    """Upserts and deletes for one table. Upsert rows carry every column, `row_hash` included."""
+
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    upserts: Sequence[Row] = ()
+    deletes: Sequence[Row] = ()
+    """Key tuples of rows to delete, in `key` order."""
+
+    def __post_init__(self) -> None:
+        missing = [k for k in (*self.key, "row_hash") if k not in self.columns]
+        if missing:
+            raise ValueError(f"{self.table}: columns lack {missing}")
+
+    @property
+    def size(self) -> int:
+        """Rows this entry touches at most."""
+        return len(self.upserts) + len(self.deletes)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Everything one source version produced: applied in ONE transaction with its checkpoint.
+
+    Tables are applied in order for upserts and in reverse order for deletes, so parents
+    precede children on the way in and follow them on the way out.
+    """
+
+    checkpoint: Checkpoint
+    tables: Sequence[TableChanges] = ()
+    observed_at: float | None = None
+    """Monotonic time the source saw the change (file event or poll), for apply latency."""
+    source_time: float | None = None
+    """Unix time of the newest source row in the batch, for event lag."""
+    quarantine: Sequence[QuarantinedRecord] = field(default=())
+
+    @property
+    def size(self) -> int:
+        """Rows the batch touches at most."""
+        return sum(t.size for t in self.tables)
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedRecord:
+    """A record held back with its raw form and reason, written in the batch's transaction."""
+
+    table: str
+    key: str | None
+    raw: Any
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What a committed batch did to PostgreSQL."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+    def __add__(self, other: ApplyResult) -> ApplyResult:
+        return ApplyResult(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.deleted + other.deleted,
+            self.unchanged + other.unchanged,
+        )

@@ -1,0 +1,33 @@
+"""Sources turn an upstream store into Batches; they never write PostgreSQL themselves."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from syncd.model import Batch
+
+
+class Source(Protocol):
+    """One stream. The runner applies each yielded batch, then calls `committed` before the next."""
+
+    source: str
+    """Kind of store: `lowdb` or `questdb`."""
+    stream: str
+    """Stream name, unique per daemon: the LowDB entry's name, or `questdb:<table>`."""
+
+    async def open(self, checkpoint: Mapping[str, Any] | None) -> None:
+        """Prepare to produce batches after `checkpoint` (None: from the beginning)."""
+
+    def batches(self) -> AsyncIterator[Batch]:
+        """Batches in commit order; the first ones bring PG up to the source's current state."""
+
+    def committed(self, batch: Batch) -> None:
+        """`batch` is durable in PostgreSQL: advance the in-memory position past it."""
+
+    @property
+    def caught_up(self) -> bool:
+        """True once the initial snapshot/backlog has been applied (drives /readyz)."""
+
+    async def close(self) -> None:
+        """Release files, sessions and tasks."""

@@ -1,0 +1,146 @@
+"""A stream: one Source feeding the sink, with retries, metrics and the state /status shows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from structlog.contextvars import bound_contextvars
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from syncd import metrics
+from syncd.errors import BatchRejected, Retryable
+from syncd.model import ApplyResult, Batch
+from syncd.sink.postgres import PostgresSink
+from syncd.sources import Source
+
+log = structlog.get_logger(__name__)
+
+# A rejected batch is not transient, but the operator may fix its cause (schema, quarantine):
+# keep the checkpoint where it is and try again slowly rather than crash or skip.
+REJECTED_RETRY_SECONDS = 30.0
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What /status and `syncd status` report for one stream."""
+
+    source: str
+    stream: str
+    mode: str = "mirror"
+    caught_up: bool = False
+    checkpoint: Any = None
+    event_lag_seconds: float | None = None
+    last_success: float | None = None
+    last_error: str | None = None
+    batches: int = 0
+    rows: dict[str, int] = field(default_factory=lambda: {"insert": 0, "update": 0, "delete": 0})
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON shape of /status."""
+        since = None if self.last_success is None else max(0.0, time.time() - self.last_success)
+        return {
+            "source": self.source,
+            "mode": self.mode,
+            "caught_up": self.caught_up,
+            "checkpoint": self.checkpoint,
+            "event_lag_seconds": self.event_lag_seconds,
+            "seconds_since_last_success": since,
+            "last_error": self.last_error,
+            "batches": self.batches,
+            "rows_applied": dict(self.rows),
+        }
+
+
+class StreamRunner:
+    """Runs one Source until stopped; a batch in flight is finished or rolled back, never split."""
+
+    def __init__(self, source: Source, sink: PostgresSink) -> None:
+        self.source = source
+        self.sink = sink
+        self.state = StreamState(source.source, source.stream)
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def run(self) -> None:
+        """Open the source at its checkpoint, then apply every batch it yields."""
+        stream = self.source.stream
+        with bound_contextvars(stream=stream):
+            checkpoint = await self.sink.load_checkpoint(self.source.source, stream)
+            self.state.checkpoint = checkpoint
+            await self.source.open(checkpoint)
+            try:
+                async for batch in self.source.batches():
+                    await self._apply(batch)
+                    self.state.caught_up = self.source.caught_up
+                    if self._stopping:
+                        return
+            finally:
+                await self.source.close()
+
+    async def stop(self, task: asyncio.Task[None], timeout: float) -> None:
+        """Let the batch in flight commit (up to `timeout`), then cancel the stream task."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("batch in flight did not finish in time; rolling it back", stream=self.source.stream)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def _apply(self, batch: Batch) -> None:
+        self._idle.clear()
+        try:
+            results = await self._apply_with_retry(batch)
+        finally:
+            self._idle.set()
+        self.source.committed(batch)
+        self._record(batch, results)
+
+    async def _apply_with_retry(self, batch: Batch) -> dict[str, ApplyResult]:
+        stream = batch.checkpoint.stream
+        while True:
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(Retryable),
+                    wait=wait_exponential_jitter(initial=0.1, max=5.0),
+                    before_sleep=lambda rs: self._note_retry(rs.outcome.exception() if rs.outcome else None),
+                    reraise=True,
+                ):
+                    with attempt:
+                        return await self.sink.apply(batch)
+            except BatchRejected as exc:
+                metrics.BATCHES.labels(stream, "rejected").inc()
+                self.state.last_error = str(exc)
+                log.error("batch rejected; checkpoint kept, will retry", error=str(exc))
+                await asyncio.sleep(REJECTED_RETRY_SECONDS)
+
+    def _note_retry(self, exc: BaseException | None) -> None:
+        metrics.RETRIES.labels("sink").inc()
+        metrics.BATCHES.labels(self.source.stream, "retried").inc()
+        self.state.last_error = str(exc)
+        log.warning("batch apply failed, retrying", error=str(exc))
+
+    def _record(self, batch: Batch, results: dict[str, ApplyResult]) -> None:
+        stream, now = self.source.stream, time.time()
+        self.state.batches += 1
+        self.state.checkpoint = dict(batch.checkpoint.position)
+        self.state.last_success, self.state.last_error = now, None
+        for table, result in results.items():
+            for op, n in (("insert", result.inserted), ("update", result.updated), ("delete", result.deleted)):
+                self.state.rows[op] += n
+                if n:
+                    metrics.ROWS_APPLIED.labels(stream, table, op).inc(n)
+        metrics.BATCHES.labels(stream, "committed").inc()
+        metrics.LAST_SUCCESS.labels(stream).set(now)
+        if batch.observed_at is not None:
+            metrics.APPLY_LATENCY.labels(stream).observe(time.monotonic() - batch.observed_at)
+        if batch.source_time is not None:
+            lag = max(0.0, now - batch.source_time)
+            self.state.event_lag_seconds = lag
+            metrics.EVENT_LAG.labels(stream).set(lag)
+        log.debug("batch committed", rows=batch.size, **self.state.rows)

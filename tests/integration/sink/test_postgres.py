@@ -1,0 +1,142 @@
+"""The sink against a real PostgreSQL: idempotence, outbox, atomicity, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
+
+import asyncpg
+import orjson
+import pytest
+
+from syncd.errors import Fenced, SinkUnavailable
+from syncd.model import ApplyResult, Batch, Checkpoint, TableChanges
+from syncd.sink.postgres import PostgresSink
+
+ITEMS = "workspace.workspace_items"
+ITEM_COLUMNS = ("id", "title", "category", "priority", "status", "tags", "created_at", "extra", "row_hash")
+T0 = datetime(2025, 10, 23, 22, 45, 24, 940000, tzinfo=UTC)
+
+
+def item(key: str, title: str) -> tuple[object, ...]:
+    """A workspace item row, hashed like a source would hash its record."""
+    record = {"id": key, "title": title, "category": "dashboard", "priority": "medium", "status": "new"}
+    digest = blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+    return (key, title, "dashboard", "medium", "new", ["teste"], T0, {}, digest)
+
+
+def batch(upserts: list[tuple[object, ...]], deletes: list[str] = (), position: int = 1) -> Batch:
+    """A one-table batch for the `workspace` stream."""
+    changes = TableChanges(ITEMS, ITEM_COLUMNS, ("id",), upserts, [(k,) for k in deletes])
+    return Batch(Checkpoint("lowdb", "workspace", {"version": position}), [changes])
+
+
+async def leader_epoch(pool: asyncpg.Pool) -> int:
+    """Take leadership the way Leadership does: bump the epoch."""
+    epoch: int = await pool.fetchval("UPDATE syncd.leader SET epoch = epoch + 1 RETURNING epoch")
+    return epoch
+
+
+async def table_state(pool: asyncpg.Pool) -> list[tuple[object, ...]]:
+    """Every item row without bookkeeping columns, in key order."""
+    rows = await pool.fetch(f"SELECT id, title, row_hash FROM {ITEMS} ORDER BY id")
+    return [tuple(r) for r in rows]
+
+
+async def test_same_batch_twice_is_idempotent_and_emits_one_event_per_change(pool: asyncpg.Pool) -> None:
+    """Re-applying a batch changes nothing and adds no outbox rows; a real change adds exactly one."""
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    first = batch([item("1", "a"), item("2", "b"), item("3", "c")])
+
+    assert (await sink.apply(first))[ITEMS] == ApplyResult(inserted=3)
+    state = await table_state(pool)
+    assert (await sink.apply(first))[ITEMS] == ApplyResult(unchanged=3)
+    assert await table_state(pool) == state
+    assert await pool.fetchval("SELECT count(*) FROM syncd.outbox") == 3
+
+    changed = batch([item("1", "a"), item("2", "B"), item("4", "d")], deletes=["3"], position=2)
+    result = (await sink.apply(changed))[ITEMS]
+    assert result == ApplyResult(inserted=1, updated=1, deleted=1, unchanged=1)
+    events = await pool.fetch("SELECT key, op, origin FROM syncd.outbox WHERE id > 3 ORDER BY key")
+    assert [tuple(e) for e in events] == [("2", "update", "syncd"), ("3", "delete", "syncd"), ("4", "insert", "syncd")]
+    audit = await pool.fetchrow("SELECT changed_fields FROM syncd.audit_log WHERE key = '2' AND op = 'update'")
+    assert audit["changed_fields"] == ["title"]
+
+
+async def test_duplicate_keys_in_one_batch_keep_the_last(pool: asyncpg.Pool) -> None:
+    """Two versions of one key in a batch never raise 21000; the later one wins."""
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    await sink.apply(batch([item("1", "old"), item("1", "new")]))
+    await sink.apply(batch([item("1", "newer"), item("1", "newest")], position=2))
+    assert await pool.fetchval(f"SELECT title FROM {ITEMS} WHERE id = '1'") == "newest"
+
+
+async def test_checkpoint_commits_with_the_rows(pool: asyncpg.Pool) -> None:
+    """The checkpoint is stored by the batch's own transaction."""
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    await sink.apply(batch([item("1", "a")], position=7))
+    assert await sink.load_checkpoint("lowdb", "workspace") == {"version": 7}
+
+
+async def test_stale_epoch_cannot_commit(pool: asyncpg.Pool) -> None:
+    """Once another instance takes over, the old sink's transactions abort and write nothing."""
+    old = PostgresSink(pool, await leader_epoch(pool))
+    await old.apply(batch([item("1", "a")]))
+    new = PostgresSink(pool, await leader_epoch(pool))
+    with pytest.raises(Fenced):
+        await old.apply(batch([item("1", "stale"), item("9", "stale")], position=2))
+    assert await pool.fetchval(f"SELECT title FROM {ITEMS} WHERE id = '1'") == "a"
+    assert await pool.fetchval(f"SELECT count(*) FROM {ITEMS}") == 1
+    assert await old.load_checkpoint("lowdb", "workspace") == {"version": 1}
+    await new.apply(batch([item("1", "fresh")], position=3))
+    assert await pool.fetchval(f"SELECT title FROM {ITEMS} WHERE id = '1'") == "fresh"
+
+
+async def test_connection_killed_mid_transaction_leaves_old_state(pool: asyncpg.Pool, dsn: str) -> None:
+    """A backend terminated inside the apply transaction rolls everything back; a re-run succeeds."""
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    await sink.apply(batch([item("1", "a")]))
+    before = await table_state(pool)
+
+    # Hold the leader row so the apply blocks inside its transaction (at fence), then kill it there.
+    blocker = await asyncpg.connect(dsn)
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute("SELECT 1 FROM syncd.leader FOR UPDATE")
+    big = batch([item(str(i), f"v{i}") for i in range(1, 2001)], position=2)
+    apply = asyncio.create_task(sink.apply(big))
+    pid = await _wait_for_blocked_backend(blocker)
+    await blocker.execute("SELECT pg_terminate_backend($1)", pid)
+    with pytest.raises(SinkUnavailable):
+        await apply
+    await tx.rollback()
+    await blocker.close()
+
+    assert await table_state(pool) == before
+    assert await sink.load_checkpoint("lowdb", "workspace") == {"version": 1}
+    assert (await sink.apply(big))[ITEMS] == ApplyResult(inserted=1999, updated=1)
+    assert await pool.fetchval(f"SELECT count(*) FROM {ITEMS}") == 2000
+
+
+async def _wait_for_blocked_backend(conn: asyncpg.Connection) -> int:
+    for _ in range(200):
+        pid = await conn.fetchval(
+            """SELECT pid FROM pg_stat_activity
+                WHERE wait_event_type = 'Lock' AND query LIKE '%syncd.fence%' LIMIT 1"""
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.01)
+    raise AssertionError("the apply transaction never blocked on the leader row")
+
+
+async def test_signals_partitions_are_created_for_old_rows(pool: asyncpg.Pool) -> None:
+    """A batch reaching a month with no partition yet creates it inside the transaction."""
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    columns = ("ts", "signal_key", "asset", "row_hash")
+    ts = datetime(2019, 3, 4, 5, 6, 7, tzinfo=UTC)
+    rows = [(ts + timedelta(seconds=i), f"k{i}", "PETR4", b"h") for i in range(3)]
+    changes = TableChanges("signals.tp_capital_signals", columns, ("ts", "signal_key"), rows)
+    await sink.apply(Batch(Checkpoint("questdb", "questdb:tp_capital_signals", {}), [changes]))
+    assert await pool.fetchval("SELECT count(*) FROM signals.tp_capital_signals_p201903") == 3
