@@ -95,7 +95,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
     config = load_config(config_path)
     url = f"http://{config.http.host}:{config.http.port}/status"
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - our own endpoint
+        with urllib.request.urlopen(url, timeout=3) as response:
             document = orjson.loads(response.read())
     except OSError as exc:
         click.echo(f"syncd: status endpoint {url} unreachable: {exc}", err=True)

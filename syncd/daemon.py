@@ -20,7 +20,6 @@ from typing import Any
 import asyncpg
 import structlog
 
-from syncd import metrics
 from syncd.config import Config
 from syncd.database import create_pool
 from syncd.errors import Fenced

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from syncd.config import PostgresSettings
 
 APPLICATION_NAME = "syncd"
+
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+"""A connection of our own or one borrowed from the pool: both run the same queries."""
 
 
 def _encode_jsonb(value: object) -> bytes:

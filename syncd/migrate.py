@@ -55,7 +55,8 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                    checksum   text        NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        applied = dict(await conn.fetch("SELECT version, checksum FROM syncd.schema_migrations"))
+        rows = await conn.fetch("SELECT version, checksum FROM syncd.schema_migrations")
+        applied: dict[str, str] = {r["version"]: r["checksum"] for r in rows}
         _check_unedited(migrations, applied)
         pending = [m for m in migrations if m.version not in applied]
         for migration in pending:

@@ -1,21 +1,22 @@
 """Apply a Batch to PostgreSQL in ONE transaction: rows, deletes, quarantine, checkpoint, fencing.
 
 Upserts are deduplicated by key (last wins), then either COPied straight into the table when none
-of their keys can exist yet (first load), or COPied into a temporary stage and merged set-based:
-rows whose `row_hash` is unchanged are filtered out by an anti-join before `INSERT … ON CONFLICT`,
-so re-applying an unchanged batch writes nothing and fires no trigger.
+of their keys can exist yet (first load), or merged set-based: keys and hashes are COPied into a
+narrow temp stage first, joined against the table, and only new or changed rows travel in full to a
+second stage and through `INSERT … ON CONFLICT DO UPDATE`. Re-applying an unchanged batch therefore
+writes nothing, locks nothing and fires no trigger.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import structlog
 
+from syncd.database import Connection
 from syncd.errors import BatchRejected, Fenced, SinkUnavailable
 from syncd.model import ApplyResult, Batch, Checkpoint, Row, TableChanges
 
@@ -39,7 +40,7 @@ def classify(exc: BaseException, *, stream: str, table: str = "-") -> Exception:
             return SinkUnavailable(f"{stream}: PostgreSQL [{code}] {exc}", defer=0.5)
         detail = getattr(exc, "detail", None) or str(exc)
         return BatchRejected(stream, table, code, detail)
-    if isinstance(exc, asyncpg.InterfaceError | OSError | asyncio.TimeoutError | ConnectionError):
+    if isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError):
         return SinkUnavailable(f"{stream}: connection lost: {exc!r}", defer=0.5)
     raise exc
 
@@ -79,7 +80,7 @@ class PostgresSink:
                 await _quarantine(conn, batch)
                 table = "syncd.checkpoints"
                 await _save_checkpoint(conn, batch.checkpoint, self.epoch)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             error = classify(exc, stream=stream, table=table)
             if isinstance(error, Fenced):
                 raise Fenced(self.epoch, str(exc)) from exc
@@ -93,7 +94,7 @@ class PostgresSink:
         )
         return position
 
-    async def _table_info(self, conn: asyncpg.Connection, table: str) -> _TableInfo:
+    async def _table_info(self, conn: Connection, table: str) -> _TableInfo:
         if table not in self._info:
             rows = await conn.fetch(
                 """SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type,
@@ -108,7 +109,7 @@ class PostgresSink:
             )
         return self._info[table]
 
-    async def _upsert(self, conn: asyncpg.Connection, changes: TableChanges) -> ApplyResult:
+    async def _upsert(self, conn: Connection, changes: TableChanges) -> ApplyResult:
         rows = dedupe(changes.upserts, [changes.columns.index(k) for k in changes.key])
         if not rows:
             return ApplyResult()
@@ -121,7 +122,7 @@ class PostgresSink:
                 return ApplyResult(inserted=copied)
         return await _merge(conn, changes, rows)
 
-    async def _delete(self, conn: asyncpg.Connection, changes: TableChanges) -> ApplyResult:
+    async def _delete(self, conn: Connection, changes: TableChanges) -> ApplyResult:
         if not changes.deletes:
             return ApplyResult()
         info = await self._table_info(conn, changes.table)
@@ -157,7 +158,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def _ensure_partitions(conn: asyncpg.Connection, changes: TableChanges, rows: list[Row]) -> None:
+async def _ensure_partitions(conn: Connection, changes: TableChanges, rows: list[Row]) -> None:
     # The partition key is the leading key column (signals: ts).
     pos = changes.columns.index(changes.key[0])
     values = [row[pos] for row in rows]
@@ -166,7 +167,7 @@ async def _ensure_partitions(conn: asyncpg.Connection, changes: TableChanges, ro
     )
 
 
-async def _any_key_exists(conn: asyncpg.Connection, changes: TableChanges, rows: list[Row]) -> bool:
+async def _any_key_exists(conn: Connection, changes: TableChanges, rows: list[Row]) -> bool:
     """Cheap test on the leading key column's range; the unique index stays the real guard."""
     pos = changes.columns.index(changes.key[0])
     values = [row[pos] for row in rows]
@@ -179,7 +180,7 @@ async def _any_key_exists(conn: asyncpg.Connection, changes: TableChanges, rows:
     return exists
 
 
-async def _copy_direct(conn: asyncpg.Connection, changes: TableChanges, rows: list[Row]) -> int | None:
+async def _copy_direct(conn: Connection, changes: TableChanges, rows: list[Row]) -> int | None:
     """COPY into the table itself; None (rolled back) if a key existed after all."""
     schema, name = _split(changes.table)
     try:
@@ -192,44 +193,70 @@ async def _copy_direct(conn: asyncpg.Connection, changes: TableChanges, rows: li
     return _count(status)
 
 
-async def _merge(conn: asyncpg.Connection, changes: TableChanges, rows: list[Row]) -> ApplyResult:
-    stage = await _stage(conn, changes)
-    await conn.copy_records_to_table(stage, columns=list(changes.columns), records=rows)
+async def _merge(conn: Connection, changes: TableChanges, rows: list[Row]) -> ApplyResult:
+    """Send keys and hashes first; only new or changed rows travel in full and reach INSERT."""
+    existed = await _changed_keys(conn, changes, rows)
+    if not existed:
+        return ApplyResult(unchanged=len(rows))
+    key_of = _key_getter(changes)
+    changed = [row for row in rows if key_of(row) in existed]
+    stage = await _stage(
+        conn,
+        "stage_rows_" + changes.table.replace(".", "__"),
+        f"(LIKE {changes.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+    )
+    await conn.copy_records_to_table(stage, columns=list(changes.columns), records=changed)
     cols = ", ".join(_ident(c) for c in changes.columns)
-    key = ", ".join(_ident(k) for k in changes.key)
-    same_key = " AND ".join(f"t.{_ident(k)} = s.{_ident(k)}" for k in changes.key)
     updates = ", ".join(
         f"{_ident(c)} = excluded.{_ident(c)}" for c in changes.columns if c not in changes.key
     )
-    row = await conn.fetchrow(
-        f"""WITH merged AS (
-                INSERT INTO {changes.table} AS t ({cols})
-                SELECT {cols} FROM {stage} s
-                 WHERE NOT EXISTS (SELECT 1 FROM {changes.table} t
-                                    WHERE {same_key} AND t.row_hash = s.row_hash)
-                ON CONFLICT ({key}) DO UPDATE SET {updates}, synced_at = now()
-                 WHERE t.row_hash IS DISTINCT FROM excluded.row_hash
-                RETURNING xmax = 0 AS inserted)
-            SELECT count(*) FILTER (WHERE inserted) AS inserted,
-                   count(*) FILTER (WHERE NOT inserted) AS updated
-              FROM merged"""
-    )
-    assert row is not None
-    inserted, updated = int(row["inserted"]), int(row["updated"])
-    return ApplyResult(inserted=inserted, updated=updated, unchanged=len(rows) - inserted - updated)
-
-
-async def _stage(conn: asyncpg.Connection, changes: TableChanges) -> str:
-    """A session temp table shaped like the target's columns, emptied at every commit."""
-    stage = "stage_" + changes.table.replace(".", "__")
     await conn.execute(
-        f"""CREATE TEMP TABLE IF NOT EXISTS {stage}
-              (LIKE {changes.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+        f"""INSERT INTO {changes.table} AS t ({cols}) SELECT {cols} FROM {stage}
+            ON CONFLICT ({", ".join(_ident(k) for k in changes.key)})
+            DO UPDATE SET {updates}, synced_at = now()
+            WHERE t.row_hash IS DISTINCT FROM excluded.row_hash"""
     )
-    return stage
+    updated = sum(existed.values())
+    inserted = len(changed) - updated
+    return ApplyResult(inserted=inserted, updated=updated, unchanged=len(rows) - len(changed))
 
 
-async def _quarantine(conn: asyncpg.Connection, batch: Batch) -> None:
+async def _changed_keys(conn: Connection, changes: TableChanges, rows: list[Row]) -> dict[Row, bool]:
+    """Keys whose row is new or differs from PostgreSQL's `row_hash`, mapped to whether it existed."""
+    narrow = [*changes.key, "row_hash"]
+    names = ", ".join(_ident(c) for c in narrow)
+    stage = await _stage(
+        conn,
+        "stage_keys_" + changes.table.replace(".", "__"),
+        f"ON COMMIT DELETE ROWS AS SELECT {names} FROM {changes.table} WITH NO DATA",
+    )
+    positions = [changes.columns.index(c) for c in narrow]
+    await conn.copy_records_to_table(
+        stage, columns=narrow, records=[tuple(row[p] for p in positions) for row in rows]
+    )
+    same_key = " AND ".join(f"t.{_ident(k)} = s.{_ident(k)}" for k in changes.key)
+    selected = ", ".join(f"s.{_ident(k)}" for k in changes.key)
+    found = await conn.fetch(
+        f"""SELECT {selected}, t.row_hash IS NOT NULL AS existed
+              FROM {stage} s LEFT JOIN {changes.table} t ON {same_key}
+             WHERE t.row_hash IS DISTINCT FROM s.row_hash"""
+    )
+    width = len(changes.key)
+    return {tuple(r[:width]): bool(r[width]) for r in found}
+
+
+def _key_getter(changes: TableChanges) -> Callable[[Row], Row]:
+    positions = [changes.columns.index(k) for k in changes.key]
+    return lambda row: tuple(row[p] for p in positions)
+
+
+async def _stage(conn: Connection, name: str, definition: str) -> str:
+    """A session temp table, created once per connection and emptied at every commit."""
+    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} {definition}")
+    return name
+
+
+async def _quarantine(conn: Connection, batch: Batch) -> None:
     if not batch.quarantine:
         return
     cp = batch.checkpoint
@@ -240,7 +267,7 @@ async def _quarantine(conn: asyncpg.Connection, batch: Batch) -> None:
     )
 
 
-async def _save_checkpoint(conn: asyncpg.Connection, checkpoint: Checkpoint, epoch: int) -> None:
+async def _save_checkpoint(conn: Connection, checkpoint: Checkpoint, epoch: int) -> None:
     await conn.execute(
         """INSERT INTO syncd.checkpoints (source, stream, position, epoch)
            VALUES ($1, $2, $3, $4)

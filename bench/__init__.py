@@ -1,0 +1,1 @@
+"""`make bench`: scenarios measured in one run against one throwaway PostgreSQL."""

@@ -1,0 +1,92 @@
+"""What every bench scenario shares: a PostgreSQL, fresh migrated databases, timing."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from syncd.cluster import LocalCluster
+from syncd.database import connect, init_connection
+from syncd.migrate import migrate
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """One line of the bench table."""
+
+    scenario: str
+    method: str
+    rows: int
+    seconds: float
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Rows per second."""
+        return self.rows / self.seconds if self.seconds else float("inf")
+
+
+@contextmanager
+def server() -> Iterator[str]:
+    """SYNCD_BENCH_DSN if set, else a throwaway cluster removed afterwards."""
+    external = os.environ.get("SYNCD_BENCH_DSN")
+    if external:
+        yield external
+        return
+    root = Path(tempfile.mkdtemp(prefix="syncd-bench-pg-"))
+    root.chmod(0o755)
+    cluster = LocalCluster(root)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.destroy()
+
+
+@asynccontextmanager
+async def fresh_database(server_dsn: str) -> AsyncIterator[str]:
+    """A new database with every migration applied; dropped afterwards."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f"CREATE DATABASE {name}")
+    dsn = server_dsn.rsplit("/", 1)[0] + "/" + name
+    try:
+        conn = await connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield dsn
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def make_pool(dsn: str, size: int = 2) -> asyncpg.Pool:
+    """A pool with syncd's codecs."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, init=init_connection)
+    assert pool is not None
+    return pool
+
+
+class Stopwatch:
+    """Accumulates wall time over several timed sections."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Time the enclosed block."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
