@@ -178,8 +178,8 @@ class Daemon:
         return self._leadership.is_leader
 
     def streams_caught_up(self) -> bool:
-        """True once every stream applied its initial snapshot (and streams exist)."""
-        return bool(self._runners) and all(r.state.caught_up for r in self._runners.values())
+        """True once every stream has applied its initial snapshot."""
+        return all(r.state.caught_up for r in self._runners.values())
 
     async def pg_reachable(self) -> bool:
         """True when the pool answers `SELECT 1` within a second."""
