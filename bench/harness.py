@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from syncd.cluster import LocalCluster
+from syncd.cluster import make_cluster, with_database
 from syncd.database import connect, init_connection
 from syncd.migrate import migrate
 
@@ -43,7 +43,7 @@ def server() -> Iterator[str]:
         return
     root = Path(tempfile.mkdtemp(prefix="syncd-bench-pg-"))
     root.chmod(0o755)
-    cluster = LocalCluster(root)
+    cluster = make_cluster(root)
     try:
         yield cluster.start()
     finally:
@@ -56,7 +56,7 @@ async def fresh_database(server_dsn: str) -> AsyncIterator[str]:
     name = f"bench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(server_dsn)
     await admin.execute(f"CREATE DATABASE {name}")
-    dsn = server_dsn.rsplit("/", 1)[0] + "/" + name
+    dsn = with_database(server_dsn, name)
     try:
         conn = await connect(dsn)
         try:

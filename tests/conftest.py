@@ -15,20 +15,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from syncd.cluster import LocalCluster
+from syncd.cluster import make_cluster, with_database
 from syncd.database import connect, init_connection
 from syncd.migrate import migrate
 
 TEMPLATE_DB = "syncd_template"
-
-
-def with_database(dsn: str, database: str) -> str:
-    """`dsn` pointing at another database of the same server."""
-    base, _, _ = dsn.rpartition("/")
-    query = ""
-    if "?" in dsn.rsplit("/", 1)[1]:
-        query = "?" + dsn.rsplit("?", 1)[1]
-    return f"{base}/{database}{query}"
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +31,7 @@ def pg_server() -> Iterator[str]:
         return
     root = Path(tempfile.mkdtemp(prefix="syncd-test-pg-"))
     root.chmod(0o755)
-    cluster = LocalCluster(root)
+    cluster = make_cluster(root)
     try:
         yield cluster.start()
     finally:
