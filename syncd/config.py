@@ -108,6 +108,8 @@ class QuestdbSettings(_Section):
     page_size: int = Field(default=10_000, ge=1)
     request_timeout: Seconds = 30.0
     reconcile_at: str = Field(default="02:30", pattern=r"^\d{2}:\d{2}$")
+    reconcile_days: int = Field(default=7, ge=1)
+    """Closed days (before today, source clock) compared by the nightly reconcile."""
 
 
 class Config(_Section):

@@ -94,3 +94,21 @@ class CutoverRefused(SyncdError):
         super().__init__(f"cutover of {name} refused: " + "; ".join(reasons))
         self.name = name
         self.reasons = reasons
+
+
+class TableMissing(SourceUnavailable):
+    """A QuestDB table does not exist right now (e.g. mid-rebuild): transient, retried."""
+
+    def __init__(self, source: str, table: str, *, defer: float = 0.5) -> None:
+        super().__init__(source, f"table does not exist [table={table}]", defer=defer)
+        self.table = table
+
+
+class QueryRejected(SyncdError):
+    """QuestDB refused a query (HTTP 400 other than a missing table): a bug, not transient."""
+
+    def __init__(self, query: str, message: str, position: int | None) -> None:
+        super().__init__(f"QuestDB rejected query at {position}: {message}: {query[:200]}")
+        self.query = query
+        self.message = message
+        self.position = position

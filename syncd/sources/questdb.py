@@ -1,0 +1,308 @@
+"""QuestDB sources: the gap-free watermark poller of tp_capital_signals, and versioned tables.
+
+One stream per table (`questdb:<table>`). Each poll asks QuestDB for `now()` (its clock, not
+ours), reads pages up to `now - safety_lag` after the composite cursor, then follows deletes,
+re-scans the lag window for late rows and runs the nightly (or triggered) reconcile. Every page
+is one Batch whose checkpoint is the position after it, committed in the rows' transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from syncd import metrics
+from syncd.config import QuestdbSettings
+from syncd.errors import SourceUnavailable, TableMissing
+from syncd.model import Batch, Checkpoint, TableChanges
+from syncd.sources.questdb_reader import SOURCE, QuestdbReader, format_timestamp, make_reader, parse_timestamp
+from syncd.sources.questdb_reconcile import Reconciler, reconcile_due
+from syncd.sources.questdb_sql import (
+    DELETED_TABLE,
+    SIGNAL_COLUMNS,
+    SIGNALS_KEY,
+    SIGNALS_PG_COLUMNS,
+    SIGNALS_PG_TABLE,
+    SIGNALS_TABLE,
+    VERSIONED,
+    Cursor,
+    PageSpec,
+    VersionedSpec,
+    next_page,
+    signal_row,
+    versioned_row,
+)
+
+log = structlog.get_logger(__name__)
+
+MAIN = PageSpec(SIGNALS_TABLE, SIGNAL_COLUMNS, "ts", "ingested_at")
+DELETES = PageSpec(DELETED_TABLE, (*SIGNAL_COLUMNS, "deleted_at"), "deleted_at", "ingested_at")
+
+
+class QuestdbBase:
+    """Shared poll loop: source clock, retries with backoff, SOURCE_UP, clock skew."""
+
+    source = SOURCE
+
+    def __init__(self, settings: QuestdbSettings, table: str, reader: QuestdbReader | None = None) -> None:
+        self.settings = settings
+        self.table = table
+        self.stream = f"questdb:{table}"
+        self.reader = reader or make_reader(settings)
+        self.position: dict[str, Any] = {}
+        self.skew = 0.0
+        self._caught_up = False
+        self._failures = 0
+
+    @property
+    def caught_up(self) -> bool:
+        """True once a poll found nothing more to read."""
+        return self._caught_up
+
+    async def open(self, checkpoint: Mapping[str, Any] | None) -> None:
+        """Resume from the committed position."""
+        self.position = dict(checkpoint or {})
+
+    def committed(self, batch: Batch) -> None:
+        """The batch is durable: its checkpoint is now our position."""
+        self.position = dict(batch.checkpoint.position)
+
+    async def close(self) -> None:
+        """Close the reader."""
+        await self.reader.close()
+
+    async def source_now(self) -> datetime:
+        """QuestDB's `now()`; records the skew to our clock (source minus local)."""
+        local = time.time()
+        result = await self.reader.query("SELECT now()")
+        now: datetime = result.rows[0][0]
+        self.skew = now.timestamp() - (local + time.time()) / 2
+        metrics.CLOCK_SKEW.labels(SOURCE).set(self.skew)
+        return now
+
+    def source_time(self, newest: datetime | None) -> float | None:
+        """`newest` (source clock) on our clock, so the stream's lag is source now - newest."""
+        if newest is None:
+            return None
+        # Clamped: a row stamped in our future (skew, clock steps) never makes lag negative.
+        return min(newest.timestamp() - self.skew, time.time())
+
+    def batch(self, tables: list[TableChanges], newest: datetime | None, observed: float) -> Batch:
+        """A Batch carrying the current position as its checkpoint."""
+        checkpoint = Checkpoint(SOURCE, self.stream, dict(self.position))
+        return Batch(checkpoint, tables, observed_at=observed, source_time=self.source_time(newest))
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """Poll forever; transient failures back off and retry, never end the stream."""
+        while True:
+            try:
+                async for batch in self.poll():
+                    yield batch
+                self._ok()
+            except SourceUnavailable as exc:
+                await self._backoff(exc)
+                continue
+            await asyncio.sleep(self.settings.poll_interval)
+
+    def poll(self) -> AsyncIterator[Batch]:
+        """One poll cycle's batches (overridden)."""
+        raise NotImplementedError
+
+    def _ok(self) -> None:
+        self._failures = 0
+        self._caught_up = True
+        metrics.SOURCE_UP.labels(self.stream).set(1)
+        metrics.SECONDS_SINCE_LAST_SUCCESS.labels(self.stream).set(0)
+
+    async def _backoff(self, exc: SourceUnavailable) -> None:
+        self._failures += 1
+        metrics.SOURCE_UP.labels(self.stream).set(0)
+        metrics.RETRIES.labels(SOURCE).inc()
+        level = "info" if isinstance(exc, TableMissing) else "warning"
+        delay = max(exc.defer, backoff(self._failures))
+        getattr(log, level)("questdb read failed, retrying", stream=self.stream, error=str(exc),
+                            attempt=self._failures, delay=round(delay, 2))
+        await asyncio.sleep(delay)
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: 0.2 s doubling up to 10 s."""
+    return min(10.0, 0.2 * 2 ** min(attempt - 1, 8)) * random.uniform(0.5, 1.0)
+
+
+class SignalsSource(QuestdbBase):
+    """tp_capital_signals: watermark pages, deletes, lag-window rescan, reconcile."""
+
+    def __init__(self, settings: QuestdbSettings, reader: QuestdbReader | None = None,
+                 *, pg_dsn: str | None = None) -> None:
+        super().__init__(settings, SIGNALS_TABLE, reader)
+        self.reconciler = Reconciler(self, pg_dsn)
+        # (highest ts a poll covered, source now() of that poll): decides whether a rescanned row
+        # was visible to the poll that covered its ts, i.e. whether it arrived late.
+        self._history: deque[tuple[datetime, datetime]] = deque()
+        self._last_rescan: datetime | None = None
+
+    async def close(self) -> None:
+        """Close the reader and the reconcile connection."""
+        await self.reconciler.close()
+        await super().close()
+
+    async def poll(self) -> AsyncIterator[Batch]:
+        """One cycle: identity check, pages to now - lag, deletes, rescan, reconcile."""
+        observed = time.monotonic()
+        now = await self.source_now()
+        await self._check_identity()
+        upper = now - timedelta(seconds=self.settings.safety_lag)
+        async for batch in self._pages(MAIN, "cursor", upper, observed, deleted=False):
+            yield batch
+        self._remember(now)
+        async for batch in self._pages(DELETES, "deleted_cursor", upper, observed, deleted=True):
+            yield batch
+        if self._rescan_due(now):
+            async for batch in self._rescan(now, observed):
+                yield batch
+        # The first poll only sets the baseline; the first nightly reconcile runs at reconcile_at.
+        self.position.setdefault("reconcile", {"at": format_timestamp(now), "reason": "baseline"})
+        if self.position.get("reconcile_pending") or reconcile_due(self.settings, self.position, now):
+            async for batch in self.reconciler.run(now):
+                yield batch
+
+    async def _pages(self, spec: PageSpec, key: str, upper: datetime, observed: float,
+                     *, deleted: bool) -> AsyncIterator[Batch]:
+        cursor = Cursor.from_json(self.position.get(key))
+        more = True
+        while more:
+            rows, cursor, more = await next_page(self.reader, spec, cursor, upper, self.settings.page_size)
+            self.position[key] = cursor.as_json()
+            if rows:
+                yield self.batch([self.changes(rows, deleted=deleted)], _newest(rows, deleted), observed)
+
+    def changes(self, rows: list[tuple[Any, ...]], *, deleted: bool) -> TableChanges:
+        """PG upserts for QuestDB rows; deleted-table rows keep the row with `deleted_at` set."""
+        pg_rows = [signal_row(r[:-1], r[-1]) for r in rows] if deleted else [signal_row(r) for r in rows]
+        return TableChanges(SIGNALS_PG_TABLE, SIGNALS_PG_COLUMNS, SIGNALS_KEY, pg_rows)
+
+    async def _check_identity(self) -> None:
+        """A changed table id (drop + recreate) or a shrunk row count schedules a reconcile."""
+        table_id = await self._table_id()
+        count = (await self.reader.query(f"SELECT count() FROM {SIGNALS_TABLE}")).rows[0][0]
+        old_id, old_count = self.position.get("table_id"), self.position.get("row_count")
+        changed = old_id is not None and table_id is not None and table_id != old_id
+        shrunk = old_count is not None and count < old_count
+        if changed or shrunk:
+            log.info("questdb table rebuilt or shrank; reconcile scheduled", stream=self.stream,
+                     old_id=old_id, new_id=table_id, old_count=old_count, count=count)
+            self.position["reconcile_pending"] = "identity" if changed else "shrunk"
+        self.position["table_id"], self.position["row_count"] = table_id, count
+
+    async def _table_id(self) -> int | None:
+        # tables() is a QuestDB meta function: only over HTTP (the PG stand-in has no such thing).
+        if self.reader.transport != "http":
+            return None
+        result = await self.reader.query("SELECT * FROM tables()")
+        name_col = next((c for c in ("table_name", "name", "table") if c in result.columns), None)
+        if name_col is None or "id" not in result.columns:
+            return None
+        ni, ii = result.column(name_col), result.column("id")
+        return next((int(r[ii]) for r in result.rows if r[ni] == SIGNALS_TABLE), None)
+
+    def _remember(self, now: datetime) -> None:
+        cursor = Cursor.from_json(self.position.get("cursor"))
+        if cursor.ts is not None:
+            self._history.append((cursor.ts, now))
+        horizon = now - timedelta(seconds=self.settings.lag_window + self.settings.safety_lag)
+        while self._history and self._history[0][1] < horizon:
+            self._history.popleft()
+
+    def _rescan_due(self, now: datetime) -> bool:
+        last = self._last_rescan
+        return last is None or (now - last).total_seconds() >= self.settings.rescan_interval
+
+    async def _rescan(self, now: datetime, observed: float) -> AsyncIterator[Batch]:
+        """Re-read the lag window behind the watermark: rows found there are applied and counted."""
+        top = Cursor.from_json(self.position.get("cursor")).ts
+        if top is None:
+            self._last_rescan = now
+            return
+        since = self._last_rescan - timedelta(seconds=self.settings.rescan_interval) if self._last_rescan else None
+        where = f"ingested_at > '{format_timestamp(since)}'" if since else ""
+        spec = PageSpec(SIGNALS_TABLE, SIGNAL_COLUMNS, "ts", "ingested_at", where)
+        cursor = Cursor(top - timedelta(seconds=self.settings.lag_window))
+        more = True
+        while more:
+            rows, cursor, more = await next_page(self.reader, spec, cursor, top, self.settings.page_size)
+            late = [r for r in rows if self._is_late(r)]
+            if late:
+                metrics.LATE_ROWS.labels(self.stream).inc(len(late))
+                log.info("late rows applied", stream=self.stream, rows=len(late))
+            if rows:
+                yield self.batch([self.changes(rows, deleted=False)], None, observed)
+        self._last_rescan = now
+
+    def _is_late(self, row: tuple[Any, ...]) -> bool:
+        """Was the row invisible to the poll that covered its ts (ingested after that poll)?"""
+        ts, ingested = row[0], row[-1]
+        if ingested is None:
+            return False
+        for covered, polled_at in self._history:
+            if covered >= ts:
+                return bool(ingested > polled_at)
+        return False
+
+
+def _newest(rows: list[tuple[Any, ...]], deleted: bool) -> datetime | None:
+    if not rows or deleted:
+        return None
+    newest: datetime = max(r[0] for r in rows)
+    return newest
+
+
+class VersionedSource(QuestdbBase):
+    """telegram_bots / telegram_channels: the latest version per id, upserted when anything changed."""
+
+    def __init__(self, settings: QuestdbSettings, table: str, reader: QuestdbReader | None = None) -> None:
+        super().__init__(settings, table, reader)
+        self.spec: VersionedSpec = VERSIONED[table]
+        self._last_full = 0.0
+
+    async def poll(self) -> AsyncIterator[Batch]:
+        """Re-read the latest versions when count or max(updated_at) moved (or periodically)."""
+        observed = time.monotonic()
+        await self.source_now()
+        stat = (await self.reader.query(f"SELECT count(), max(updated_at) FROM {self.table}")).rows[0]
+        marker = {"count": stat[0], "max_updated_at": None if stat[1] is None else format_timestamp(stat[1])}
+        periodic = time.monotonic() - self._last_full >= self.settings.rescan_interval
+        if marker == self.position.get("marker") and not periodic:
+            return
+        cols = ", ".join(self.spec.columns)
+        result = await self.reader.query(f"SELECT {cols} FROM {self.table} LATEST ON updated_at PARTITION BY id")
+        self._last_full = time.monotonic()
+        rows = [versioned_row(r) for r in result.rows if r[0]]
+        self.position["marker"] = marker
+        changes = TableChanges(self.spec.pg_table, (*self.spec.columns, "row_hash"), ("id",), rows)
+        yield self.batch([changes], parse_timestamp(marker["max_updated_at"]), observed)
+
+
+def build_questdb_sources(settings: QuestdbSettings, pg_dsn: str | None) -> list[QuestdbBase]:
+    """One source per configured table, named `questdb:<table>`."""
+    sources: list[QuestdbBase] = []
+    for table in settings.tables:
+        if table == SIGNALS_TABLE:
+            sources.append(SignalsSource(settings, pg_dsn=pg_dsn))
+        elif table in VERSIONED:
+            sources.append(VersionedSource(settings, table))
+        else:
+            raise ValueError(f"questdb.tables: no spec for table {table!r}")
+    return sources
+
+
+def utcnow() -> datetime:
+    """Local time, aware UTC (for callers that need our clock, e.g. reconcile scheduling tests)."""
+    return datetime.now(UTC)

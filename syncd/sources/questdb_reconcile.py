@@ -1,0 +1,167 @@
+"""Reconcile of tp_capital_signals: each day compared by count and hash, mismatching days re-copied.
+
+Runs nightly (`questdb.reconcile_at`, source clock, over the last `reconcile_days` closed days) and
+whenever the table was rebuilt or shrank. The source side digest is computed from QuestDB rows
+page by page (QuestDB has no hash function); PostgreSQL computes the same order-independent sum
+over `row_hash` of live rows. The result lands in the checkpoint (so in /status) and in metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import structlog
+
+from syncd import metrics
+from syncd.config import QuestdbSettings
+from syncd.errors import SourceUnavailable
+from syncd.model import Batch, TableChanges
+from syncd.sources.questdb_reader import format_timestamp, parse_timestamp
+from syncd.sources.questdb_sql import (
+    SIGNAL_COLUMNS,
+    SIGNALS_KEY,
+    SIGNALS_PG_COLUMNS,
+    SIGNALS_PG_TABLE,
+    SIGNALS_TABLE,
+    Cursor,
+    PageSpec,
+    day_bounds,
+    hash_sum,
+    next_page,
+    signal_row,
+)
+
+if TYPE_CHECKING:
+    from syncd.sources.questdb import SignalsSource
+
+log = structlog.get_logger(__name__)
+_MAIN = PageSpec(SIGNALS_TABLE, SIGNAL_COLUMNS, "ts", "ingested_at")
+_ONE_US = timedelta(microseconds=1)
+
+_PG_DIGEST = f"""
+    SELECT count(*) AS n,
+           coalesce(sum(('x' || encode(substr(row_hash, 1, 8), 'hex'))::bit(64)::bigint::numeric), 0) AS s
+      FROM {SIGNALS_PG_TABLE} WHERE ts >= $1 AND ts <= $2 AND deleted_at IS NULL"""
+
+
+def reconcile_due(settings: QuestdbSettings, position: Mapping[str, Any], now: datetime) -> bool:
+    """True when today's `reconcile_at` (source clock) has passed since the last reconcile."""
+    last = parse_timestamp((position.get("reconcile") or {}).get("at"))
+    hour, minute = (int(p) for p in settings.reconcile_at.split(":"))
+    scheduled = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if scheduled > now:
+        scheduled -= timedelta(days=1)
+    return last is not None and last < scheduled
+
+
+class Reconciler:
+    """Compares and repairs days of one SignalsSource; reads PostgreSQL, never writes it."""
+
+    def __init__(self, source: SignalsSource, pg_dsn: str | None) -> None:
+        self.source = source
+        self.pg_dsn = pg_dsn
+        self._conn: asyncpg.Connection | None = None
+
+    async def close(self) -> None:
+        """Close the read connection to PostgreSQL."""
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def run(self, now: datetime) -> AsyncIterator[Batch]:
+        """Compare each day in scope; yield repair batches, then one batch carrying the result."""
+        position = self.source.position
+        reason = position.pop("reconcile_pending", None) or "nightly"
+        if self.pg_dsn is None or position.get("cursor") is None:
+            position["reconcile"] = {"at": format_timestamp(now), "reason": reason, "skipped": True}
+            return
+        top = _watermark(Cursor.from_json(position.get("cursor")))
+        mismatched: list[str] = []
+        repaired = 0
+        for day in self._days(now, top, reason):
+            lo, hi = day_bounds(day)
+            hi = min(hi - _ONE_US, top)
+            if await self._matches(lo, hi):
+                continue
+            mismatched.append(lo.date().isoformat())
+            async for batch in self._repair(lo, hi, now):
+                repaired += batch.size
+                yield batch
+        metrics.VERIFY_MISMATCH_ROWS.labels(SIGNALS_PG_TABLE).set(repaired)
+        position["reconcile"] = {"at": format_timestamp(now), "reason": reason,
+                                 "mismatched_days": mismatched, "repaired_rows": repaired}
+        log.info("reconcile done", stream=self.source.stream, reason=reason, mismatched=mismatched,
+                 repaired=repaired)
+        yield self.source.batch([], None, 0.0)
+
+    def _days(self, now: datetime, top: datetime, reason: str) -> list[datetime]:
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        first = today - timedelta(days=self.source.settings.reconcile_days)
+        # Nightly: closed days only. After a rebuild: the open day too, up to the watermark.
+        last = today if reason != "nightly" else today - timedelta(days=1)
+        days, day = [], first
+        while day <= min(last, top):
+            days.append(day)
+            day += timedelta(days=1)
+        return days
+
+    async def _pg(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            assert self.pg_dsn is not None
+            try:
+                self._conn = await asyncpg.connect(self.pg_dsn, timeout=10)
+            except (OSError, asyncpg.PostgresError) as exc:
+                raise SourceUnavailable("postgres (reconcile)", type(exc).__name__) from exc
+        return self._conn
+
+    async def _source_digest(self, lo: datetime, hi: datetime) -> dict[str, bytes]:
+        """key → row_hash of every source row in [lo, hi] (one day's keys, not its rows)."""
+        digest: dict[str, bytes] = {}
+        async for rows in self._source_pages(lo, hi):
+            for row in rows:
+                pg = signal_row(row)
+                digest[pg[1]] = pg[-1]
+        return digest
+
+    async def _source_pages(self, lo: datetime, hi: datetime) -> AsyncIterator[list[tuple[Any, ...]]]:
+        cursor, more = Cursor(lo - _ONE_US), True
+        reader, size = self.source.reader, self.source.settings.page_size
+        while more:
+            rows, cursor, more = await next_page(reader, _MAIN, cursor, hi, size)
+            if rows:
+                yield rows
+
+    async def _matches(self, lo: datetime, hi: datetime) -> bool:
+        source = await self._source_digest(lo, hi)
+        row = await (await self._pg()).fetchrow(_PG_DIGEST, lo, hi)
+        assert row is not None
+        pg_sum = int(row["s"]) % (1 << 64)
+        return int(row["n"]) == len(source) and pg_sum == hash_sum(list(source.values()))
+
+    async def _repair(self, lo: datetime, hi: datetime, now: datetime) -> AsyncIterator[Batch]:
+        """Re-copy the day page by page; live PG rows the source lacks get `deleted_at`."""
+        keys: set[str] = set()
+        async for rows in self._source_pages(lo, hi):
+            pg_rows = [signal_row(r) for r in rows]
+            keys.update(r[1] for r in pg_rows)
+            yield self.source.batch([_changes(pg_rows)], None, 0.0)
+        cols = ", ".join(SIGNAL_COLUMNS)
+        extra = await (await self._pg()).fetch(
+            f"SELECT signal_key, {cols} FROM {SIGNALS_PG_TABLE} "
+            "WHERE ts >= $1 AND ts <= $2 AND deleted_at IS NULL", lo, hi)
+        gone = [signal_row(tuple(r)[1:], now) for r in extra if r["signal_key"] not in keys]
+        if gone:
+            yield self.source.batch([_changes(gone)], None, 0.0)
+
+
+def _changes(rows: list[tuple[Any, ...]]) -> TableChanges:
+    return TableChanges(SIGNALS_PG_TABLE, SIGNALS_PG_COLUMNS, SIGNALS_KEY, rows)
+
+
+def _watermark(cursor: Cursor) -> datetime:
+    assert cursor.ts is not None
+    # Mid-group: the group itself is not fully applied yet.
+    return cursor.ts if cursor.within is None else cursor.ts - _ONE_US
