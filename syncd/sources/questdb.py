@@ -134,7 +134,7 @@ class QuestdbBase:
 
 def backoff(attempt: int) -> float:
     """Exponential backoff with jitter: 0.2 s doubling up to 10 s."""
-    return min(10.0, 0.2 * 2 ** min(attempt - 1, 8)) * random.uniform(0.5, 1.0)
+    return float(min(10.0, 0.2 * 2.0 ** min(attempt - 1, 8)) * random.uniform(0.5, 1.0))
 
 
 class SignalsSource(QuestdbBase):

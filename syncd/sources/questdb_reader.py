@@ -10,6 +10,7 @@ refused query `QueryRejected`. Error text is classified, never SQLSTATE: QuestDB
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import re
 from collections.abc import Sequence
@@ -85,14 +86,15 @@ class HttpReader:
 
     def __init__(self, settings: QuestdbSettings) -> None:
         self._url = f"http://{settings.host}:{settings.http_port}/exec"
-        self._auth = aiohttp.BasicAuth(settings.user, settings.password.get_secret_value())
+        credentials = f"{settings.user}:{settings.password.get_secret_value()}".encode()
+        self._headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
         self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout)
         self._session: aiohttp.ClientSession | None = None
 
     async def query(self, sql: str) -> Result:
         """Run `sql` over `/exec`; see the module docstring for the error types."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         try:
             async with self._session.get(self._url, params={"query": sql}) as response:
                 body = await response.read()
