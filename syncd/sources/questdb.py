@@ -186,8 +186,7 @@ class SignalsSource(QuestdbBase):
 
     def changes(self, rows: list[tuple[Any, ...]], *, deleted: bool) -> TableChanges:
         """PG upserts for QuestDB rows; deleted-table rows keep the row with `deleted_at` set."""
-        pg_rows = [signal_row(r[:-1], r[-1]) for r in rows] if deleted else [signal_row(r) for r in rows]
-        return TableChanges(SIGNALS_PG_TABLE, SIGNALS_PG_COLUMNS, SIGNALS_KEY, pg_rows)
+        return signal_changes(rows, deleted=deleted)
 
     async def _check_identity(self) -> None:
         """A changed table id (drop + recreate) or a shrunk row count schedules a reconcile."""
@@ -255,6 +254,12 @@ class SignalsSource(QuestdbBase):
             if covered >= ts:
                 return bool(ingested > polled_at)
         return False
+
+
+def signal_changes(rows: list[tuple[Any, ...]], *, deleted: bool = False) -> TableChanges:
+    """PG upserts for QuestDB signal rows (deleted-table rows carry `deleted_at` last)."""
+    pg_rows = [signal_row(r[:-1], r[-1]) for r in rows] if deleted else [signal_row(r) for r in rows]
+    return TableChanges(SIGNALS_PG_TABLE, SIGNALS_PG_COLUMNS, SIGNALS_KEY, pg_rows)
 
 
 def _newest(rows: list[tuple[Any, ...]], deleted: bool) -> datetime | None:
