@@ -163,6 +163,10 @@ class SignalsSource(QuestdbBase):
         async for batch in self._pages(MAIN, "cursor", upper, observed, deleted=False):
             yield batch
         self._remember(now)
+        if not self._caught_up:
+            # The runner reads caught_up after each batch: one checkpoint-only batch tells it.
+            self._caught_up = True
+            yield self.batch([], None, observed)
         async for batch in self._pages(DELETES, "deleted_cursor", upper, observed, deleted=True):
             yield batch
         if self._rescan_due(now):
