@@ -80,7 +80,7 @@ class Backfill:
 
     async def count(self, start: datetime, end: datetime) -> int:
         """Rows in range, for the progress bar's total."""
-        sql = f"SELECT count() FROM {self.table} WHERE ts >= {lit(start)} AND ts <= {lit(end)}"
+        sql = f"SELECT count(*) FROM {self.table} WHERE ts >= {lit(start)} AND ts <= {lit(end)}"
         return int((await self._query(sql)).rows[0][0])
 
     async def run(

@@ -195,7 +195,7 @@ class SignalsSource(QuestdbBase):
     async def _check_identity(self) -> None:
         """A changed table id (drop + recreate) or a shrunk row count schedules a reconcile."""
         table_id = await self._table_id()
-        count = (await self.reader.query(f"SELECT count() FROM {SIGNALS_TABLE}")).rows[0][0]
+        count = (await self.reader.query(f"SELECT count(*) FROM {SIGNALS_TABLE}")).rows[0][0]
         old_id, old_count = self.position.get("table_id"), self.position.get("row_count")
         changed = old_id is not None and table_id is not None and table_id != old_id
         shrunk = old_count is not None and count < old_count
@@ -285,7 +285,7 @@ class VersionedSource(QuestdbBase):
         """Re-read the latest versions when count or max(updated_at) moved (or periodically)."""
         observed = time.monotonic()
         await self.source_now()
-        stat = (await self.reader.query(f"SELECT count(), max(updated_at) FROM {self.table}")).rows[0]
+        stat = (await self.reader.query(f"SELECT count(*), max(updated_at) FROM {self.table}")).rows[0]
         marker = {"count": stat[0], "max_updated_at": None if stat[1] is None else format_timestamp(stat[1])}
         periodic = time.monotonic() - self._last_full >= self.settings.rescan_interval
         if marker == self.position.get("marker") and not periodic:

@@ -133,6 +133,8 @@ class Store:
         if kind == "id" and t.peek()[1] == "(":
             t.take()
             args: list[Node] = []
+            if t.peek()[1] == "*" and t.peek(1)[1] == ")":  # count(*) ≡ count()
+                t.take()
             if not t.word(")"):
                 args.append(self.expr(t))
                 while t.word(","):

@@ -150,7 +150,8 @@ async def test_delete_with_rebuild_mid_poll(questdb: QuestDBEmulator, settings: 
             what="deleted_at set")
         assert deleted is not None
         report = await eventually(lambda: _reconciled(runner.state.checkpoint), what="reconcile result")
-        assert report["reason"] == "identity" and report["mismatched_days"] == []
+        assert report["reason"] == "identity"
+        assert report["mismatched_days"] == []
     assert sample(metrics.SOURCE_UP, stream=source.stream) == 1
 
 
@@ -197,8 +198,10 @@ async def test_nan_null_doubles_and_empty_messages(questdb: QuestDBEmulator, set
     async with running(SignalsSource(settings), sink):
         await eventually(lambda: in_sync(questdb, pool), what="rows")
     rows = {r["signal_key"]: r for r in await pool.fetch(f"SELECT * FROM {SIGNALS}")}
-    assert rows[nan_key]["buy_min"] is None and rows[nan_key]["raw_message"] == ""
-    assert rows[null_key]["buy_min"] is None and rows[null_key]["raw_message"] == "it's"
+    assert rows[nan_key]["buy_min"] is None
+    assert rows[nan_key]["raw_message"] == ""
+    assert rows[null_key]["buy_min"] is None
+    assert rows[null_key]["raw_message"] == "it's"
 
 
 async def test_versioned_tables_latest_version_tombstone_and_no_token(
@@ -260,7 +263,7 @@ async def test_backfill_kill9_and_resume_equals_source(dsn: str, pool: asyncpg.P
         env = {**os.environ, "SYNCD_PG_DSN": dsn, "QUESTDB_HTTP_PORT": str(port)}
         cmd = [str(Path(sys.executable).parent / "syncd"), "backfill", "questdb", "--table",
                "tp_capital_signals", "--page-size", "500", "--no-progress"]
-        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await eventually(lambda: pool.fetchval(f"SELECT count(*) > 3000 FROM {SIGNALS}"), timeout=60,
                          what="backfill under way")
         first.send_signal(signal.SIGKILL)
@@ -273,6 +276,8 @@ async def test_backfill_kill9_and_resume_equals_source(dsn: str, pool: asyncpg.P
     finally:
         emulator.terminate()
         emulator.wait()
+        if emulator.stdout is not None:
+            emulator.stdout.close()
     assert await pool.fetchval(f"SELECT count(*) FROM {SIGNALS}") == rows
     assert await pool.fetchval(f"SELECT count(DISTINCT (ts, signal_key)) FROM {SIGNALS}") == rows
     checkpoint = await pool.fetchval(
