@@ -67,7 +67,8 @@ class PostgresSink:
         table = "-"
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute("SET LOCAL syncd.origin = 'syncd'")
+                # Key probes sort a batch's keys: keep that in memory rather than spill to disk.
+                await conn.execute("SET LOCAL syncd.origin = 'syncd'; SET LOCAL work_mem = '64MB'")
                 await conn.execute("SELECT syncd.fence($1)", self.epoch)
                 results = {c.table: ApplyResult() for c in batch.tables}
                 for changes in batch.tables:
@@ -116,11 +117,13 @@ class PostgresSink:
         info = await self._table_info(conn, changes.table)
         if info.partitioned:
             await _ensure_partitions(conn, changes, rows)
-        if not await _any_key_exists(conn, changes, rows):
-            copied = await _copy_direct(conn, changes, rows)
-            if copied is not None:
-                return ApplyResult(inserted=copied)
-        return await _merge(conn, changes, rows)
+        fresh, known = await _split_fresh(conn, changes, rows)
+        if fresh:
+            copied = await _copy_direct(conn, changes, fresh)
+            if copied is None:  # the range probe was wrong (text collation): let the merge sort it out
+                return await _merge(conn, changes, rows)
+            return ApplyResult(inserted=copied) + await _merge(conn, changes, known)
+        return await _merge(conn, changes, known)
 
     async def _delete(self, conn: Connection, changes: TableChanges) -> ApplyResult:
         if not changes.deletes:
@@ -167,17 +170,25 @@ async def _ensure_partitions(conn: Connection, changes: TableChanges, rows: list
     )
 
 
-async def _any_key_exists(conn: Connection, changes: TableChanges, rows: list[Row]) -> bool:
-    """Cheap test on the leading key column's range; the unique index stays the real guard."""
+async def _split_fresh(
+    conn: Connection, changes: TableChanges, rows: list[Row]
+) -> tuple[list[Row], list[Row]]:
+    """Split off rows whose leading key lies above every stored key in the batch's range.
+
+    Those cannot exist yet and go straight in by COPY (the first-load and append path); the rest
+    need the key probe. The primary key stays the real guard should the probe be wrong.
+    """
     pos = changes.columns.index(changes.key[0])
     values = [row[pos] for row in rows]
     column = _ident(changes.key[0])
-    exists: bool = await conn.fetchval(
-        f"SELECT EXISTS (SELECT 1 FROM {changes.table} WHERE {column} BETWEEN $1 AND $2)",
-        min(values),
-        max(values),
+    highest = await conn.fetchval(
+        f"SELECT max({column}) FROM {changes.table} WHERE {column} BETWEEN $1 AND $2", min(values), max(values)
     )
-    return exists
+    if highest is None:
+        return rows, []
+    fresh = [row for row in rows if row[pos] > highest]
+    known = [row for row in rows if not row[pos] > highest]
+    return fresh, known
 
 
 async def _copy_direct(conn: Connection, changes: TableChanges, rows: list[Row]) -> int | None:
@@ -195,11 +206,17 @@ async def _copy_direct(conn: Connection, changes: TableChanges, rows: list[Row])
 
 async def _merge(conn: Connection, changes: TableChanges, rows: list[Row]) -> ApplyResult:
     """Send keys and hashes first; only new or changed rows travel in full and reach INSERT."""
+    if not rows:
+        return ApplyResult()
     existed = await _changed_keys(conn, changes, rows)
     if not existed:
         return ApplyResult(unchanged=len(rows))
     key_of = _key_getter(changes)
     changed = [row for row in rows if key_of(row) in existed]
+    if not any(existed.values()):
+        copied = await _copy_direct(conn, changes, changed)
+        if copied is not None:
+            return ApplyResult(inserted=copied, unchanged=len(rows) - copied)
     stage = await _stage(
         conn,
         "stage_rows_" + changes.table.replace(".", "__"),
@@ -236,9 +253,14 @@ async def _changed_keys(conn: Connection, changes: TableChanges, rows: list[Row]
     )
     same_key = " AND ".join(f"t.{_ident(k)} = s.{_ident(k)}" for k in changes.key)
     selected = ", ".join(f"s.{_ident(k)}" for k in changes.key)
+    lead = _ident(changes.key[0])
+    # Bounding the table side by the stage's own key range (computed by PostgreSQL, so collation
+    # agrees) turns a whole-table scan per batch into an index range scan and prunes partitions.
     found = await conn.fetch(
         f"""SELECT {selected}, t.row_hash IS NOT NULL AS existed
-              FROM {stage} s LEFT JOIN {changes.table} t ON {same_key}
+              FROM {stage} s LEFT JOIN {changes.table} t
+                ON {same_key}
+               AND t.{lead} BETWEEN (SELECT min({lead}) FROM {stage}) AND (SELECT max({lead}) FROM {stage})
              WHERE t.row_hash IS DISTINCT FROM s.row_hash"""
     )
     width = len(changes.key)
