@@ -24,9 +24,9 @@ import orjson
 
 from bench.harness import Measure, Stopwatch, fresh_database, make_pool
 from syncd.config import QuestdbSettings
+from syncd.model import Batch, Checkpoint, TableChanges
 from syncd.sink.postgres import PostgresSink
 from syncd.sources.questdb import SignalsSource
-from syncd.model import Batch, Checkpoint, TableChanges
 from syncd.sources.questdb_sql import SIGNALS_KEY, SIGNALS_PG_COLUMNS, SIGNALS_PG_TABLE, signal_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,13 +183,13 @@ async def run(server_dsn: str, rows: int) -> list[Measure]:
     sink_seconds = await _sink_only(server_dsn, rows)
     out.append(Measure("questdb: backfill", "sink", rows, sink_seconds,
                        f"PostgresSink.apply, {PAGE:,}-row checkpointed batches: "
-                       f"{copy_seconds / sink_seconds:.2f}× raw COPY"))
+                       f"{copy_seconds / sink_seconds:.2f}x raw COPY"))
     summary, wall, rss = await _backfill(server_dsn, rows)
     out.append(Measure("questdb: backfill end-to-end", "syncd backfill via /exec", summary["rows"],
                        summary["seconds"], f"peak RSS {rss:.0f} MB; process wall {wall:.1f} s; "
-                       f"{copy_seconds / summary['seconds'] * summary['rows'] / rows:.2f}× raw COPY"))
+                       f"{copy_seconds / summary['seconds'] * summary['rows'] / rows:.2f}x raw COPY"))
     summary2, _, rss2 = await _backfill(server_dsn, rows * 2)
-    out.append(Measure("questdb: backfill end-to-end", "syncd backfill via /exec (2×)", summary2["rows"],
+    out.append(Measure("questdb: backfill end-to-end", "syncd backfill via /exec (2x)", summary2["rows"],
                        summary2["seconds"], f"peak RSS {rss2:.0f} MB vs {rss:.0f} MB at {rows:,}"))
     n, seconds, lags = await _stream(server_dsn)
     out.append(Measure("questdb: steady stream", f"{STREAM_RATE:,} rows/s live", n, seconds,
