@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 from syncd.config import Config
+from syncd.errors import ConfigError
 from syncd.sources import Source
 
 
-def build_sources(config: Config) -> list[Source]:
-    """Instantiate every source the config names, in config order."""
+def build_sources(config: Config, pool: asyncpg.Pool | None = None) -> list[Source]:
+    """Instantiate every source the config names, in config order.
+
+    `pool` (optional) is shared by the LowDB sources for their read-only queries (start-up row
+    hashes, held quarantine keys); without it each LowDB source opens one connection of its own.
+    """
     sources: list[Source] = []
+    dsn = config.postgres.dsn.get_secret_value()
+    if config.lowdb:
+        from syncd.sources.lowdb import LowdbSource
+
+        check_lowdb_targets(config)
+        sources.extend(LowdbSource(entry, pool=pool, dsn=dsn) for entry in config.lowdb)
     if config.questdb is not None:
         from syncd.sources.questdb import build_questdb_sources
 
         # The signals stream reads PostgreSQL (never writes it) for the nightly reconcile.
-        sources.extend(build_questdb_sources(config.questdb, config.postgres.dsn.get_secret_value()))
+        sources.extend(build_questdb_sources(config.questdb, dsn))
     return sources
+
+
+def check_lowdb_targets(config: Config) -> None:
+    """Two LowDB files must never write the same table (or generic collection): they would fight."""
+    from syncd.tables import specs_for_layout
+
+    owners: dict[tuple[str, str], str] = {}
+    names: set[str] = set()
+    for i, entry in enumerate(config.lowdb):
+        if entry.name in names:
+            raise ConfigError(f"lowdb[{i}].name", "config", f"duplicate stream name {entry.name!r}")
+        names.add(entry.name)
+        if entry.layout == "generic" and not entry.collections:
+            raise ConfigError(f"lowdb[{i}].collections", "config", "layout generic needs at least one collection")
+        for spec in specs_for_layout(entry.layout, entry.collections):
+            target = (spec.table, spec.collection if spec.document else "")
+            if target in owners:
+                raise ConfigError(
+                    f"lowdb[{i}]", "config", f"{entry.name} and {owners[target]} both write {'/'.join(target)}"
+                )
+            owners[target] = entry.name

@@ -1,0 +1,264 @@
+"""The LowDB source: watch the file's directory, read it safely, diff it by id into Batches.
+
+lowdb@7 writes `.<name>.tmp` and renames it over the file (a new inode each time), lowdb@1
+truncates and rewrites in place (a reader can see an empty or half file). So the source watches the
+DIRECTORY and filters by file name, treats added and modified alike, and retries a read that is
+empty, truncated or not JSON: such a read is never "every record deleted", and the last good state
+is kept. Each good version is diffed per record (canonical hash) against what PostgreSQL holds and
+becomes ONE Batch for all of the file's tables, checkpointed with the file's identity and hash.
+
+On open the source loads `(id, row_hash)` of its tables from PostgreSQL (read-only), so the first
+batch applies whatever changed while syncd was stopped. Deletes above the mass-delete threshold are
+held until a second read confirms them or the operator drops a flag file `<file>.allow-mass-delete`
+next to the LowDB file. Quarantined keys stay blocked until `syncd quarantine replay|discard`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+from watchfiles._rust_notify import RustNotify
+
+from syncd import metrics
+from syncd.config import LowdbSettings
+from syncd.database import connect
+from syncd.errors import UnreadableFile
+from syncd.model import Batch, Checkpoint
+from syncd.quarantine import Held, held
+from syncd.sources.lowdb_diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes, read_file
+from syncd.tables import TableSpec, specs_for_layout
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "lowdb"
+ALLOW_MASS_DELETE_SUFFIX = ".allow-mass-delete"
+READ_RETRY_DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+"""Back-off between reads of a file that is empty or half written (lowdb@1 rewrites in place)."""
+POLL_SECONDS = 1.0
+"""Re-check cadence while something waits: a held mass delete, blocked keys, an unreadable file."""
+WATCH_TIMEOUT_MS = 500
+
+
+class LowdbSource:
+    """One LowDB file as one stream; reads PostgreSQL (never writes it) through `pg` or its own DSN."""
+
+    source = SOURCE
+
+    def __init__(self, settings: LowdbSettings, *, pool: asyncpg.Pool | None = None, dsn: str | None = None) -> None:
+        if pool is None and dsn is None:
+            raise ValueError("LowdbSource needs a pool or a DSN to read row hashes")
+        self.settings = settings
+        self.stream = settings.name
+        self.path = settings.path
+        self.allow_path = settings.path.with_name(settings.path.name + ALLOW_MASS_DELETE_SUFFIX)
+        self.specs: tuple[TableSpec, ...] = specs_for_layout(settings.layout, settings.collections)
+        self._pool, self._dsn = pool, dsn
+        self._conn: asyncpg.Connection | None = None
+        self._applied: Applied = {}
+        self._held = Held(frozenset(), frozenset())
+        self._position: dict[str, Any] = {}
+        self._pending: tuple[Diff, bool] | None = None
+        self._holding: frozenset[tuple[str, str]] | None = None
+        self._caught_up = False
+        self._failing = False
+        self._dirty_at: float | None = None
+        self._wake = asyncio.Event()
+        self._stop = threading.Event()
+        self._notify: RustNotify | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def caught_up(self) -> bool:
+        """True once the first batch (the start-up diff against PostgreSQL) has committed."""
+        return self._caught_up
+
+    async def open(self, checkpoint: Mapping[str, Any] | None) -> None:
+        """Start watching, then load what PostgreSQL holds; the file is read by `batches()`."""
+        self._position = dict(checkpoint or {})
+        # Watch before the first read, so a write landing between the two is never missed.
+        self._notify = RustNotify([str(self.path.parent)], False, False, 50, False, False)
+        self._watcher = asyncio.create_task(self._watch(), name=f"watch:{self.stream}")
+        self._applied = await self._load_applied()
+        self._dirty_at = time.monotonic()
+
+    async def close(self) -> None:
+        """Stop the watcher thread and the private connection."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        if self._conn is not None:
+            await self._conn.close()
+        metrics.SOURCE_UP.labels(self.stream).set(0)
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """A batch per changed file version; the first one always, so readiness follows it."""
+        while True:
+            await self._wait()
+            batch = await self._cycle()
+            if batch is not None:
+                yield batch
+
+    def committed(self, batch: Batch) -> None:
+        """The batch is durable: what PostgreSQL holds now includes its rows."""
+        if self._pending is not None:
+            result, with_deletes = self._pending
+            apply_to(self._applied, result.tables, with_deletes=with_deletes)
+            self._pending = None
+        self._position = dict(batch.checkpoint.position)
+        self._caught_up = True
+
+    # -- one cycle: read, diff, guard --------------------------------------------------------
+
+    async def _cycle(self) -> Batch | None:
+        unblocked = await self._refresh_held()
+        if self._dirty_at is None and not (unblocked or self._failing or self._holding is not None):
+            return None
+        observed = self._dirty_at or time.monotonic()
+        self._dirty_at = None
+        version = await self._read()
+        if version is None:
+            return None if self._caught_up or self.path.exists() else self._missing_file_batch(observed)
+        result = await asyncio.to_thread(diff, version, self.specs, self._applied, self._held)
+        with_deletes = await self._deletes_allowed(result)
+        if self._caught_up and result.empty and version.position["sha"] == self._position.get("sha"):
+            return None
+        self._pending = (result, with_deletes)
+        position = dict(version.position)
+        if not with_deletes:
+            position["held_deletes"] = sum(len(t.deletes) for t in result.tables)
+        return Batch(
+            Checkpoint(SOURCE, self.stream, position),
+            [t.changes(with_deletes=with_deletes) for t in result.tables],
+            observed_at=observed,
+            source_time=version.mtime,
+            quarantine=result.quarantine,
+        )
+
+    async def _read(self) -> FileVersion | None:
+        """The current version, retried while empty/half written; None keeps the last good state."""
+        collections = [s.collection for s in self.specs]
+        error: Exception | None = None
+        for delay in (0.0, *READ_RETRY_DELAYS):
+            await asyncio.sleep(delay)
+            try:
+                version = await asyncio.to_thread(read_file, self.path, collections)
+            except (UnreadableFile, OSError) as exc:
+                error = exc
+                continue
+            self._set_up(True)
+            return version
+        self._set_up(False)
+        log.warning("lowdb file unreadable; keeping the last good version", path=str(self.path), error=str(error))
+        return None
+
+    def _set_up(self, up: bool) -> None:
+        self._failing = not up
+        metrics.SOURCE_UP.labels(self.stream).set(1 if up else 0)
+
+    def _missing_file_batch(self, observed: float) -> Batch:
+        # No file yet (lowdb@7 creates it on the first write): nothing to apply, nothing deleted.
+        self._pending = None
+        self._failing = False
+        position = {**self._position, "missing": True}
+        return Batch(Checkpoint(SOURCE, self.stream, position), [], observed_at=observed)
+
+    async def _deletes_allowed(self, result: Diff) -> bool:
+        """The mass-delete guard: True unless deletes are over the threshold and unconfirmed."""
+        over = mass_deletes(result.tables, self.settings.mass_delete_ratio, self.settings.mass_delete_min)
+        if not over:
+            self._release_hold()
+            return True
+        deleting = frozenset((t.spec.table, k) for t in result.tables for k in t.deletes)
+        if await asyncio.to_thread(self.allow_path.exists):
+            await asyncio.to_thread(self.allow_path.unlink, missing_ok=True)
+            log.warning("mass delete allowed by flag file", tables=dict(over), flag=str(self.allow_path))
+            self._release_hold()
+            return True
+        if self._holding is not None and self._holding <= deleting:
+            log.warning("mass delete confirmed by a second read", tables=dict(over))
+            self._release_hold()
+            return True
+        if self._holding is None:
+            log.warning(
+                "mass delete held until a second read confirms it", tables=dict(over), allow=f"touch {self.allow_path}"
+            )
+        self._holding = deleting
+        metrics.MASS_DELETE_HELD.labels(self.stream).set(1)
+        return False
+
+    def _release_hold(self) -> None:
+        self._holding = None
+        metrics.MASS_DELETE_HELD.labels(self.stream).set(0)
+
+    # -- PostgreSQL (read-only) ---------------------------------------------------------------
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        if self._pool is not None:
+            return await self._pool.fetch(query, *args)
+        if self._conn is None or self._conn.is_closed():
+            assert self._dsn is not None
+            self._conn = await connect(self._dsn)
+        return await self._conn.fetch(query, *args)
+
+    async def _load_applied(self) -> Applied:
+        """`id → row_hash` of every row the file's tables hold, to diff the first read against."""
+        applied: Applied = {}
+        for spec in self.specs:
+            if spec.document:
+                rows = await self._fetch(
+                    "SELECT id, row_hash FROM syncd.documents WHERE collection = $1", spec.collection
+                )
+            else:
+                rows = await self._fetch(f"SELECT id, row_hash FROM {spec.table}")
+            applied[spec.collection] = {r["id"]: bytes(r["row_hash"]) for r in rows}
+        return applied
+
+    async def _refresh_held(self) -> bool:
+        """Re-read the held quarantine rows; True when a key was unblocked (replay/discard)."""
+        before = self._held
+        try:
+            if self._pool is not None:
+                async with self._pool.acquire() as conn:
+                    self._held = await held(conn, self.stream)
+            else:
+                await self._fetch("SELECT 1")
+                assert self._conn is not None
+                self._held = await held(self._conn, self.stream)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # A stale set only keeps keys blocked longer: safe. The sink will retry PG anyway.
+            log.warning("could not read quarantine state", error=str(exc))
+            return False
+        metrics.QUARANTINE_RECORDS.labels(self.stream).set(self._held.count)
+        return bool(before.keys - self._held.keys or before.keyless - self._held.keyless)
+
+    # -- watching ---------------------------------------------------------------------------
+
+    async def _wait(self) -> None:
+        if self._dirty_at is not None:
+            return
+        waiting = self._failing or self._holding is not None or self._held.count > 0
+        try:
+            await asyncio.wait_for(self._wake.wait(), POLL_SECONDS if waiting else None)
+        except TimeoutError:
+            return
+        self._wake.clear()
+
+    async def _watch(self) -> None:
+        """Turn directory events for our file (or its allow flag) into wake-ups."""
+        assert self._notify is not None
+        step_ms = max(1, int(self.settings.debounce * 1000 / 4))
+        debounce_ms = max(step_ms, int(self.settings.debounce * 1000 * 2.5))
+        names = {self.path.name, self.allow_path.name}
+        while not self._stop.is_set():
+            changes = await asyncio.to_thread(self._notify.watch, debounce_ms, step_ms, WATCH_TIMEOUT_MS, self._stop)
+            if isinstance(changes, set) and any(Path(p).name in names for _, p in changes):
+                self._dirty_at = self._dirty_at or time.monotonic()
+                self._wake.set()
