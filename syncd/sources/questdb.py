@@ -94,7 +94,7 @@ class QuestdbBase:
         # Clamped: a row stamped in our future (skew, clock steps) never makes lag negative.
         return min(newest.timestamp() - self.skew, time.time())
 
-    def batch(self, tables: list[TableChanges], newest: datetime | None, observed: float) -> Batch:
+    def batch(self, tables: list[TableChanges], newest: datetime | None, observed: float | None) -> Batch:
         """A Batch carrying the current position as its checkpoint."""
         checkpoint = Checkpoint(SOURCE, self.stream, dict(self.position))
         return Batch(checkpoint, tables, observed_at=observed, source_time=self.source_time(newest))
@@ -203,7 +203,9 @@ class SignalsSource(QuestdbBase):
             log.info("questdb table rebuilt or shrank; reconcile scheduled", stream=self.stream,
                      old_id=old_id, new_id=table_id, old_count=old_count, count=count)
             self.position["reconcile_pending"] = "identity" if changed else "shrunk"
-        self.position["table_id"], self.position["row_count"] = table_id, count
+        # A table missing from tables() mid-rebuild keeps the old id, so the change is still seen.
+        self.position["table_id"] = table_id if table_id is not None else old_id
+        self.position["row_count"] = count
 
     async def _table_id(self) -> int | None:
         # tables() is a QuestDB meta function: only over HTTP (the PG stand-in has no such thing).

@@ -95,7 +95,7 @@ class Reconciler:
                                  "mismatched_days": mismatched, "repaired_rows": repaired}
         log.info("reconcile done", stream=self.source.stream, reason=reason, mismatched=mismatched,
                  repaired=repaired)
-        yield self.source.batch([], None, 0.0)
+        yield self.source.batch([], None, None)
 
     def _days(self, now: datetime, top: datetime, reason: str) -> list[datetime]:
         today = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -147,14 +147,14 @@ class Reconciler:
         async for rows in self._source_pages(lo, hi):
             pg_rows = [signal_row(r) for r in rows]
             keys.update(r[1] for r in pg_rows)
-            yield self.source.batch([_changes(pg_rows)], None, 0.0)
+            yield self.source.batch([_changes(pg_rows)], None, None)
         cols = ", ".join(SIGNAL_COLUMNS)
         extra = await (await self._pg()).fetch(
             f"SELECT signal_key, {cols} FROM {SIGNALS_PG_TABLE} "
             "WHERE ts >= $1 AND ts <= $2 AND deleted_at IS NULL", lo, hi)
         gone = [signal_row(tuple(r)[1:], now) for r in extra if r["signal_key"] not in keys]
         if gone:
-            yield self.source.batch([_changes(gone)], None, 0.0)
+            yield self.source.batch([_changes(gone)], None, None)
 
 
 def _changes(rows: list[tuple[Any, ...]]) -> TableChanges:
