@@ -162,3 +162,12 @@ def _questdb_settings(config: Config) -> QuestdbSettings:
     names = {"host": "QUESTDB_HOST", "http_port": "QUESTDB_HTTP_PORT", "pg_port": "QUESTDB_PG_PORT",
              "user": "QUESTDB_USER", "password": "QUESTDB_PASSWORD"}
     return QuestdbSettings.model_validate({k: os.environ[v] for k, v in names.items() if v in os.environ})
+
+
+def _register_quarantine() -> None:
+    from syncd.quarantine_cli import quarantine_group
+
+    main.add_command(quarantine_group)
+
+
+_register_quarantine()

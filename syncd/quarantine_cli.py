@@ -1,0 +1,133 @@
+"""`syncd quarantine list|replay|discard`: inspect and resolve records a source could not apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from syncd import quarantine as q
+from syncd.database import connect
+
+
+@click.group("quarantine")
+def quarantine_group() -> None:
+    """Records held back (invalid, keyless, duplicate ids); a held record blocks its key.
+
+    Fix the record at its source (the LowDB file, through its API), then `replay` it: the key
+    unblocks and the stream applies the file's current version within a second. `discard` also
+    unblocks the key (use it when the record was removed or should be dropped).
+    """
+
+
+def _dsn(config_path: Path | None) -> str:
+    from syncd.cli import load_config
+
+    return load_config(config_path).postgres.dsn.get_secret_value()
+
+
+@quarantine_group.command("list")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file; every key can also come from the environment.",
+)
+@click.option("--stream", default=None, help="Only this stream (LowDB entry name).")
+@click.option("--all", "all_statuses", is_flag=True, help="Also replayed and discarded records.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, raw record included.")
+@click.option("--limit", type=int, default=100, show_default=True)
+def list_command(config_path: Path | None, stream: str | None, all_statuses: bool, as_json: bool, limit: int) -> None:
+    """Show quarantined records, newest first (held ones unless --all)."""
+    from syncd.cli import run_async
+
+    async def go() -> list[q.Entry]:
+        conn = await connect(_dsn(config_path))
+        try:
+            return await q.list_entries(conn, stream=stream, status=None if all_statuses else "held", limit=limit)
+        finally:
+            await conn.close()
+
+    entries: list[q.Entry] = run_async(go())
+    if as_json:
+        for e in entries:
+            click.echo(orjson.dumps(_entry_json(e)).decode())
+        return
+    Console(width=160).print(_table(entries))
+
+
+def _entry_json(e: q.Entry) -> dict[str, object]:
+    return {
+        "id": e.id,
+        "stream": e.stream,
+        "table": e.table_name,
+        "key": e.key,
+        "status": e.status,
+        "reason": e.reason,
+        "created_at": e.created_at.isoformat(),
+        "raw": e.raw,
+    }
+
+
+def _table(entries: list[q.Entry]) -> Table:
+    table = Table(title=f"syncd quarantine ({len(entries)} shown)")
+    for column in ("id", "stream", "table", "key", "status", "created", "reason"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            str(e.id),
+            e.stream,
+            e.table_name,
+            str(e.key),
+            e.status,
+            e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.reason,
+        )
+    return table
+
+
+def _resolve(config_path: Path | None, ids: tuple[int, ...], resolution: q.Resolution) -> None:
+    from syncd.cli import run_async
+
+    async def go() -> list[int]:
+        conn = await connect(_dsn(config_path))
+        try:
+            return await q.resolve(conn, ids, resolution)
+        finally:
+            await conn.close()
+
+    done: list[int] = run_async(go())
+    skipped = sorted(set(ids) - set(done))
+    click.echo(f"{resolution} {len(done)} record(s)" + (f"; not held (ignored): {skipped}" if skipped else ""))
+
+
+@quarantine_group.command("replay")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file; every key can also come from the environment.",
+)
+@click.argument("ids", nargs=-1, type=int, required=True)
+def replay_command(config_path: Path | None, ids: tuple[int, ...]) -> None:
+    """Unblock the keys of held records IDS: the stream re-applies them from the file (re-quarantined if still bad)."""
+    _resolve(config_path, ids, "replayed")
+
+
+@quarantine_group.command("discard")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file; every key can also come from the environment.",
+)
+@click.argument("ids", nargs=-1, type=int, required=True)
+def discard_command(config_path: Path | None, ids: tuple[int, ...]) -> None:
+    """Drop held records IDS; their keys unblock and follow the file again."""
+    _resolve(config_path, ids, "discarded")
