@@ -41,11 +41,8 @@ class Held:
     """(table_name, key) pairs."""
     keyless: frozenset[tuple[str, bytes]]
     """(table_name, record_hash(raw)) of held records that have no key."""
-
-    @property
-    def count(self) -> int:
-        """Held rows (keyless ones counted once per distinct record)."""
-        return len(self.keys) + len(self.keyless)
+    rows: int = 0
+    """Held rows in all (a duplicated id holds one row per version)."""
 
 
 async def held(conn: Connection, stream: str) -> Held:
@@ -57,7 +54,7 @@ async def held(conn: Connection, stream: str) -> Held:
     )
     keys = frozenset((r["table_name"], r["key"]) for r in rows if r["key"] is not None)
     keyless = frozenset((r["table_name"], record_hash(r["raw"])) for r in rows if r["key"] is None)
-    return Held(keys, keyless)
+    return Held(keys, keyless, len(rows))
 
 
 async def list_entries(

@@ -236,7 +236,7 @@ class LowdbSource:
             # A stale set only keeps keys blocked longer: safe. The sink will retry PG anyway.
             log.warning("could not read quarantine state", error=str(exc))
             return False
-        metrics.QUARANTINE_RECORDS.labels(self.stream).set(self._held.count)
+        metrics.QUARANTINE_RECORDS.labels(self.stream).set(self._held.rows)
         return bool(before.keys - self._held.keys or before.keyless - self._held.keyless)
 
     # -- watching ---------------------------------------------------------------------------
@@ -244,7 +244,7 @@ class LowdbSource:
     async def _wait(self) -> None:
         if self._dirty_at is not None:
             return
-        waiting = self._failing or self._holding is not None or self._held.count > 0
+        waiting = self._failing or self._holding is not None or self._held.rows > 0
         try:
             await asyncio.wait_for(self._wake.wait(), POLL_SECONDS if waiting else None)
         except TimeoutError:
