@@ -1,0 +1,167 @@
+"""LowDB scenario: single-record edit → PostgreSQL commit latency, against the real daemon process.
+
+For files of 1k, 10k and 100k records, a `syncd run` subprocess mirrors the file into a fresh
+database; the bench then edits one record at a time the way lowdb@7 writes (temp file + rename) and
+polls PostgreSQL (every ~0.5 ms, on its own connection) until the edit is visible. Latency runs from
+the rename to the commit becoming visible. The daemon's RSS is read after the edits.
+
+Entry point for `python -m bench`: `await run(server_dsn)` → one dict per file size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import psutil
+from rich.table import Table
+
+from bench.harness import fresh_database
+from syncd.cluster import free_port
+
+SIZES = ((1_000, 60), (10_000, 60), (100_000, 25))
+"""(records in the file, single-record edits measured)."""
+TARGETS = {10_000: (30.0, 100.0), 100_000: (None, 300.0)}
+"""records → (p50 ms, p99 ms) targets from issue 4."""
+SYNCD = Path(sys.executable).with_name("syncd")
+
+
+def record(i: int, title: str = "t") -> dict[str, Any]:
+    """A workspace item shaped like upstream's (~300 bytes of JSON)."""
+    return {
+        "id": f"item-1762600000000-{i:07d}",
+        "title": title,
+        "description": "Melhorar performance das queries do TimescaleDB",
+        "category": "banco-dados",
+        "priority": "critical",
+        "status": "new",
+        "tags": ["performance", "database"],
+        "createdAt": "2025-10-23T22:46:19.745Z",
+        "updatedAt": None,
+    }
+
+
+def write_like_lowdb7(path: Path, data: bytes) -> None:
+    """`.<name>.tmp` then rename over the file: what lowdb@7's JSONFile does."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+async def run(dsn: str, sizes: tuple[tuple[int, int], ...] = SIZES) -> list[dict[str, Any]]:
+    """One row per file size: records, edits, p50/p99/max ms, daemon RSS MiB, target verdict."""
+    return [await _one_size(dsn, records, edits) for records, edits in sizes]
+
+
+async def _one_size(server_dsn: str, n: int, edits: int) -> dict[str, Any]:
+    async with fresh_database(server_dsn) as dsn:
+        work = Path(tempfile.mkdtemp(prefix="syncd-bench-lowdb-"))
+        path = work / "library.json"
+        records = [record(i) for i in range(n)]
+        write_like_lowdb7(path, orjson.dumps({"items": records, "categories": []}, option=orjson.OPT_INDENT_2))
+        daemon, port = _start_daemon(work, path, dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await _wait_ready(port, daemon)
+            await _wait_title(conn, records[-1]["id"], "t", deadline=60)
+            latencies = [await _edit(conn, path, records, k) for k in range(edits)]
+            rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
+        finally:
+            await conn.close()
+            daemon.terminate()
+            daemon.wait(30)
+    return _row(n, latencies, rss)
+
+
+async def _edit(conn: asyncpg.Connection, path: Path, records: list[dict[str, Any]], k: int) -> float:
+    """Change one record's title, write the file, wait until PostgreSQL shows it; seconds."""
+    i = (k * 7919) % len(records)
+    title = f"edit {k}"
+    records[i] = {**records[i], "title": title, "updatedAt": "2025-11-08T10:00:00.000Z"}
+    data = orjson.dumps({"items": records, "categories": []}, option=orjson.OPT_INDENT_2)
+    await asyncio.sleep(0.05)  # let the previous version settle so each edit is its own version
+    write_like_lowdb7(path, data)
+    start = time.perf_counter()
+    await _wait_title(conn, records[i]["id"], title, deadline=30)
+    return time.perf_counter() - start
+
+
+async def _wait_title(conn: asyncpg.Connection, key: str, title: str, *, deadline: float) -> None:
+    end = time.monotonic() + deadline
+    while await conn.fetchval("SELECT title FROM workspace.workspace_items WHERE id = $1", key) != title:
+        if time.monotonic() > end:
+            raise TimeoutError(f"{key} never reached title {title!r}")
+        await asyncio.sleep(0.0005)
+
+
+def _start_daemon(work: Path, path: Path, dsn: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    config = work / "syncd.toml"
+    config.write_text(
+        f'[postgres]\ndsn = "postgresql://overridden"\n\n[[lowdb]]\nname = "bench"\npath = "{path}"\n'
+        'layout = "workspace"\n'
+    )
+    env = {**os.environ, "SYNCD_PG_DSN": dsn, "SYNCD_HTTP_LISTEN": f"127.0.0.1:{port}"}
+    log = (work / "syncd.log").open("wb")
+    proc = subprocess.Popen(
+        [str(SYNCD), "--log-level", "warning", "run", "--config", str(config)], env=env, stdout=log, stderr=log
+    )
+    return proc, port
+
+
+async def _wait_ready(port: int, proc: subprocess.Popen[bytes], deadline: float = 120) -> None:
+    end = time.monotonic() + deadline
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"syncd exited with {proc.returncode}")
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise TimeoutError("syncd never became ready")
+
+
+def _row(n: int, latencies: list[float], rss_mib: float) -> dict[str, Any]:
+    ms = sorted(x * 1000 for x in latencies)
+    p50 = statistics.median(ms)
+    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
+    want50, want99 = TARGETS.get(n, (None, None))
+    ok = (want50 is None or p50 <= want50) and (want99 is None or p99 <= want99)
+    target = "-" if n not in TARGETS else ("met" if ok else "MISSED")
+    return {"scenario": "lowdb: edit → commit", "records": n, "edits": len(ms), "p50_ms": round(p50, 1),
+            "p99_ms": round(p99, 1), "max_ms": round(ms[-1], 1), "daemon_rss_mib": round(rss_mib, 1),
+            "target": target}
+
+
+def table(rows: list[dict[str, Any]]) -> Table:
+    """The scenario's rows as a rich table."""
+    out = Table(title="LowDB single-record edit → PostgreSQL commit (real daemon process)")
+    for column in ("records", "edits", "p50 ms", "p99 ms", "max ms", "daemon RSS MiB", "target"):
+        out.add_column(column)
+    for r in rows:
+        out.add_row(f"{r['records']:,}", str(r["edits"]), str(r["p50_ms"]), str(r["p99_ms"]), str(r["max_ms"]),
+                    str(r["daemon_rss_mib"]), r["target"])
+    return out
+
+
+if __name__ == "__main__":
+    from rich.console import Console
+
+    from bench.harness import server
+
+    with server() as server_dsn:
+        Console(width=160).print(table(asyncio.run(run(server_dsn))))
