@@ -8,7 +8,7 @@ import asyncio
 from rich.console import Console
 from rich.table import Table
 
-from bench import sink
+from bench import lowdb_latency, questdb_backfill, sink
 from bench.harness import Measure, server
 
 
@@ -43,13 +43,20 @@ def render(measures: list[Measure]) -> Table:
     return table
 
 
-async def main(rows: int, only: list[str]) -> list[Measure]:
-    """Run the selected scenarios in order."""
+async def main(rows: int, only: list[str]) -> list[Table]:
+    """Run the selected scenarios in order; one throughput table, one latency table."""
     measures: list[Measure] = []
+    tables: list[Table] = []
     with server() as dsn:
         if not only or "sink" in only:
             measures += await sink.run(dsn, rows)
-    return measures
+        if not only or "questdb" in only:
+            measures += await questdb_backfill.run(dsn, rows)
+        if measures:
+            tables.append(render(measures))
+        if not only or "lowdb" in only:
+            tables.append(lowdb_latency.table(await lowdb_latency.run(dsn)))
+    return tables
 
 
 if __name__ == "__main__":
@@ -57,4 +64,6 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--only", nargs="*", default=[])
     args = parser.parse_args()
-    Console(width=180).print(render(asyncio.run(main(args.rows, args.only))))
+    console = Console(width=180)
+    for table in asyncio.run(main(args.rows, args.only)):
+        console.print(table)

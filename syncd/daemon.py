@@ -13,7 +13,7 @@ import contextlib
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from types import FrameType
 from typing import Any
 
@@ -26,7 +26,7 @@ from syncd.errors import Fenced
 from syncd.http import OpsServer
 from syncd.leader import Leadership
 from syncd.sink.postgres import PostgresSink
-from syncd.sources import Source
+from syncd.sources.registry import build_sources
 from syncd.stream import StreamRunner
 from syncd.systemd import Notifier
 
@@ -35,22 +35,11 @@ log = structlog.get_logger(__name__)
 TICK_SECONDS = 0.1
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-SourceFactory = Callable[[Config], list[Source]]
-
-
-def default_sources(config: Config) -> list[Source]:
-    """One source per configured LowDB file, and the QuestDB streams when [questdb] is set."""
-    from syncd.sources.registry import build_sources
-
-    return build_sources(config)
-
-
 class Daemon:
     """One syncd process: leader or standby, serving the ops endpoint either way."""
 
-    def __init__(self, config: Config, sources: SourceFactory = default_sources) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self._make_sources = sources
         self.should_exit = False
         self.force_exit = False
         self.last_tick = time.monotonic()
@@ -63,6 +52,7 @@ class Daemon:
         self._http = OpsServer(self, config.http.host, config.http.port)
         self._acquire: asyncio.Task[int] | None = None
         self._runners: dict[asyncio.Task[None], StreamRunner] = {}
+        self._streams_started = False
         self._last_watchdog = 0.0
         self._last_leader_check = 0.0
 
@@ -127,9 +117,10 @@ class Daemon:
     def _start_streams(self, epoch: int) -> None:
         assert self._pool is not None
         sink = PostgresSink(self._pool, epoch)
-        for source in self._make_sources(self.config):
+        for source in build_sources(self.config, self._pool):
             runner = StreamRunner(source, sink)
             self._runners[asyncio.create_task(runner.run(), name=source.stream)] = runner
+        self._streams_started = True
         self._notifier.notify(STATUS=f"leader (epoch {epoch}): {len(self._runners)} streams")
 
     async def _check_leadership(self) -> None:
@@ -161,6 +152,7 @@ class Daemon:
 
     async def _stop_streams(self) -> None:
         runners, self._runners = self._runners, {}
+        self._streams_started = False
         await asyncio.gather(
             *(r.stop(t, self.config.daemon.stop_timeout) for t, r in runners.items())
         )
@@ -178,8 +170,8 @@ class Daemon:
         return self._leadership.is_leader
 
     def streams_caught_up(self) -> bool:
-        """True once every stream has applied its initial snapshot."""
-        return all(r.state.caught_up for r in self._runners.values())
+        """True once the streams are running and each has applied its initial snapshot."""
+        return self._streams_started and all(r.state.caught_up for r in self._runners.values())
 
     async def pg_reachable(self) -> bool:
         """True when the pool answers `SELECT 1` within a second."""

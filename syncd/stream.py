@@ -107,7 +107,7 @@ class StreamRunner:
             try:
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type(Retryable),
-                    wait=wait_exponential_jitter(initial=0.1, max=5.0),
+                    wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
                     before_sleep=lambda rs: self._note_retry(rs.outcome.exception() if rs.outcome else None),
                     reraise=True,
                 ):

@@ -1,5 +1,7 @@
 -- Workspace (Idea Bank) LowDB file: `items` (also the MVP `ideas` key) and `categories`.
 -- ids are opaque TEXT: numeric strings, UUIDs and `item-<epoch>-<rand>` all occur upstream.
+-- row_hash defaults to empty: rows the Node services write (pg-primary) have no source hash, so the
+-- next LowDB diff after a rollback sees them as changed and re-hashes them from the file.
 
 CREATE TABLE workspace.workspace_items (
     id          text           PRIMARY KEY CHECK (id <> ''),
@@ -17,7 +19,7 @@ CREATE TABLE workspace.workspace_items (
     updated_by  text,
     metadata    jsonb          NOT NULL DEFAULT '{}',
     extra       jsonb          NOT NULL DEFAULT '{}',
-    row_hash    bytea          NOT NULL,
+    row_hash    bytea          NOT NULL DEFAULT '',
     synced_at   timestamptz    NOT NULL DEFAULT now()
 );
 CREATE INDEX workspace_items_category_status_idx ON workspace.workspace_items (category, status, created_at DESC);
@@ -33,7 +35,7 @@ CREATE TABLE workspace.workspace_categories (
     display_order integer,
     active        boolean     NOT NULL DEFAULT true,
     extra         jsonb       NOT NULL DEFAULT '{}',
-    row_hash      bytea       NOT NULL,
+    row_hash      bytea       NOT NULL DEFAULT '',
     synced_at     timestamptz NOT NULL DEFAULT now()
 );
 

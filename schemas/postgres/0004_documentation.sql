@@ -18,7 +18,7 @@ CREATE TABLE documentation.documentation_systems (
     created_at  timestamptz(3),
     updated_at  timestamptz(3),
     extra       jsonb          NOT NULL DEFAULT '{}',
-    row_hash    bytea          NOT NULL,
+    row_hash    bytea          NOT NULL DEFAULT '',
     synced_at   timestamptz    NOT NULL DEFAULT now()
 );
 CREATE INDEX documentation_systems_status_idx ON documentation.documentation_systems (status);
@@ -38,7 +38,7 @@ CREATE TABLE documentation.documentation_ideas (
     created_at  timestamptz(3) NOT NULL,
     updated_at  timestamptz(3),
     extra       jsonb          NOT NULL DEFAULT '{}',
-    row_hash    bytea          NOT NULL,
+    row_hash    bytea          NOT NULL DEFAULT '',
     synced_at   timestamptz    NOT NULL DEFAULT now()
 );
 CREATE INDEX documentation_ideas_status_idx ON documentation.documentation_ideas (status, category, priority);
@@ -52,7 +52,7 @@ CREATE TABLE documentation.documentation_links (
     system_id   text,
     created_at  timestamptz(3),
     extra       jsonb          NOT NULL DEFAULT '{}',
-    row_hash    bytea          NOT NULL,
+    row_hash    bytea          NOT NULL DEFAULT '',
     synced_at   timestamptz    NOT NULL DEFAULT now()
 );
 CREATE INDEX documentation_links_idea_idx ON documentation.documentation_links (idea_id);
@@ -66,7 +66,7 @@ CREATE TABLE documentation.documentation_files (
     size          bigint         CHECK (size >= 0),
     created_at    timestamptz(3),
     extra         jsonb          NOT NULL DEFAULT '{}',
-    row_hash      bytea          NOT NULL,
+    row_hash      bytea          NOT NULL DEFAULT '',
     synced_at     timestamptz    NOT NULL DEFAULT now()
 );
 CREATE INDEX documentation_files_idea_idx ON documentation.documentation_files (idea_id);
@@ -81,7 +81,7 @@ CREATE TABLE syncd.documents (
     collection text        NOT NULL,
     id         text        NOT NULL CHECK (id <> ''),
     doc        jsonb       NOT NULL,
-    row_hash   bytea       NOT NULL,
+    row_hash   bytea       NOT NULL DEFAULT '',
     synced_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (collection, id)
 );

@@ -24,7 +24,6 @@ from syncd.tables import lowdb_record_from_row, record_hash, workspace_items
 from tests.integration.sources.conftest import eventually, running
 
 # stream.py passes tenacity's deprecated `initial=`; not ours to fix here (reported to the lead).
-pytestmark = pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 
 ITEMS = workspace_items("items")
 

@@ -24,7 +24,6 @@ from tests.fakes.questdb_sql import EPOCH
 from tests.integration.sources.conftest import eventually, running
 
 # syncd/stream.py passes tenacity's deprecated `initial=` (lead's file; reported): not ours to fail on.
-pytestmark = pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 _ingest = count(1)
