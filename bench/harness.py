@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from syncd.cluster import make_cluster, with_database
+from syncd.cluster import make_cluster, temporary_database
 from syncd.database import connect, init_connection
 from syncd.migrate import migrate
 
@@ -53,20 +52,13 @@ def server() -> Iterator[str]:
 @asynccontextmanager
 async def fresh_database(server_dsn: str) -> AsyncIterator[str]:
     """A new database with every migration applied; dropped afterwards."""
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_dsn)
-    await admin.execute(f"CREATE DATABASE {name}")
-    dsn = with_database(server_dsn, name)
-    try:
+    async with temporary_database(server_dsn, "bench") as dsn:
         conn = await connect(dsn)
         try:
             await migrate(conn)
         finally:
             await conn.close()
         yield dsn
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 async def make_pool(dsn: str, size: int = 2) -> asyncpg.Pool:

@@ -1,5 +1,5 @@
 """QuestDB scenarios: `syncd backfill` of N generated rows through the emulator and the sink, beside
-raw COPY of the same rows in the same run; the backfill's peak RSS at N and 2N rows; and a steady
+raw COPY of the same rows in the same run; the backfill's peak RSS at N and 5N rows; and a steady
 live stream of 10,000 rows/s with per-row event lag (commit time minus row ts) percentiles.
 
 Interface for bench/__main__.py: `measures = await questdb_backfill.run(server_dsn, rows)`, a list of
@@ -30,6 +30,7 @@ from syncd.sources.questdb import SignalsSource
 from syncd.sources.questdb_sql import SIGNALS_KEY, SIGNALS_PG_COLUMNS, SIGNALS_PG_TABLE, signal_row
 
 ROOT = Path(__file__).resolve().parents[1]
+RSS_FACTOR = 5  # the issue asks for flat memory at 1M and at 5M rows
 PAGE = 20_000
 STREAM_RATE = 10_000
 STREAM_SECONDS = 15.0
@@ -188,8 +189,8 @@ async def run(server_dsn: str, rows: int) -> list[Measure]:
     out.append(Measure("questdb: backfill end-to-end", "syncd backfill via /exec", summary["rows"],
                        summary["seconds"], f"peak RSS {rss:.0f} MB; process wall {wall:.1f} s; "
                        f"{copy_seconds / summary['seconds'] * summary['rows'] / rows:.2f}x raw COPY"))
-    summary2, _, rss2 = await _backfill(server_dsn, rows * 2)
-    out.append(Measure("questdb: backfill end-to-end", "syncd backfill via /exec (2x)", summary2["rows"],
+    summary2, _, rss2 = await _backfill(server_dsn, rows * RSS_FACTOR)
+    out.append(Measure("questdb: backfill end-to-end", f"syncd backfill via /exec ({RSS_FACTOR}x)", summary2["rows"],
                        summary2["seconds"], f"peak RSS {rss2:.0f} MB vs {rss:.0f} MB at {rows:,}"))
     n, seconds, lags = await _stream(server_dsn)
     out.append(Measure("questdb: steady stream", f"{STREAM_RATE:,} rows/s live", n, seconds,

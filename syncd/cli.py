@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -16,35 +15,9 @@ from rich.table import Table
 
 from syncd import logs
 from syncd.config import Config, QuestdbSettings
-from syncd.errors import SyncdError
+from syncd.console import config_option, load_config, run_async
 
 log = structlog.get_logger(__name__)
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="TOML config file; every key can also come from the environment.",
-)
-
-
-def load_config(config_path: Path | None) -> Config:
-    """Load and validate the config, or exit 2 with one line naming the bad key."""
-    try:
-        return Config.load(config_path, os.environ)
-    except SyncdError as exc:
-        click.echo(f"syncd: {exc}", err=True)
-        sys.exit(2)
-
-
-def run_async(coro: Any) -> Any:
-    """Run a coroutine to completion; typed errors become one line on stderr and exit 1."""
-    try:
-        return asyncio.run(coro)
-    except SyncdError as exc:
-        click.echo(f"syncd: {logs.redact(str(exc))}", err=True)
-        sys.exit(1)
 
 
 @click.group()

@@ -16,8 +16,13 @@ import socket
 import subprocess
 import sys
 import urllib.parse
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 PG_USER = "postgres"
 
@@ -33,6 +38,19 @@ def with_database(dsn: str, database: str) -> str:
     """`dsn` pointing at another database of the same server (TCP or unix-socket DSNs alike)."""
     parts = urllib.parse.urlsplit(dsn)
     return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
+@asynccontextmanager
+async def temporary_database(server_dsn: str, prefix: str, template: str | None = None) -> AsyncIterator[str]:
+    """Create a uniquely named database (from `template` if given), yield its DSN, drop it after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+        yield with_database(server_dsn, name)
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
 
 
 def find_bindir() -> Path | None:

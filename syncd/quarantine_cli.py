@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from syncd import quarantine as q
+from syncd.console import config_option, load_config, run_async
 from syncd.database import connect
 
 
@@ -24,27 +25,17 @@ def quarantine_group() -> None:
 
 
 def _dsn(config_path: Path | None) -> str:
-    from syncd.cli import load_config
-
     return load_config(config_path).postgres.dsn.get_secret_value()
 
 
 @quarantine_group.command("list")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="TOML config file; every key can also come from the environment.",
-)
+@config_option
 @click.option("--stream", default=None, help="Only this stream (LowDB entry name).")
 @click.option("--all", "all_statuses", is_flag=True, help="Also replayed and discarded records.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, raw record included.")
 @click.option("--limit", type=int, default=100, show_default=True)
 def list_command(config_path: Path | None, stream: str | None, all_statuses: bool, as_json: bool, limit: int) -> None:
     """Show quarantined records, newest first (held ones unless --all)."""
-    from syncd.cli import run_async
-
     async def go() -> list[q.Entry]:
         conn = await connect(_dsn(config_path))
         try:
@@ -91,8 +82,6 @@ def _table(entries: list[q.Entry]) -> Table:
 
 
 def _resolve(config_path: Path | None, ids: tuple[int, ...], resolution: q.Resolution) -> None:
-    from syncd.cli import run_async
-
     async def go() -> list[int]:
         conn = await connect(_dsn(config_path))
         try:
@@ -106,13 +95,7 @@ def _resolve(config_path: Path | None, ids: tuple[int, ...], resolution: q.Resol
 
 
 @quarantine_group.command("replay")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="TOML config file; every key can also come from the environment.",
-)
+@config_option
 @click.argument("ids", nargs=-1, type=int, required=True)
 def replay_command(config_path: Path | None, ids: tuple[int, ...]) -> None:
     """Unblock the keys of held records IDS: the stream re-applies them from the file (re-quarantined if still bad)."""
@@ -120,13 +103,7 @@ def replay_command(config_path: Path | None, ids: tuple[int, ...]) -> None:
 
 
 @quarantine_group.command("discard")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="TOML config file; every key can also come from the environment.",
-)
+@config_option
 @click.argument("ids", nargs=-1, type=int, required=True)
 def discard_command(config_path: Path | None, ids: tuple[int, ...]) -> None:
     """Drop held records IDS; their keys unblock and follow the file again."""

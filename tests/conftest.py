@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from syncd.cluster import make_cluster, with_database
+from syncd.cluster import make_cluster, temporary_database, with_database
 from syncd.database import connect, init_connection
 from syncd.migrate import migrate
 
@@ -59,27 +58,15 @@ async def template_dsn(pg_server: str) -> str:
 @pytest.fixture
 async def dsn(pg_server: str, template_dsn: str) -> AsyncIterator[str]:
     """A fresh, fully migrated database of the test's own; dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server)
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-        yield with_database(pg_server, name)
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+    async with temporary_database(pg_server, "t", template=TEMPLATE_DB) as url:
+        yield url
 
 
 @pytest.fixture
 async def empty_dsn(pg_server: str) -> AsyncIterator[str]:
     """A fresh database with no migrations applied."""
-    name = f"e_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield with_database(pg_server, name)
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+    async with temporary_database(pg_server, "e") as url:
+        yield url
 
 
 @pytest.fixture

@@ -101,17 +101,19 @@ async def test_connection_killed_mid_transaction_leaves_old_state(pool: asyncpg.
 
     # Hold the leader row so the apply blocks inside its transaction (at fence), then kill it there.
     blocker = await asyncpg.connect(dsn)
-    tx = blocker.transaction()
-    await tx.start()
-    await blocker.execute("SELECT 1 FROM syncd.leader FOR UPDATE")
-    big = batch([item(str(i), f"v{i}") for i in range(1, 2001)], position=2)
-    apply = asyncio.create_task(sink.apply(big))
-    pid = await _wait_for_blocked_backend(blocker)
-    await blocker.execute("SELECT pg_terminate_backend($1)", pid)
-    with pytest.raises(SinkUnavailable):
-        await apply
-    await tx.rollback()
-    await blocker.close()
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT 1 FROM syncd.leader FOR UPDATE")
+        big = batch([item(str(i), f"v{i}") for i in range(1, 2001)], position=2)
+        apply = asyncio.create_task(sink.apply(big))
+        pid = await _wait_for_blocked_backend(pool)
+        await blocker.execute("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(SinkUnavailable):
+            await apply
+        await tx.rollback()
+    finally:
+        await blocker.close()
 
     assert await table_state(pool) == before
     assert await sink.load_checkpoint("lowdb", "workspace") == {"version": 1}
@@ -119,9 +121,10 @@ async def test_connection_killed_mid_transaction_leaves_old_state(pool: asyncpg.
     assert await pool.fetchval(f"SELECT count(*) FROM {ITEMS}") == 2000
 
 
-async def _wait_for_blocked_backend(conn: asyncpg.Connection) -> int:
-    for _ in range(200):
-        pid = await conn.fetchval(
+async def _wait_for_blocked_backend(pool: asyncpg.Pool) -> int:
+    # Polled outside the blocker's transaction: pg_stat_activity is snapshotted per transaction.
+    for _ in range(1000):  # 10 s: generous for a loaded CI machine, instant otherwise
+        pid = await pool.fetchval(
             """SELECT pid FROM pg_stat_activity
                 WHERE wait_event_type = 'Lock' AND query LIKE '%syncd.fence%' LIMIT 1"""
         )
