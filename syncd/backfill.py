@@ -45,9 +45,15 @@ class BackfillStats:
     def as_json(self) -> dict[str, Any]:
         """Summary document."""
         rate = self.rows / self.seconds if self.seconds else 0.0
-        return {"table": self.table, "rows": self.rows, "total": self.total, "seconds": round(self.seconds, 3),
-                "sink_seconds": round(self.sink_seconds, 3), "rows_per_second": round(rate),
-                "resumed": self.resumed}
+        return {
+            "table": self.table,
+            "rows": self.rows,
+            "total": self.total,
+            "seconds": round(self.seconds, 3),
+            "sink_seconds": round(self.sink_seconds, 3),
+            "rows_per_second": round(rate),
+            "resumed": self.resumed,
+        }
 
 
 def stream_name(table: str) -> str:
@@ -58,8 +64,9 @@ def stream_name(table: str) -> str:
 class Backfill:
     """One table's backfill over [start, end] (inclusive, source clock)."""
 
-    def __init__(self, settings: QuestdbSettings, pool: asyncpg.Pool, table: str,
-                 reader: QuestdbReader | None = None) -> None:
+    def __init__(
+        self, settings: QuestdbSettings, pool: asyncpg.Pool, table: str, reader: QuestdbReader | None = None
+    ) -> None:
         self.settings, self.pool, self.table = settings, pool, table
         self.reader = reader or make_reader(settings)
         self.stream = stream_name(table)
@@ -96,8 +103,9 @@ class Backfill:
         self.stats.seconds = time.monotonic() - began
         return self.stats
 
-    async def _signals(self, sink: PostgresSink, start: datetime | None, end: datetime | None,
-                       progress: Progress | None) -> None:
+    async def _signals(
+        self, sink: PostgresSink, start: datetime | None, end: datetime | None, progress: Progress | None
+    ) -> None:
         if self.table != SIGNALS_TABLE:
             raise ValueError(f"backfill: no spec for table {self.table!r}")
         span = await self.bounds(start, end)
@@ -153,7 +161,8 @@ class Backfill:
 
     async def _page(self, cursor: Cursor, top: datetime) -> tuple[list[tuple[Any, ...]], Cursor, bool]:
         page: tuple[list[tuple[Any, ...]], Cursor, bool] = await self._retry(
-            lambda: next_page(self.reader, MAIN, cursor, top, self.settings.page_size))
+            lambda: next_page(self.reader, MAIN, cursor, top, self.settings.page_size)
+        )
         return page
 
     async def _retry(self, call: Callable[[], Any]) -> Any:

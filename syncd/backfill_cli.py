@@ -44,8 +44,9 @@ def parse_bound(text: str | None, *, end: bool) -> datetime | None:
     return value
 
 
-async def run_backfill(config: Config, settings: QuestdbSettings, table: str, start: str | None,
-                       end: str | None, *, progress: bool) -> dict[str, Any]:
+async def run_backfill(
+    config: Config, settings: QuestdbSettings, table: str, start: str | None, end: str | None, *, progress: bool
+) -> dict[str, Any]:
     """Run one backfill to completion and return its summary."""
     pool = await create_pool(config.postgres)
     job = Backfill(settings, pool, table)
@@ -53,8 +54,15 @@ async def run_backfill(config: Config, settings: QuestdbSettings, table: str, st
         lo, hi = parse_bound(start, end=False), parse_bound(end, end=True)
         if not progress:
             return (await job.run(lo, hi)).as_json()
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   RowsPerSecond(), TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn())
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RowsPerSecond(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=Console(stderr=True), refresh_per_second=4) as bar:
             task = bar.add_task(f"backfill {table}", total=None)
 

@@ -115,8 +115,9 @@ def backfill() -> None:
 @click.option("--to", "end", default=None, help="Last day (inclusive) or instant (UTC ISO); default: newest row.")
 @click.option("--page-size", type=int, default=None, help="Rows per page/batch (default: questdb.page_size).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (the summary line is still printed).")
-def backfill_questdb(config_path: Path | None, table: str, start: str | None, end: str | None,
-                     page_size: int | None, no_progress: bool) -> None:
+def backfill_questdb(
+    config_path: Path | None, table: str, start: str | None, end: str | None, page_size: int | None, no_progress: bool
+) -> None:
     """Copy TABLE's rows (by day, resumable after any crash) with a progress bar; prints a JSON summary."""
     from syncd.backfill_cli import run_backfill
 
@@ -132,8 +133,13 @@ def _questdb_settings(config: Config) -> QuestdbSettings:
     """[questdb] from the config, else upstream's QUESTDB_* env names (backfill needs no [questdb])."""
     if config.questdb is not None:
         return config.questdb
-    names = {"host": "QUESTDB_HOST", "http_port": "QUESTDB_HTTP_PORT", "pg_port": "QUESTDB_PG_PORT",
-             "user": "QUESTDB_USER", "password": "QUESTDB_PASSWORD"}
+    names = {
+        "host": "QUESTDB_HOST",
+        "http_port": "QUESTDB_HTTP_PORT",
+        "pg_port": "QUESTDB_PG_PORT",
+        "user": "QUESTDB_USER",
+        "password": "QUESTDB_PASSWORD",
+    }
     return QuestdbSettings.model_validate({k: os.environ[v] for k, v in names.items() if v in os.environ})
 
 

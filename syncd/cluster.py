@@ -133,12 +133,26 @@ class LocalCluster:
         """initdb if needed, start, and return the DSN."""
         self._prepare_dirs()
         if not (self.datadir / "PG_VERSION").exists():
-            self._run("initdb", "-D", str(self.datadir), "-U", PG_USER, "--auth=trust",
-                      "-E", "UTF8", "--locale=C.UTF-8")
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root}"
-                   " -c fsync=on -c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.root / "postgres.log"),
-                  "-w", "-t", "30", "-o", options, "start")
+            self._run(
+                "initdb", "-D", str(self.datadir), "-U", PG_USER, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"
+            )
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root}"
+            " -c fsync=on -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.root / "postgres.log"),
+            "-w",
+            "-t",
+            "30",
+            "-o",
+            options,
+            "start",
+        )
         return self.dsn
 
     def stop(self) -> None:

@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 TICK_SECONDS = 0.1
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+
 class Daemon:
     """One syncd process: leader or standby, serving the ops endpoint either way."""
 
@@ -74,8 +75,7 @@ class Daemon:
         """Open the endpoint and the pool; leadership is sought from the main loop."""
         await self._http.start()
         self._pool = await create_pool(self.config.postgres)
-        log.info("syncd started", http=f"http://{self.config.http.host}:{self._http.port}",
-                 instance=self._instance)
+        log.info("syncd started", http=f"http://{self.config.http.host}:{self._http.port}", instance=self._instance)
         self._notifier.notify(READY=1, STATUS="standby: waiting for the leader lock")
 
     async def main_loop(self) -> None:
@@ -153,9 +153,7 @@ class Daemon:
     async def _stop_streams(self) -> None:
         runners, self._runners = self._runners, {}
         self._streams_started = False
-        await asyncio.gather(
-            *(r.stop(t, self.config.daemon.stop_timeout) for t, r in runners.items())
-        )
+        await asyncio.gather(*(r.stop(t, self.config.daemon.stop_timeout) for t, r in runners.items()))
 
     def _ping_watchdog(self) -> None:
         usec = self.config.daemon.watchdog_usec

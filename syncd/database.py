@@ -30,16 +30,12 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
     )
-    await conn.set_type_codec(
-        "json", schema="pg_catalog", encoder=orjson.dumps, decoder=orjson.loads, format="binary"
-    )
+    await conn.set_type_codec("json", schema="pg_catalog", encoder=orjson.dumps, decoder=orjson.loads, format="binary")
 
 
 async def connect(dsn: str, *, timeout: float = 5.0) -> asyncpg.Connection:
     """One connection with syncd's codecs (for the leader lock and one-shot commands)."""
-    conn = await asyncpg.connect(
-        dsn, timeout=timeout, server_settings={"application_name": APPLICATION_NAME}
-    )
+    conn = await asyncpg.connect(dsn, timeout=timeout, server_settings={"application_name": APPLICATION_NAME})
     await init_connection(conn)
     return conn
 

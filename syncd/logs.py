@@ -19,9 +19,7 @@ def redact(text: str) -> str:
     return _DSN_PASSWORD.sub(r"\g<head>***@", text)
 
 
-def redact_secrets(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: drop secret-named keys, scrub DSN passwords from every string value."""
     for key, value in list(event_dict.items()):
         if key in _SECRET_KEYS:

@@ -36,6 +36,7 @@ def _dsn(config_path: Path | None) -> str:
 @click.option("--limit", type=int, default=100, show_default=True)
 def list_command(config_path: Path | None, stream: str | None, all_statuses: bool, as_json: bool, limit: int) -> None:
     """Show quarantined records, newest first (held ones unless --all)."""
+
     async def go() -> list[q.Entry]:
         conn = await connect(_dsn(config_path))
         try:

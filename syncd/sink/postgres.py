@@ -170,9 +170,7 @@ async def _ensure_partitions(conn: Connection, changes: TableChanges, rows: list
     )
 
 
-async def _split_fresh(
-    conn: Connection, changes: TableChanges, rows: list[Row]
-) -> tuple[list[Row], list[Row]]:
+async def _split_fresh(conn: Connection, changes: TableChanges, rows: list[Row]) -> tuple[list[Row], list[Row]]:
     """Split off rows whose leading key lies above every stored key in the batch's range.
 
     Those cannot exist yet and go straight in by COPY (the first-load and append path); the rest
@@ -224,9 +222,7 @@ async def _merge(conn: Connection, changes: TableChanges, rows: list[Row]) -> Ap
     )
     await conn.copy_records_to_table(stage, columns=list(changes.columns), records=changed)
     cols = ", ".join(_ident(c) for c in changes.columns)
-    updates = ", ".join(
-        f"{_ident(c)} = excluded.{_ident(c)}" for c in changes.columns if c not in changes.key
-    )
+    updates = ", ".join(f"{_ident(c)} = excluded.{_ident(c)}" for c in changes.columns if c not in changes.key)
     await conn.execute(
         f"""INSERT INTO {changes.table} AS t ({cols}) SELECT {cols} FROM {stage}
             ON CONFLICT ({", ".join(_ident(k) for k in changes.key)})
@@ -248,9 +244,7 @@ async def _changed_keys(conn: Connection, changes: TableChanges, rows: list[Row]
         f"ON COMMIT DELETE ROWS AS SELECT {names} FROM {changes.table} WITH NO DATA",
     )
     positions = [changes.columns.index(c) for c in narrow]
-    await conn.copy_records_to_table(
-        stage, columns=narrow, records=[tuple(row[p] for p in positions) for row in rows]
-    )
+    await conn.copy_records_to_table(stage, columns=narrow, records=[tuple(row[p] for p in positions) for row in rows])
     same_key = " AND ".join(f"t.{_ident(k)} = s.{_ident(k)}" for k in changes.key)
     selected = ", ".join(f"s.{_ident(k)}" for k in changes.key)
     lead = _ident(changes.key[0])
@@ -300,4 +294,3 @@ async def _save_checkpoint(conn: Connection, checkpoint: Checkpoint, epoch: int)
         checkpoint.position,
         epoch,
     )
-

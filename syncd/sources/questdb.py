@@ -127,8 +127,13 @@ class QuestdbBase:
         metrics.RETRIES.labels(SOURCE).inc()
         level = "info" if isinstance(exc, TableMissing) else "warning"
         delay = max(exc.defer, backoff(self._failures))
-        getattr(log, level)("questdb read failed, retrying", stream=self.stream, error=str(exc),
-                            attempt=self._failures, delay=round(delay, 2))
+        getattr(log, level)(
+            "questdb read failed, retrying",
+            stream=self.stream,
+            error=str(exc),
+            attempt=self._failures,
+            delay=round(delay, 2),
+        )
         await asyncio.sleep(delay)
 
 
@@ -140,8 +145,9 @@ def backoff(attempt: int) -> float:
 class SignalsSource(QuestdbBase):
     """tp_capital_signals: watermark pages, deletes, lag-window rescan, reconcile."""
 
-    def __init__(self, settings: QuestdbSettings, reader: QuestdbReader | None = None,
-                 *, pg_dsn: str | None = None) -> None:
+    def __init__(
+        self, settings: QuestdbSettings, reader: QuestdbReader | None = None, *, pg_dsn: str | None = None
+    ) -> None:
         super().__init__(settings, SIGNALS_TABLE, reader)
         self.reconciler = Reconciler(self, pg_dsn)
         # (highest ts a poll covered, source now() of that poll): decides whether a rescanned row
@@ -178,8 +184,9 @@ class SignalsSource(QuestdbBase):
             async for batch in self.reconciler.run(now):
                 yield batch
 
-    async def _pages(self, spec: PageSpec, key: str, upper: datetime, observed: float,
-                     *, deleted: bool) -> AsyncIterator[Batch]:
+    async def _pages(
+        self, spec: PageSpec, key: str, upper: datetime, observed: float, *, deleted: bool
+    ) -> AsyncIterator[Batch]:
         cursor = Cursor.from_json(self.position.get(key))
         more = True
         while more:
@@ -200,8 +207,14 @@ class SignalsSource(QuestdbBase):
         changed = old_id is not None and table_id is not None and table_id != old_id
         shrunk = old_count is not None and count < old_count
         if changed or shrunk:
-            log.info("questdb table rebuilt or shrank; reconcile scheduled", stream=self.stream,
-                     old_id=old_id, new_id=table_id, old_count=old_count, count=count)
+            log.info(
+                "questdb table rebuilt or shrank; reconcile scheduled",
+                stream=self.stream,
+                old_id=old_id,
+                new_id=table_id,
+                old_count=old_count,
+                count=count,
+            )
             self.position["reconcile_pending"] = "identity" if changed else "shrunk"
         # A table missing from tables() mid-rebuild keeps the old id, so the change is still seen.
         self.position["table_id"] = table_id if table_id is not None else old_id

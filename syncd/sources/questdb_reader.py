@@ -152,8 +152,9 @@ class PgWireReader:
             s = self._settings
             kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(s.request_timeout))}
             if self._dsn is None:
-                kwargs.update(host=s.host, port=s.pg_port, user=s.user,
-                              password=s.password.get_secret_value(), dbname="qdb")
+                kwargs.update(
+                    host=s.host, port=s.pg_port, user=s.user, password=s.password.get_secret_value(), dbname="qdb"
+                )
             self._conn = await psycopg.AsyncConnection.connect(self._dsn or "", **kwargs)
         return self._conn
 
@@ -192,8 +193,19 @@ def _utc(value: Any) -> Any:
     return value
 
 
-_PG_TYPES = {1114: "TIMESTAMP", 1184: "TIMESTAMP", 701: "DOUBLE", 700: "FLOAT", 20: "LONG", 23: "INT",
-             21: "SHORT", 16: "BOOLEAN", 1043: "VARCHAR", 25: "VARCHAR", 2950: "UUID"}
+_PG_TYPES = {
+    1114: "TIMESTAMP",
+    1184: "TIMESTAMP",
+    701: "DOUBLE",
+    700: "FLOAT",
+    20: "LONG",
+    23: "INT",
+    21: "SHORT",
+    16: "BOOLEAN",
+    1043: "VARCHAR",
+    25: "VARCHAR",
+    2950: "UUID",
+}
 
 
 def _pg_type(oid: int) -> str:

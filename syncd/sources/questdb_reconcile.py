@@ -91,10 +91,13 @@ class Reconciler:
                 repaired += batch.size
                 yield batch
         metrics.VERIFY_MISMATCH_ROWS.labels(SIGNALS_PG_TABLE).set(repaired)
-        position["reconcile"] = {"at": format_timestamp(now), "reason": reason,
-                                 "mismatched_days": mismatched, "repaired_rows": repaired}
-        log.info("reconcile done", stream=self.source.stream, reason=reason, mismatched=mismatched,
-                 repaired=repaired)
+        position["reconcile"] = {
+            "at": format_timestamp(now),
+            "reason": reason,
+            "mismatched_days": mismatched,
+            "repaired_rows": repaired,
+        }
+        log.info("reconcile done", stream=self.source.stream, reason=reason, mismatched=mismatched, repaired=repaired)
         yield self.source.batch([], None, None)
 
     def _days(self, now: datetime, top: datetime, reason: str) -> list[datetime]:
@@ -150,8 +153,10 @@ class Reconciler:
             yield self.source.batch([_changes(pg_rows)], None, None)
         cols = ", ".join(SIGNAL_COLUMNS)
         extra = await (await self._pg()).fetch(
-            f"SELECT signal_key, {cols} FROM {SIGNALS_PG_TABLE} "
-            "WHERE ts >= $1 AND ts <= $2 AND deleted_at IS NULL", lo, hi)
+            f"SELECT signal_key, {cols} FROM {SIGNALS_PG_TABLE} WHERE ts >= $1 AND ts <= $2 AND deleted_at IS NULL",
+            lo,
+            hi,
+        )
         gone = [signal_row(tuple(r)[1:], now) for r in extra if r["signal_key"] not in keys]
         if gone:
             yield self.source.batch([_changes(gone)], None, None)

@@ -20,8 +20,19 @@ from syncd.model import Row
 from syncd.sources.questdb_reader import QuestdbReader, format_timestamp, parse_timestamp
 
 SIGNAL_COLUMNS = (
-    "ts", "channel", "signal_type", "asset", "buy_min", "buy_max", "target_1", "target_2",
-    "target_final", "stop", "raw_message", "source", "ingested_at",
+    "ts",
+    "channel",
+    "signal_type",
+    "asset",
+    "buy_min",
+    "buy_max",
+    "target_1",
+    "target_2",
+    "target_final",
+    "stop",
+    "raw_message",
+    "source",
+    "ingested_at",
 )
 SIGNALS_PG_COLUMNS = ("ts", "signal_key", *SIGNAL_COLUMNS[1:], "deleted_at", "row_hash")
 SIGNALS_KEY = ("ts", "signal_key")
@@ -39,13 +50,25 @@ class VersionedSpec:
 
 VERSIONED = {
     "telegram_bots": VersionedSpec(
-        "telegram_bots", "signals.telegram_bots",
+        "telegram_bots",
+        "signals.telegram_bots",
         ("id", "username", "bot_type", "description", "status", "created_at", "updated_at"),
     ),
     "telegram_channels": VersionedSpec(
-        "telegram_channels", "signals.telegram_channels",
-        ("id", "label", "channel_id", "channel_type", "description", "status", "signal_count",
-         "last_signal", "created_at", "updated_at"),
+        "telegram_channels",
+        "signals.telegram_channels",
+        (
+            "id",
+            "label",
+            "channel_id",
+            "channel_type",
+            "description",
+            "status",
+            "signal_count",
+            "last_signal",
+            "created_at",
+            "updated_at",
+        ),
     ),
 }
 SIGNALS_TABLE = "tp_capital_signals"
@@ -99,23 +122,29 @@ def range_query(spec: PageSpec, lo: datetime | None, hi: datetime, limit: int) -
     conds.append(f"{spec.order} <= {lit(hi)}")
     if spec.where:
         conds.append(f"({spec.where})")
-    return (f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE {' AND '.join(conds)} "
-            f"ORDER BY {spec.order} LIMIT {limit}")
+    return (
+        f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE {' AND '.join(conds)} "
+        f"ORDER BY {spec.order} LIMIT {limit}"
+    )
 
 
 def group_query(spec: PageSpec, ts: datetime, within: str, limit: int) -> str:
     """The next rows of one order-column group, paged by the tie column."""
     tie = f"{spec.tie} > '{within}'" if within else f"{spec.tie} IS NOT NULL"
     extra = f" AND ({spec.where})" if spec.where else ""
-    return (f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE {spec.order} = {lit(ts)} "
-            f"AND {tie}{extra} ORDER BY {spec.tie} LIMIT {limit}")
+    return (
+        f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE {spec.order} = {lit(ts)} "
+        f"AND {tie}{extra} ORDER BY {spec.tie} LIMIT {limit}"
+    )
 
 
 def null_tie_query(spec: PageSpec, ts: datetime) -> str:
     """The rows of one group whose tie column is NULL (legacy rows: few, read at once)."""
     extra = f" AND ({spec.where})" if spec.where else ""
-    return (f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE {spec.order} = {lit(ts)} "
-            f"AND {spec.tie} IS NULL{extra}")
+    return (
+        f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE {spec.order} = {lit(ts)} "
+        f"AND {spec.tie} IS NULL{extra}"
+    )
 
 
 async def next_page(
