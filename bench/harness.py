@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 
-from syncd.cluster import make_cluster, temporary_database
+from syncd.cluster import temporary_database, throwaway_server
 from syncd.database import connect, init_connection
 from syncd.migrate import migrate
 
@@ -36,17 +34,8 @@ class Measure:
 @contextmanager
 def server() -> Iterator[str]:
     """SYNCD_BENCH_DSN if set, else a throwaway cluster removed afterwards."""
-    external = os.environ.get("SYNCD_BENCH_DSN")
-    if external:
-        yield external
-        return
-    root = Path(tempfile.mkdtemp(prefix="syncd-bench-pg-"))
-    root.chmod(0o755)
-    cluster = make_cluster(root)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.destroy()
+    with throwaway_server(os.environ.get("SYNCD_BENCH_DSN"), "syncd-bench-pg-") as dsn:
+        yield dsn
 
 
 @asynccontextmanager

@@ -15,10 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,21 @@ def with_database(dsn: str, database: str) -> str:
     """`dsn` pointing at another database of the same server (TCP or unix-socket DSNs alike)."""
     parts = urllib.parse.urlsplit(dsn)
     return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
+@contextmanager
+def throwaway_server(external: str | None, prefix: str) -> Iterator[str]:
+    """`external` if given, else a fresh cluster in a temp directory, destroyed afterwards."""
+    if external:
+        yield external
+        return
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data directory
+    cluster = make_cluster(root)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.destroy()
 
 
 @asynccontextmanager

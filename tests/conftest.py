@@ -7,14 +7,12 @@ a throwaway cluster is started with the system's binaries and removed afterwards
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
-from syncd.cluster import make_cluster, temporary_database, with_database
+from syncd.cluster import temporary_database, throwaway_server, with_database
 from syncd.database import connect, init_connection
 from syncd.migrate import migrate
 
@@ -24,17 +22,8 @@ TEMPLATE_DB = "syncd_template"
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """DSN of a server the tests may create databases on."""
-    external = os.environ.get("SYNCD_TEST_DSN")
-    if external:
-        yield external
-        return
-    root = Path(tempfile.mkdtemp(prefix="syncd-test-pg-"))
-    root.chmod(0o755)
-    cluster = make_cluster(root)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.destroy()
+    with throwaway_server(os.environ.get("SYNCD_TEST_DSN"), "syncd-test-pg-") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
