@@ -149,4 +149,12 @@ def _register_quarantine() -> None:
     main.add_command(quarantine_group)
 
 
+def _register_cutover() -> None:
+    from syncd.cutover_cli import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
 _register_quarantine()
+_register_cutover()

@@ -67,6 +67,8 @@ class DaemonSettings(_Section):
     """systemd's NOTIFY_SOCKET (set by the unit, Type=notify)."""
     watchdog_usec: int | None = Field(default=None, ge=0)
     """systemd's WATCHDOG_USEC: ping at half this interval."""
+    verify_interval: Seconds = 300.0
+    """Periodic LowDB parity check feeding syncd_verify_mismatch_rows (0 turns it off)."""
 
 
 Layout = Literal["workspace", "documentation", "ideas-mvp", "generic"]

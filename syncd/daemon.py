@@ -20,19 +20,26 @@ from typing import Any
 import asyncpg
 import structlog
 
-from syncd.config import Config
+from syncd.config import Config, LowdbSettings
+from syncd.cutover import state as cutover
+from syncd.cutover.housekeeping import Housekeeping
+from syncd.cutover.reverse import ReverseSync
 from syncd.database import create_pool
-from syncd.errors import Fenced
+from syncd.errors import Fenced, ModeChanged
 from syncd.http import OpsServer
 from syncd.leader import Leadership
 from syncd.sink.postgres import PostgresSink
+from syncd.sources.lowdb import LowdbSource
 from syncd.sources.registry import build_sources
-from syncd.stream import StreamRunner
+from syncd.stream import Runner, StreamRunner
 from syncd.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
 TICK_SECONDS = 0.1
+CUTOVER_POLL_SECONDS = 0.5
+"""How often the leader re-reads syncd.cutover to run each LowDB file in its mode."""
+PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -52,8 +59,13 @@ class Daemon:
         self._pool: asyncpg.Pool | None = None
         self._http = OpsServer(self, config.http.host, config.http.port)
         self._acquire: asyncio.Task[int] | None = None
-        self._runners: dict[asyncio.Task[None], StreamRunner] = {}
+        self._runners: dict[asyncio.Task[None], Runner] = {}
+        self._sink: PostgresSink | None = None
+        self._files: dict[str, tuple[cutover.Mode, asyncio.Task[None] | None]] = {}
+        """Per LowDB file: the mode it runs in and the task running it (none once retired)."""
+        self._housekeeping: Housekeeping | None = None
         self._streams_started = False
+        self._last_cutover_check = 0.0
         self._last_watchdog = 0.0
         self._last_leader_check = 0.0
 
@@ -95,6 +107,7 @@ class Daemon:
             self._start_streams(epoch)
         if self._leadership.is_leader:
             await self._check_leadership()
+            await self._follow_cutover()
             await self._reap_streams()
 
     async def shutdown(self) -> None:
@@ -115,13 +128,55 @@ class Daemon:
     # -- leadership and streams ---------------------------------------------------------------
 
     def _start_streams(self, epoch: int) -> None:
+        """QuestDB streams start now; LowDB files start on this tick, each in its cutover mode."""
         assert self._pool is not None
-        sink = PostgresSink(self._pool, epoch)
-        for source in build_sources(self.config, self._pool):
-            runner = StreamRunner(source, sink)
-            self._runners[asyncio.create_task(runner.run(), name=source.stream)] = runner
-        self._streams_started = True
-        self._notifier.notify(STATUS=f"leader (epoch {epoch}): {len(self._runners)} streams")
+        self._sink = PostgresSink(self._pool, epoch)
+        for source in build_sources(self.config, self._pool, lowdb=False):
+            _ = self._launch(StreamRunner(source, self._sink))
+        self._housekeeping = Housekeeping(self._pool, self.config.lowdb, self.config.daemon.verify_interval)
+        self._last_cutover_check = 0.0
+        self._notifier.notify(STATUS=f"leader (epoch {epoch})")
+
+    def _launch(self, runner: Runner) -> asyncio.Task[None]:
+        task = asyncio.create_task(runner.run(), name=runner.state.stream)
+        self._runners[task] = runner
+        return task
+
+    async def _follow_cutover(self) -> None:
+        """Run each LowDB file's forward stream in mirror, its reverse path in pg-primary, nothing once retired."""
+        now = time.monotonic()
+        if now - self._last_cutover_check < CUTOVER_POLL_SECONDS:
+            return
+        self._last_cutover_check = now
+        assert self._pool is not None
+        assert self._housekeeping is not None
+        try:
+            async with self._pool.acquire() as conn:
+                modes = await cutover.modes(conn, [e.name for e in self.config.lowdb])
+        except PG_ERRORS as exc:
+            log.warning("could not read cutover modes; files keep their current mode", error=str(exc))
+            return
+        for entry in self.config.lowdb:
+            if entry.name not in self._files or self._files[entry.name][0] != modes[entry.name]:
+                await self._run_file(entry, modes[entry.name])
+        self._housekeeping.tick(modes)
+        if not self._streams_started:
+            self._streams_started = True
+            self._notifier.notify(STATUS=f"leader (epoch {self._leadership.epoch}): {len(self._runners)} streams")
+
+    async def _run_file(self, entry: LowdbSettings, mode: cutover.Mode) -> None:
+        _, task = self._files.pop(entry.name, (None, None))
+        if task is not None and task in self._runners:
+            await self._runners.pop(task).stop(task, self.config.daemon.stop_timeout)
+        assert self._pool is not None
+        assert self._sink is not None
+        runner: Runner | None = None
+        if mode == cutover.MIRROR:
+            runner = StreamRunner(LowdbSource(entry, pool=self._pool), self._sink)
+        elif mode == cutover.PG_PRIMARY:
+            runner = ReverseSync(entry, self._pool)
+        self._files[entry.name] = (mode, self._launch(runner) if runner is not None else None)
+        log.info("lowdb file running in its cutover mode", stream=entry.name, mode=mode)
 
     async def _check_leadership(self) -> None:
         now = time.monotonic()
@@ -139,10 +194,15 @@ class Daemon:
             if isinstance(exc, Fenced):
                 await self._step_down(str(exc))
                 return
+            if isinstance(exc, ModeChanged):
+                # The next cutover check starts the file in its new mode.
+                self._files.pop(runner.state.stream, None)
+                log.info("stream left its mode", stream=runner.state.stream, reason=str(exc))
+                continue
             if exc is not None:
-                log.error("stream failed", stream=runner.source.stream, error=repr(exc))
+                log.error("stream failed", stream=runner.state.stream, error=repr(exc))
                 raise exc
-            log.info("stream finished", stream=runner.source.stream)
+            log.info("stream finished", stream=runner.state.stream)
 
     async def _step_down(self, reason: str) -> None:
         log.warning("stepping down to standby", reason=reason)
@@ -152,7 +212,10 @@ class Daemon:
 
     async def _stop_streams(self) -> None:
         runners, self._runners = self._runners, {}
+        self._files.clear()
         self._streams_started = False
+        if self._housekeeping is not None:
+            await self._housekeeping.close()
         await asyncio.gather(*(r.stop(t, self.config.daemon.stop_timeout) for t, r in runners.items()))
 
     def _ping_watchdog(self) -> None:
@@ -188,6 +251,7 @@ class Daemon:
             "leader": self.is_leader(),
             "epoch": self._leadership.epoch,
             "streams": {r.state.stream: r.state.as_json() for r in self._runners.values()},
+            "cutover": {name: mode for name, (mode, _) in self._files.items()},
         }
 
     def _summary(self) -> dict[str, Any]:

@@ -66,6 +66,14 @@ class Fenced(SyncdError):
         self.epoch = epoch
 
 
+class ModeChanged(SyncdError):
+    """A LowDB file's cutover mode changed under a running stream: it stops, the daemon starts the other."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"{name}: {detail}")
+        self.name = name
+
+
 class BatchRejected(SyncdError):
     """PostgreSQL refused the data of a batch (constraint, cardinality): a bug or a bad row, not transient."""
 
@@ -94,6 +102,15 @@ class CutoverRefused(SyncdError):
         super().__init__(f"cutover of {name} refused: " + "; ".join(reasons))
         self.name = name
         self.reasons = reasons
+
+
+class BackupError(SyncdError):
+    """A backup or restore step failed; `step` names it (pg_dump, manifest, …)."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"{step}: {reason}")
+        self.step = step
+        self.reason = reason
 
 
 class TableMissing(SourceUnavailable):

@@ -90,6 +90,12 @@ SOURCE_UP = Gauge(
     ["stream"],
     registry=REGISTRY,
 )
+REVERSE_RECORDS = Counter(
+    "syncd_reverse_records_total",
+    "Records written back into a LowDB file by the reverse path (pg-primary).",
+    ["stream"],
+    registry=REGISTRY,
+)
 RETRIES = Counter(
     "syncd_retries_total",
     "Transient failures retried, by component.",

@@ -56,6 +56,8 @@ class Batch:
     source_time: float | None = None
     """Unix time of the newest source row in the batch, for event lag."""
     quarantine: Sequence[QuarantinedRecord] = field(default=())
+    mirror_of: str | None = None
+    """Cutover unit (LowDB file name) that must still be in `mirror` for this batch to commit."""
 
     @property
     def size(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -53,6 +53,18 @@ class StreamState:
             "batches": self.batches,
             "rows_applied": dict(self.rows),
         }
+
+
+class Runner(Protocol):
+    """What the daemon runs per stream: a forward StreamRunner or a file's reverse path."""
+
+    state: StreamState
+
+    async def run(self) -> None:
+        """Work until cancelled (or until the stream ends with an error the daemon handles)."""
+
+    async def stop(self, task: asyncio.Task[None], timeout: float) -> None:
+        """Let the unit of work in flight finish within `timeout`, then cancel `task`."""
 
 
 class StreamRunner:

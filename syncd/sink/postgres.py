@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from syncd.database import Connection
-from syncd.errors import BatchRejected, Fenced, SinkUnavailable
+from syncd.errors import BatchRejected, Fenced, ModeChanged, SinkUnavailable
 from syncd.model import ApplyResult, Batch, Checkpoint, Row, TableChanges
 
 log = structlog.get_logger(__name__)
@@ -28,6 +28,7 @@ ORIGIN = "syncd"
 _TRANSIENT_CLASSES = frozenset({"08", "53", "57", "58", "40"})
 _TRANSIENT_CODES = frozenset({"55P03"})  # lock_not_available
 _FENCED = "SY001"
+_NOT_MIRRORING = "SY002"
 
 
 def classify(exc: BaseException, *, stream: str, table: str = "-") -> Exception:
@@ -36,6 +37,8 @@ def classify(exc: BaseException, *, stream: str, table: str = "-") -> Exception:
         code = exc.sqlstate or ""
         if code == _FENCED:
             return Fenced(-1, str(exc))
+        if code == _NOT_MIRRORING:
+            return ModeChanged(stream, str(exc))
         if code[:2] in _TRANSIENT_CLASSES or code in _TRANSIENT_CODES:
             return SinkUnavailable(f"{stream}: PostgreSQL [{code}] {exc}", defer=0.5)
         detail = getattr(exc, "detail", None) or str(exc)
@@ -70,6 +73,8 @@ class PostgresSink:
                 # Key probes sort a batch's keys: keep that in memory rather than spill to disk.
                 await conn.execute("SET LOCAL syncd.origin = 'syncd'; SET LOCAL work_mem = '64MB'")
                 await conn.execute("SELECT syncd.fence($1)", self.epoch)
+                if batch.mirror_of is not None:
+                    await conn.execute("SELECT syncd.require_mirror($1)", batch.mirror_of)
                 results = {c.table: ApplyResult() for c in batch.tables}
                 for changes in batch.tables:
                     table = changes.table

@@ -140,6 +140,7 @@ class LowdbSource:
             observed_at=observed,
             source_time=version.mtime,
             quarantine=result.quarantine,
+            mirror_of=self.stream,
         )
 
     async def _read(self) -> FileVersion | None:
@@ -168,7 +169,7 @@ class LowdbSource:
         self._pending = None
         self._failing = False
         position = {**self._position, "missing": True}
-        return Batch(Checkpoint(SOURCE, self.stream, position), [], observed_at=observed)
+        return Batch(Checkpoint(SOURCE, self.stream, position), [], observed_at=observed, mirror_of=self.stream)
 
     async def _deletes_allowed(self, result: Diff) -> bool:
         """The mass-delete guard: True unless deletes are over the threshold and unconfirmed."""

@@ -9,18 +9,20 @@ from syncd.errors import ConfigError
 from syncd.sources import Source
 
 
-def build_sources(config: Config, pool: asyncpg.Pool | None = None) -> list[Source]:
-    """Instantiate every source the config names, in config order.
+def build_sources(config: Config, pool: asyncpg.Pool | None = None, *, lowdb: bool = True) -> list[Source]:
+    """Instantiate every source the config names, in config order (LowDB ones unless `lowdb` is False).
 
     `pool` (optional) is shared by the LowDB sources for their read-only queries (start-up row
     hashes, held quarantine keys); without it each LowDB source opens one connection of its own.
+    The daemon starts LowDB sources itself, per file, in the file's cutover mode.
     """
     sources: list[Source] = []
     dsn = config.postgres.dsn.get_secret_value()
     if config.lowdb:
+        check_lowdb_targets(config)
+    if config.lowdb and lowdb:
         from syncd.sources.lowdb import LowdbSource
 
-        check_lowdb_targets(config)
         sources.extend(LowdbSource(entry, pool=pool, dsn=dsn) for entry in config.lowdb)
     if config.questdb is not None:
         from syncd.sources.questdb import build_questdb_sources

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from syncd.errors import BatchRejected, Fenced, SinkUnavailable
+from syncd.errors import BatchRejected, Fenced, ModeChanged, SinkUnavailable
 from syncd.sink.postgres import classify, dedupe
 
 
@@ -25,6 +25,7 @@ def pg_error(sqlstate: str) -> asyncpg.PostgresError:
         ("53300", SinkUnavailable),  # too many connections
         ("55P03", SinkUnavailable),  # lock not available
         ("SY001", Fenced),
+        ("SY002", ModeChanged),  # the file was promoted: stop the forward stream
         ("23505", BatchRejected),  # unique violation
         ("23514", BatchRejected),  # check violation
         ("21000", BatchRejected),  # cardinality violation
@@ -32,7 +33,7 @@ def pg_error(sqlstate: str) -> asyncpg.PostgresError:
     ],
 )
 def test_classification_by_sqlstate(sqlstate: str, expected: type[Exception]) -> None:
-    """Class 08/40/53/57 retry, SY001 fences, data errors reject: never by message text."""
+    """Class 08/40/53/57 retry, SY001 fences, SY002 stops a promoted file, data errors reject: never by message text."""
     assert isinstance(classify(pg_error(sqlstate), stream="s"), expected)
 
 

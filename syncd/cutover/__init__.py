@@ -1,0 +1,1 @@
+"""Cutover per LowDB file: parity (verify), modes (state), the reverse path, backup and restore."""

@@ -1,0 +1,97 @@
+"""The leader's periodic chores: LowDB parity for `syncd_verify_mismatch_rows`, outbox pruning.
+
+Parity is only measured on a settled file (mirror: PostgreSQL has applied the version on disk;
+pg-primary: the reverse path has no backlog), so a change in flight never raises a false alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+
+import asyncpg
+import structlog
+
+from syncd import outbox
+from syncd.config import LowdbSettings
+from syncd.cutover.state import MIRROR, PG_PRIMARY, Mode, reverse_consumer
+from syncd.cutover.verify import FileParity, record_metrics, verify_file
+from syncd.database import Connection
+from syncd.errors import UnreadableFile
+from syncd.sources.lowdb_diff import read_file
+from syncd.tables import specs_for_layout
+
+log = structlog.get_logger(__name__)
+
+PRUNE_SECONDS = 60.0
+ERRORS = (OSError, UnreadableFile, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+async def verify_settled(conn: Connection, entry: LowdbSettings, mode: Mode) -> FileParity | None:
+    """Parity of a settled file, or None while a change is in flight (or the file is retired)."""
+    specs = specs_for_layout(entry.layout, entry.collections)
+    version = await asyncio.to_thread(read_file, entry.path, [s.collection for s in specs])
+    if mode == MIRROR:
+        applied = await conn.fetchval(
+            "SELECT position ->> 'sha' FROM syncd.checkpoints WHERE source = 'lowdb' AND stream = $1", entry.name
+        )
+        if applied != version.position["sha"]:
+            return None
+    elif mode != PG_PRIMARY or await outbox.pending(conn, reverse_consumer(entry.name)):
+        return None
+    return await verify_file(conn, entry, version)
+
+
+class Housekeeping:
+    """Runs the chores in one background task when due; never blocks the daemon's tick."""
+
+    def __init__(self, pool: asyncpg.Pool, entries: Sequence[LowdbSettings], verify_interval: float) -> None:
+        self._pool = pool
+        self._entries = entries
+        self._verify_interval = verify_interval
+        self._next_verify = time.monotonic() + min(verify_interval, 5.0)
+        self._next_prune = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    def tick(self, modes: Mapping[str, Mode]) -> None:
+        """Start the due chores unless the previous round is still running."""
+        if self._task is not None and not self._task.done():
+            return
+        now = time.monotonic()
+        verify = bool(self._verify_interval) and now >= self._next_verify
+        prune = now >= self._next_prune
+        if verify:
+            self._next_verify = now + self._verify_interval
+        if prune:
+            self._next_prune = now + PRUNE_SECONDS
+        if verify or prune:
+            self._task = asyncio.create_task(self._round(dict(modes), verify=verify, prune=prune), name="housekeeping")
+
+    async def close(self) -> None:
+        """Cancel a round in flight (it only reads, or deletes settled outbox rows)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _round(self, modes: dict[str, Mode], *, verify: bool, prune: bool) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                if prune:
+                    pruned = await outbox.prune(conn)
+                    if pruned:
+                        log.info("outbox pruned", rows=pruned)
+                if verify:
+                    await self._verify(conn, modes)
+        except ERRORS as exc:
+            log.warning("housekeeping round failed; next round retries", error=str(exc))
+
+    async def _verify(self, conn: Connection, modes: Mapping[str, Mode]) -> None:
+        parities = []
+        for entry in self._entries:
+            parity = await verify_settled(conn, entry, modes.get(entry.name, MIRROR))
+            if parity is not None:
+                parities.append(parity)
+                if not parity.clean:
+                    log.warning("verify mismatch", stream=entry.name, rows=parity.mismatched_rows)
+        record_metrics(parities)

@@ -1,0 +1,142 @@
+"""The reverse path of a `pg-primary` file: PostgreSQL changes written back into the LowDB file.
+
+The outbox says which keys changed (syncd's own origin skipped); their CURRENT rows are read and
+patched into the file, which is rewritten atomically in lowdb's format, then the outbox position
+is acknowledged in the same transaction. A crash between the file write and the commit re-applies
+the same state on restart: idempotent. The forward stream of the file is stopped in this mode, so
+the watcher never re-applies these writes; after a rollback the forward diff finds them equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from hashlib import blake2b
+from typing import Any
+
+import asyncpg
+import structlog
+from structlog.contextvars import bound_contextvars
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from syncd import metrics, outbox
+from syncd.config import LowdbSettings
+from syncd.cutover.lowdb_file import dumps, patch, write_atomic
+from syncd.cutover.state import PG_PRIMARY, reverse_consumer
+from syncd.database import Connection
+from syncd.errors import ModeChanged, UnreadableFile
+from syncd.sources.lowdb_diff import read_file
+from syncd.stream import StreamState
+from syncd.tables import TableSpec, specs_for_layout
+
+log = structlog.get_logger(__name__)
+
+POLL_SECONDS = 0.2
+TRANSIENT = (OSError, UnreadableFile, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+def lock_key(name: str) -> int:
+    """The advisory lock serialising reverse writes of one file (daemon and `rollback`)."""
+    return int.from_bytes(blake2b(f"syncd-reverse:{name}".encode(), digest_size=8).digest(), "big", signed=True)
+
+
+async def flush(conn: Connection, settings: LowdbSettings) -> int:
+    """One pass: outbox → current rows → file → ack, under the file's lock; records written."""
+    specs = specs_for_layout(settings.layout, settings.collections)
+    consumer = reverse_consumer(settings.name)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(settings.name))
+        try:
+            read = await outbox.read(conn, consumer)
+        except LookupError:
+            raise ModeChanged(settings.name, "the reverse path was ended (rollback or retire)") from None
+        written = 0
+        if not read.empty:
+            changes = {spec.collection: await _current(conn, spec, read.keys.get(spec.table, set())) for spec in specs}
+            written = await asyncio.to_thread(_rewrite, settings, specs, changes)
+        if read.upto > read.acked:
+            await outbox.ack(conn, consumer, read.upto)
+    return written
+
+
+async def _current(conn: Connection, spec: TableSpec, keys: set[str]) -> tuple[dict[str, Any], set[str]]:
+    """The records to write for changed `keys` (their current rows) and the keys now gone."""
+    if not keys:
+        return {}, set()
+    rows = await conn.fetch(f"SELECT * FROM {spec.table} WHERE id = ANY($1::text[])", sorted(keys))
+    upserts = {r["id"]: spec.record_from_row(dict(r)) for r in rows}
+    return upserts, keys - upserts.keys()
+
+
+def _rewrite(
+    settings: LowdbSettings, specs: Sequence[TableSpec], changes: Mapping[str, tuple[dict[str, Any], set[str]]]
+) -> int:
+    document = read_file(settings.path, [s.collection for s in specs]).document
+    written = sum(patch(document, spec, *changes[spec.collection]) for spec in specs)
+    write_atomic(settings.path, dumps(document))
+    return written
+
+
+class ReverseSync:
+    """Runs the reverse path of one file until stopped or until the file leaves `pg-primary`."""
+
+    def __init__(self, settings: LowdbSettings, pool: asyncpg.Pool, *, poll: float = POLL_SECONDS) -> None:
+        self.settings = settings
+        self.state = StreamState("lowdb", settings.name, mode=PG_PRIMARY)
+        self._pool = pool
+        self._poll = poll
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def run(self) -> None:
+        """Flush every `poll` seconds, retrying transient failures with backoff."""
+        with bound_contextvars(stream=self.settings.name, mode=PG_PRIMARY):
+            log.info("reverse path started", path=str(self.settings.path))
+            while True:
+                await self._flush_with_retry()
+                self.state.caught_up = True
+                await asyncio.sleep(self._poll)
+
+    async def stop(self, task: asyncio.Task[None], timeout: float) -> None:
+        """Let a file write in flight finish (up to `timeout`), then cancel."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("reverse write in flight did not finish in time", stream=self.settings.name)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def _flush_with_retry(self) -> None:
+        written = 0
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TRANSIENT),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+            before_sleep=self._note_retry,
+        ):
+            with attempt:
+                self._idle.clear()
+                try:
+                    async with self._pool.acquire() as conn:
+                        written = await flush(conn, self.settings)
+                finally:
+                    self._idle.set()
+        self._record(written)
+
+    def _note_retry(self, retry_state: RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        metrics.RETRIES.labels("reverse").inc()
+        metrics.SOURCE_UP.labels(self.settings.name).set(0)
+        self.state.last_error = str(exc)
+        log.warning("reverse write failed, retrying", error=str(exc))
+
+    def _record(self, written: int) -> None:
+        now = time.time()
+        self.state.last_success, self.state.last_error = now, None
+        metrics.SOURCE_UP.labels(self.settings.name).set(1)
+        metrics.LAST_SUCCESS.labels(self.settings.name).set(now)
+        if written:
+            self.state.batches += 1
+            self.state.rows["update"] += written
+            metrics.REVERSE_RECORDS.labels(self.settings.name).inc(written)
+            log.info("changes written back to the LowDB file", records=written)
