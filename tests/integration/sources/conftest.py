@@ -1,21 +1,13 @@
-"""Fixtures for the QuestDB source: the emulator, settings pointing at it, a sink, a stream driver."""
+"""Fixtures for the QuestDB source: the emulator and settings pointing at it."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from syncd.config import QuestdbSettings
-from syncd.sink.postgres import PostgresSink
-from syncd.sources import Source
-from syncd.stream import StreamRunner
 from tests.fakes.questdb import UPSTREAM_DDL, QuestDBEmulator
 
 
@@ -47,33 +39,3 @@ def settings(questdb: QuestDBEmulator) -> QuestdbSettings:
     """Fast polling against the emulator; small pages so page boundaries are exercised."""
     return QuestdbSettings(http_port=questdb.port, poll_interval=0.05, safety_lag=0.0, lag_window=3600,
                            rescan_interval=0.2, page_size=5, request_timeout=1.0)
-
-
-@pytest.fixture
-async def sink(pool: asyncpg.Pool) -> PostgresSink:
-    """A sink holding the current leader epoch."""
-    epoch: int = await pool.fetchval("UPDATE syncd.leader SET epoch = epoch + 1 RETURNING epoch")
-    return PostgresSink(pool, epoch)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll `check` until it returns a truthy value, failing with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}: last {value!r}")
-        await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def running(source: Source, sink: PostgresSink) -> AsyncIterator[StreamRunner]:
-    """The source streaming into the sink through the real StreamRunner, stopped afterwards."""
-    runner = StreamRunner(source, sink)
-    task = asyncio.create_task(runner.run())
-    try:
-        yield runner
-    finally:
-        await runner.stop(task, 5.0)

@@ -21,7 +21,7 @@ from syncd.database import init_connection
 from syncd.sink.postgres import PostgresSink
 from syncd.sources.lowdb import LowdbSource
 from syncd.tables import lowdb_record_from_row, record_hash, workspace_items
-from tests.integration.sources.conftest import eventually, running
+from tests.integration.conftest import eventually, running
 
 # stream.py passes tenacity's deprecated `initial=`; not ours to fix here (reported to the lead).
 

@@ -21,7 +21,7 @@ from syncd.sources.questdb import SignalsSource, VersionedSource
 from syncd.sources.questdb_reader import PgWireReader, format_timestamp
 from tests.fakes.questdb import QuestDBEmulator
 from tests.fakes.questdb_sql import EPOCH
-from tests.integration.sources.conftest import eventually, running
+from tests.integration.conftest import eventually, running
 
 # syncd/stream.py passes tenacity's deprecated `initial=` (lead's file; reported): not ours to fail on.
 

@@ -1,0 +1,60 @@
+"""A workspace LowDB file mirrored into the test database by the real source and sink."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from syncd.config import LowdbSettings
+from syncd.sink.postgres import PostgresSink
+from syncd.sources.lowdb import LowdbSource
+from tests.integration.conftest import eventually, running
+
+
+def item(key: str, title: str = "t", **kw: Any) -> dict[str, Any]:
+    """A workspace item in upstream's shape."""
+    return {
+        "id": key,
+        "title": title,
+        "description": "d",
+        "category": "dashboard",
+        "priority": "medium",
+        "status": "new",
+        "tags": ["x"],
+        "createdAt": "2025-10-23T22:45:24.940Z",
+        "updatedAt": None,
+        **kw,
+    }
+
+
+def write_file(path: Path, items: list[dict[str, Any]], **top: Any) -> None:
+    """Write the file the way lowdb@7 does (2-space JSON to a temp file, renamed over)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(orjson.dumps({"items": items, "categories": [], **top}, option=orjson.OPT_INDENT_2))
+    os.replace(tmp, path)
+
+
+async def mirror(pool: asyncpg.Pool, sink: PostgresSink, settings: LowdbSettings) -> None:
+    """Run the forward stream until PostgreSQL has applied the file's current version."""
+    source = LowdbSource(settings, pool=pool)
+    async with running(source, sink) as runner:
+
+        async def applied() -> bool:
+            return runner.state.caught_up and source.caught_up
+
+        await eventually(applied, what="file applied")
+
+
+@pytest.fixture
+async def mirrored(pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path) -> LowdbSettings:
+    """A workspace file with three items (the three id formats), applied to PostgreSQL."""
+    settings = LowdbSettings(name="workspace", path=tmp_path / "library.json", layout="workspace")
+    items = [item("1"), item("0c160b10-4aed-4bca-9f96-704f31d3ccf9"), item("item-1762600000000-k3j9x2a")]
+    write_file(settings.path, items, schemaVersion=2)
+    await mirror(pool, sink, settings)
+    return settings
