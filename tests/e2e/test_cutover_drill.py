@@ -120,3 +120,29 @@ async def test_mirror_promote_pg_writes_rollback_app_writes_backup_restore(
     assert restore.returncode == 0, restore.stderr
     assert await equal(empty_dsn, settings)
     assert (await syncd("verify", dsn=empty_dsn, config=config)).returncode == 0
+
+
+async def test_periodic_verify_reports_a_planted_mismatch_in_metrics(dsn: str, tmp_path: Path) -> None:
+    """The leader's periodic verify publishes syncd_verify_mismatch_rows for a row changed behind its back."""
+    path = tmp_path / "library.json"
+    config = write_config(
+        tmp_path / "syncd.toml", f'\n[[lowdb]]\nname = "workspace"\npath = "{path}"\nlayout = "workspace"\n'
+    )
+    run_writer("v7", path, [{"op": "create", "id": f"a{i}", "title": f"app {i}"} for i in range(3)])
+    daemon = DaemonProcess(config, dsn, env={"SYNCD_DAEMON_VERIFY_INTERVAL": "200ms"}).start()
+    gauge = 'syncd_verify_mismatch_rows{table="workspace.workspace_items"}'
+
+    async def reports(value: str) -> bool:
+        return f"{gauge} {value}" in (await daemon.get("/metrics"))[1]
+
+    try:
+        await daemon.leading()
+        await daemon.until(lambda: reports("0.0"), 15, "a clean verify")
+        conn = await connect(dsn)
+        try:
+            await conn.execute("UPDATE workspace.workspace_items SET title = 'behind its back' WHERE id = 'a1'")
+        finally:
+            await conn.close()
+        await daemon.until(lambda: reports("1.0"), 15, "the mismatch in /metrics")
+    finally:
+        assert daemon.stop() == 0, daemon.output()[-3000:]

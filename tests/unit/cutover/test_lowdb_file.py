@@ -1,0 +1,67 @@
+"""Writing LowDB files: lowdb's exact bytes, record patching, counters, atomic replace."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from syncd.cutover.lowdb_file import dumps, patch, write_atomic
+from syncd.tables import DOCUMENTATION_SYSTEMS, workspace_items
+
+NODE = shutil.which("node")
+TRICKY: dict[str, Any] = {
+    "items": [
+        {"id": "1", "title": 'quote " backslash \\ tab \t newline \n', "tags": [], "meta": {}},
+        {"id": "ü-ñ-😀", "title": "</script> \u2028 \u0001", "n": [1, -2, 3.5, 1e-7, 9007199254740991], "x": None},
+    ],
+    "categories": [],
+    "nested": {"a": [[], [{}], {"b": [True, False]}]},
+    "nextId": 3,
+}
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed: cannot compare with JSON.stringify")
+def test_bytes_equal_json_stringify_with_two_spaces() -> None:
+    """What lowdb (JSON.stringify(data, null, 2)) would write for the same document, byte for byte."""
+    script = (
+        "let s='';process.stdin.on('data',d=>s+=d)"
+        ".on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s),null,2)))"
+    )
+    node = subprocess.run([str(NODE), "-e", script], input=orjson.dumps(TRICKY), capture_output=True, check=True)
+    assert dumps(TRICKY) == node.stdout
+
+
+def test_patch_updates_in_place_appends_and_deletes() -> None:
+    """Order kept for updates, inserts at the end, deletes removed, other keys untouched."""
+    spec = workspace_items("items")
+    document: dict[str, Any] = {"items": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "other": 1}
+    touched = patch(document, spec, {"b": {"id": "b", "v": 2}, "d": {"id": "d"}}, {"a"})
+    assert touched == 3
+    assert document == {"items": [{"id": "b", "v": 2}, {"id": "c"}, {"id": "d"}], "other": 1}
+
+
+def test_counter_moves_past_the_highest_integer_id_only_upwards() -> None:
+    """nextSystemId = max(id) + 1, never lowered."""
+    document: dict[str, Any] = {"systems": [{"id": 4}], "nextSystemId": 5}
+    patch(document, DOCUMENTATION_SYSTEMS, {"9": {"id": 9}}, set())
+    assert document["nextSystemId"] == 10
+    patch(document, DOCUMENTATION_SYSTEMS, {}, {"9"})
+    assert document["nextSystemId"] == 10
+
+
+def test_write_atomic_replaces_the_file_and_keeps_its_mode(tmp_path: Path) -> None:
+    """A new inode with the old permissions; no temp file left behind."""
+    path = tmp_path / "db.json"
+    path.write_text("{}")
+    path.chmod(0o640)
+    inode = path.stat().st_ino
+    write_atomic(path, b'{\n  "a": 1\n}')
+    assert path.read_bytes() == b'{\n  "a": 1\n}'
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert path.stat().st_ino != inode
+    assert [p.name for p in tmp_path.iterdir()] == ["db.json"]
