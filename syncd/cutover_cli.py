@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,9 +23,10 @@ from syncd.config import Config, LowdbSettings, parse_duration
 from syncd.console import config_option, load_config, run_async
 from syncd.cutover import backup as backups
 from syncd.cutover import state, transitions
-from syncd.cutover.verify import FileParity, verify_file
+from syncd.cutover.verify import FileParity, verify_file, verify_signals
 from syncd.database import init_connection
 from syncd.errors import CutoverRefused, SyncdError
+from syncd.sources.questdb_reconcile import DayParity
 from syncd.tables import specs_for_layout
 
 T = TypeVar("T")
@@ -68,33 +71,66 @@ def actor() -> str:
 # -- verify ---------------------------------------------------------------------------------------
 
 
+SIGNALS_NAMES = frozenset({"tp_capital_signals", "questdb:tp_capital_signals", "signals.tp_capital_signals"})
+
+
 @click.command()
 @config_option
 @click.argument("names", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
-def verify(config_path: Path | None, names: tuple[str, ...], as_json: bool) -> None:
-    """Compare LowDB files with PostgreSQL: exit 0 clean, 1 mismatch, 2 could not run.
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file or day.")
+@click.option(
+    "--days", type=int, default=None, help="Signals: days to compare, today included [questdb.reconcile_days]."
+)
+def verify(config_path: Path | None, names: tuple[str, ...], as_json: bool, days: int | None) -> None:
+    """Compare sources with PostgreSQL: exit 0 clean, 1 mismatch, 2 could not run.
 
-    NAMES are LowDB entry names, file paths or table names (default: every LowDB file).
+    NAMES are LowDB entry names, file paths or table names, or tp_capital_signals (QuestDB, per day).
+    Default: every LowDB file, and the signals when [questdb] is configured.
     """
     config = load_config(config_path)
-    entries = resolve_files(config, names)
+    lowdb_names = [n for n in names if n not in SIGNALS_NAMES]
+    entries = resolve_files(config, lowdb_names) if lowdb_names or not names else []
+    signals = bool(SIGNALS_NAMES.intersection(names)) or (not names and config.questdb is not None)
+    if signals and config.questdb is None:
+        raise click.BadParameter("tp_capital_signals needs a [questdb] section in the config")
 
-    async def go(pool: asyncpg.Pool) -> list[FileParity]:
+    async def go(pool: asyncpg.Pool) -> tuple[list[FileParity], list[DayParity]]:
         async with pool.acquire() as conn:
-            return [await verify_file(conn, e) for e in entries]
+            files = [await verify_file(conn, e) for e in entries]
+        if not signals:
+            return files, []
+        assert config.questdb is not None
+        span = days or config.questdb.reconcile_days
+        dsn = config.postgres.dsn.get_secret_value()
+        return files, await verify_signals(config.questdb, dsn, span, datetime.now(UTC))
 
     try:
-        parities = asyncio.run(_with_pool(config, go))
+        files, day_parities = asyncio.run(_with_pool(config, go))
     except (SyncdError, OSError, asyncpg.PostgresError) as exc:
         click.echo(f"syncd: verify could not run: {logs.redact(str(exc))}", err=True)
         sys.exit(EXIT_ERROR)
-    for parity in parities:
-        if as_json:
+    _print_parities(files, day_parities, as_json)
+    clean = all(p.clean for p in files) and all(d.clean for d in day_parities)
+    sys.exit(EXIT_CLEAN if clean else EXIT_MISMATCH)
+
+
+def _print_parities(files: list[FileParity], days: list[DayParity], as_json: bool) -> None:
+    if as_json:
+        for parity in files:
             click.echo(orjson.dumps(parity_json(parity)).decode())
-        else:
-            Console(width=160).print(parity_table(parity))
-    sys.exit(EXIT_CLEAN if all(p.clean for p in parities) else EXIT_MISMATCH)
+        for day in days:
+            click.echo(orjson.dumps({"table": "signals.tp_capital_signals", **dataclasses.asdict(day)}).decode())
+        return
+    console = Console(width=160)
+    for parity in files:
+        console.print(parity_table(parity))
+    if days:
+        table = Table(title="verify signals.tp_capital_signals (QuestDB vs PostgreSQL, per day)")
+        for column in ("day", "questdb rows", "pg rows", "hash"):
+            table.add_column(column)
+        for d in days:
+            table.add_row(d.day, str(d.source_rows), str(d.pg_rows), "equal" if d.clean else "DIFFERENT")
+        console.print(table)
 
 
 def parity_json(parity: FileParity) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Parity of a LowDB file and PostgreSQL: counts, an order-independent hash per key bucket, keys.
+"""Parity with PostgreSQL: a LowDB file (counts, a hash per key bucket, keys), QuestDB signals per day.
 
 Both sides are compared in column space: each file record goes through its table spec (the same
 mapping the sink applies) and each PostgreSQL row is read as stored, so a timestamp written as
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,13 @@ from typing import Any
 import orjson
 
 from syncd import metrics
-from syncd.config import LowdbSettings
+from syncd.config import LowdbSettings, QuestdbSettings
 from syncd.database import Connection
 from syncd.errors import InvalidRecord
 from syncd.sources.lowdb_diff import FileVersion, read_file
+from syncd.sources.questdb import SignalsSource
+from syncd.sources.questdb_reconcile import DayParity, Reconciler
+from syncd.sources.questdb_sql import day_bounds
 from syncd.tables import TableSpec, specs_for_layout
 
 BUCKETS = 64
@@ -165,6 +168,23 @@ async def verify_file(conn: Connection, settings: LowdbSettings, version: FileVe
         label = f"{spec.table}:{spec.collection}" if spec.document else spec.table
         tables.append(compare(label, source, await pg_digests(conn, spec), invalid))
     return FileParity(settings.name, settings.path, tuple(tables), version.position["sha"])
+
+
+async def verify_signals(settings: QuestdbSettings, dsn: str, days: int, now: datetime) -> list[DayParity]:
+    """QuestDB against PostgreSQL per day, over the last `days` days up to `now` minus the safety lag."""
+    source = SignalsSource(settings, pg_dsn=dsn)
+    reconciler = Reconciler(source, dsn)
+    top = now - timedelta(seconds=settings.safety_lag)
+    first = top.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
+    try:
+        out = []
+        for offset in range(days):
+            lo, hi = day_bounds(first + timedelta(days=offset))
+            out.append(await reconciler.compare(lo, min(hi - timedelta(microseconds=1), top), content=True))
+        return out
+    finally:
+        await reconciler.close()
+        await source.close()
 
 
 def record_metrics(parities: Iterable[FileParity]) -> None:

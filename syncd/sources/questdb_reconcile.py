@@ -9,6 +9,7 @@ over `row_hash` of live rows. The result lands in the checkpoint (so in /status)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +42,11 @@ log = structlog.get_logger(__name__)
 _MAIN = PageSpec(SIGNALS_TABLE, SIGNAL_COLUMNS, "ts", "ingested_at")
 _ONE_US = timedelta(microseconds=1)
 
+_LIVE_DAY = "ts >= $1 AND ts <= $2 AND deleted_at IS NULL"
 _PG_DIGEST = f"""
     SELECT count(*) AS n,
            coalesce(sum(('x' || encode(substr(row_hash, 1, 8), 'hex'))::bit(64)::bigint::numeric), 0) AS s
-      FROM {SIGNALS_PG_TABLE} WHERE ts >= $1 AND ts <= $2 AND deleted_at IS NULL"""
+      FROM {SIGNALS_PG_TABLE} WHERE {_LIVE_DAY}"""
 
 
 def reconcile_due(settings: QuestdbSettings, position: Mapping[str, Any], now: datetime) -> bool:
@@ -55,6 +57,16 @@ def reconcile_due(settings: QuestdbSettings, position: Mapping[str, Any], now: d
     if scheduled > now:
         scheduled -= timedelta(days=1)
     return last is not None and last < scheduled
+
+
+@dataclass(frozen=True, slots=True)
+class DayParity:
+    """One day of signals: QuestDB and PostgreSQL row counts, and whether their hashes agree."""
+
+    day: str
+    source_rows: int
+    pg_rows: int
+    clean: bool
 
 
 class Reconciler:
@@ -84,7 +96,7 @@ class Reconciler:
         for day in self._days(now, top, reason):
             lo, hi = day_bounds(day)
             hi = min(hi - _ONE_US, top)
-            if await self._matches(lo, hi):
+            if (await self.compare(lo, hi)).clean:
                 continue
             mismatched.append(lo.date().isoformat())
             async for batch in self._repair(lo, hi, now):
@@ -137,12 +149,32 @@ class Reconciler:
             if rows:
                 yield rows
 
-    async def _matches(self, lo: datetime, hi: datetime) -> bool:
+    async def compare(self, lo: datetime, hi: datetime, *, content: bool = False) -> DayParity:
+        """Count and order-independent hash of [lo, hi] on both sides (live PG rows only).
+
+        By default PostgreSQL sums its stored `row_hash` (cheap, set-based: the nightly check);
+        `content=True` re-hashes each live row from its columns, so a row changed in PostgreSQL
+        behind syncd's back is found too (`syncd verify`).
+        """
         source = await self._source_digest(lo, hi)
+        if content:
+            pg = await self._pg_content_digest(lo, hi)
+            return DayParity(lo.date().isoformat(), len(source), len(pg), pg == source)
         row = await (await self._pg()).fetchrow(_PG_DIGEST, lo, hi)
         assert row is not None
         pg_sum = int(row["s"]) % (1 << 64)
-        return int(row["n"]) == len(source) and pg_sum == hash_sum(list(source.values()))
+        clean = int(row["n"]) == len(source) and pg_sum == hash_sum(list(source.values()))
+        return DayParity(lo.date().isoformat(), len(source), int(row["n"]), clean)
+
+    async def _pg_content_digest(self, lo: datetime, hi: datetime) -> dict[str, bytes]:
+        conn = await self._pg()
+        digest: dict[str, bytes] = {}
+        query = f"SELECT {', '.join(SIGNAL_COLUMNS)} FROM {SIGNALS_PG_TABLE} WHERE {_LIVE_DAY}"
+        async with conn.transaction(readonly=True):
+            async for record in conn.cursor(query, lo, hi, prefetch=self.source.settings.page_size):
+                row = signal_row(tuple(record))
+                digest[row[1]] = row[-1]
+        return digest
 
     async def _repair(self, lo: datetime, hi: datetime, now: datetime) -> AsyncIterator[Batch]:
         """Re-copy the day page by page; live PG rows the source lacks get `deleted_at`."""

@@ -282,3 +282,23 @@ async def test_backfill_kill9_and_resume_equals_source(dsn: str, pool: asyncpg.P
     checkpoint = await pool.fetchval(
         "SELECT position FROM syncd.checkpoints WHERE stream = 'backfill:questdb:tp_capital_signals'")
     assert checkpoint["done"] is True
+
+
+async def test_verify_signals_per_day_names_the_day_that_differs(questdb: QuestDBEmulator, settings: QuestdbSettings,
+                                                                sink: PostgresSink, pool: asyncpg.Pool,
+                                                                dsn: str) -> None:
+    """`syncd verify tp_capital_signals`: per day, counts and hashes; a changed PG row marks only its day."""
+    from syncd.cutover.verify import verify_signals
+
+    yesterday = NOW - timedelta(days=1)
+    for i in range(3):
+        insert(questdb, yesterday.replace(hour=10, minute=i))
+        insert(questdb, NOW - timedelta(seconds=30 + i))
+    async with running(SignalsSource(settings, pg_dsn=dsn), sink):
+        await eventually(lambda: in_sync(questdb, pool), what="rows copied")
+    days = await verify_signals(settings, dsn, 2, datetime.now(UTC))
+    assert [(d.source_rows, d.pg_rows, d.clean) for d in days] == [(3, 3, True), (3, 3, True)]
+
+    await pool.execute(f"UPDATE {SIGNALS} SET asset = 'TAMPERED' WHERE ts = $1", yesterday.replace(hour=10, minute=1))
+    days = await verify_signals(settings, dsn, 2, datetime.now(UTC))
+    assert [(d.day, d.clean) for d in days] == [(yesterday.date().isoformat(), False), (NOW.date().isoformat(), True)]
