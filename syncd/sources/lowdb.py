@@ -32,7 +32,8 @@ from syncd.database import connect
 from syncd.errors import UnreadableFile
 from syncd.model import Batch, Checkpoint
 from syncd.quarantine import Held, held
-from syncd.sources.lowdb_diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes, read_file
+from syncd.sources.lowdb_diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes
+from syncd.sources.lowdb_reader import VersionReader
 from syncd.tables import TableSpec, specs_for_layout
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,7 @@ class LowdbSource:
         self.path = settings.path
         self.allow_path = settings.path.with_name(settings.path.name + ALLOW_MASS_DELETE_SUFFIX)
         self.specs: tuple[TableSpec, ...] = specs_for_layout(settings.layout, settings.collections)
+        self._reader = VersionReader(self.specs)
         self._pool, self._dsn = pool, dsn
         self._conn: asyncpg.Connection | None = None
         self._applied: Applied = {}
@@ -145,12 +147,11 @@ class LowdbSource:
 
     async def _read(self) -> FileVersion | None:
         """The current version, retried while empty/half written; None keeps the last good state."""
-        collections = [s.collection for s in self.specs]
         error: Exception | None = None
         for delay in (0.0, *READ_RETRY_DELAYS):
             await asyncio.sleep(delay)
             try:
-                version = await asyncio.to_thread(read_file, self.path, collections)
+                version = await asyncio.to_thread(self._reader.read, self.path)
             except (UnreadableFile, OSError) as exc:
                 error = exc
                 continue

@@ -1,0 +1,130 @@
+"""One collection of one file version: each record's key and canonical hash, the record on demand.
+
+The diff needs every record's key and `record_hash`, but the record itself only where PostgreSQL
+must change. For a sliced file (`lowdb_slices`) the keys and hashes of unchanged slices are carried
+over from the previous version, so a single-record edit parses and hashes one record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import accumulate, compress, count, repeat
+from operator import add, ne
+from typing import Any
+
+import orjson
+
+from syncd.sources.lowdb_slices import SEPARATOR, parse_slice
+from syncd.tables import TableSpec, record_hash
+
+
+class Records:
+    """Keys and hashes of a collection's records in file order; `record(i)` loads one record."""
+
+    __slots__ = ("_parsed", "digests", "keys", "slices")
+
+    def __init__(
+        self,
+        keys: list[str | None],
+        digests: list[bytes],
+        parsed: Mapping[int, Any] | Sequence[Any],
+        slices: list[bytes] | None = None,
+    ) -> None:
+        self.keys = keys
+        self.digests = digests
+        self._parsed = parsed
+        self.slices = slices
+        """The raw slices (sliced files only), compared with the next version's."""
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def record(self, i: int) -> Any:
+        """The i-th record: parsed already, or parsed now from its slice."""
+        if self.slices is None:
+            return self._parsed[i]
+        parsed = self._parsed
+        assert isinstance(parsed, Mapping)
+        return parsed[i] if i in parsed else parse_slice(self.slices[i])
+
+    def settled(self) -> Records:
+        """The same records without the ones parsed during this read: what the next read reuses."""
+        return Records(self.keys, self.digests, {}, self.slices) if self.slices is not None else self
+
+    def starts(self, body: int) -> list[int]:
+        """File offset of each slice's first byte, plus one past the last (as if another followed)."""
+        assert self.slices is not None
+        return list(accumulate(map(add, map(len, self.slices), repeat(len(SEPARATOR))), initial=body))
+
+    def replaced(self, spec: TableSpec, first: int, last: int, pieces: list[bytes]) -> Records | None:
+        """Slices `first..last` replaced by `pieces`, each parsed; None if one is not a JSON record."""
+        assert self.slices is not None
+        fresh: dict[int, Any] = {}
+        keys: list[str | None] = []
+        digests: list[bytes] = []
+        for i, piece in enumerate(pieces, start=first):
+            try:
+                fresh[i] = record = parse_slice(piece)
+            except orjson.JSONDecodeError:
+                return None
+            keys.append(spec.record_key(record))
+            digests.append(record_hash(record))
+        after = slice(last + 1, None)
+        return Records(
+            self.keys[:first] + keys + self.keys[after],
+            self.digests[:first] + digests + self.digests[after],
+            fresh,
+            self.slices[:first] + pieces + self.slices[after],
+        )
+
+    @classmethod
+    def parsed(cls, spec: TableSpec, records: Sequence[Any]) -> Records:
+        """A fully parsed collection (the fallback path): every record keyed and hashed."""
+        keys = [spec.record_key(r) for r in records]
+        digests = [record_hash(r) for r in records]
+        return cls(keys, digests, records)
+
+    @classmethod
+    def from_slices(cls, spec: TableSpec, slices: list[bytes], previous: Records | None) -> Records | None:
+        """Key and hash each slice, reusing `previous` for byte-identical ones; None if one is not JSON."""
+        prior = previous if previous is not None and previous.slices is not None else _NONE
+        old = prior.slices or []
+        head, tail = _common_ends(old, slices)
+        keys, digests = prior.keys[:head], prior.digests[:head]
+        fresh: dict[int, Any] = {}
+        reuse = _index(old[head : len(old) - tail], head)
+        for i in range(head, len(slices) - tail):
+            at = reuse.get(slices[i])
+            if at is not None:
+                keys.append(prior.keys[at])
+                digests.append(prior.digests[at])
+                continue
+            try:
+                record = parse_slice(slices[i])
+            except orjson.JSONDecodeError:
+                return None
+            fresh[i] = record
+            keys.append(spec.record_key(record))
+            digests.append(record_hash(record))
+        keys += prior.keys[len(old) - tail :]
+        digests += prior.digests[len(old) - tail :]
+        return cls(keys, digests, fresh, slices)
+
+
+_NONE = Records([], [], {}, [])
+"""No previous version: every slice is new."""
+
+
+def _common_ends(old: list[bytes], new: list[bytes]) -> tuple[int, int]:
+    """How many leading and trailing slices `old` and `new` share (not overlapping)."""
+    # map/compress keep the byte comparisons in C: a memcmp per slice, no Python loop.
+    shortest = min(len(old), len(new))
+    head = next(compress(count(), map(ne, old, new)), shortest)
+    rest = shortest - head
+    tail = next(compress(count(), map(ne, reversed(old), reversed(new))), rest)
+    return head, min(tail, rest)
+
+
+def _index(slices: list[bytes], offset: int) -> dict[bytes, int]:
+    """Slice → its position in the previous version, for records that moved (insert, delete)."""
+    return {s: offset + i for i, s in enumerate(slices)}
