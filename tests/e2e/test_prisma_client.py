@@ -1,0 +1,174 @@
+"""The Node services' view: a real Prisma 7 client on schemas/prisma/schema.prisma, on a synced database.
+
+`prisma validate` and `prisma generate` run offline with PRISMA_SCHEMA_ENGINE_BINARY pointing at a
+stub that exits 1 (the CLI insists on the binary but neither command uses it). The generated client
+then reads every model from rows syncd's own sink wrote, and writes through interactive
+transactions; the audit log must record those writes with the writer's origin, not syncd's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from syncd.model import Batch, Checkpoint, TableChanges
+from syncd.prisma import PRISMA_DIR, read_schema
+from syncd.sink.postgres import PostgresSink
+
+NODE_DIR = Path(__file__).parent / "node"
+NODE_BIN = NODE_DIR / "node_modules" / ".bin"
+SCRIPT = NODE_DIR / "prisma" / "read-and-write.ts"
+NODE = shutil.which("node")
+NPX = shutil.which("npx")
+T0 = datetime(2025, 10, 23, 22, 45, 24, 940000, tzinfo=UTC)
+NEW_ID = "item-1767323045678-prisma1"
+SYNCED_ID = "synced-1"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(NODE is None or NPX is None, reason="node/npx is not installed: Prisma cannot run"),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def node_modules() -> None:
+    """prisma, @prisma/client, @prisma/adapter-pg, pg and tsx installed under tests/e2e/node."""
+    if not (NODE_BIN / "prisma").exists() or not (NODE_BIN / "tsx").exists():
+        subprocess.run(["make", "-s", "-C", str(NODE_DIR), "install"], check=True, timeout=300)
+
+
+@pytest.fixture
+def prisma_project(tmp_path: Path) -> Path:
+    """A copy of schemas/prisma that resolves the test's node_modules; the client is generated inside it.
+
+    Copying keeps the generated client out of the repository and lets prisma.config.ts import
+    `prisma/config` exactly as it would in a service's checkout.
+    """
+    shutil.copytree(PRISMA_DIR, tmp_path / "prisma", ignore=shutil.ignore_patterns("generated"))
+    (tmp_path / "node_modules").symlink_to(NODE_DIR / "node_modules")
+    (tmp_path / "package.json").write_text('{"private": true, "type": "module"}\n', encoding="utf-8")
+    return tmp_path / "prisma"
+
+
+def prisma_env(tmp_path: Path, dsn: str) -> dict[str, str]:
+    """The environment offline Prisma needs: a schema-engine stub, and the database URL."""
+    stub = tmp_path / "schema-engine-stub"
+    stub.write_text("#!/bin/sh\n# Offline: there is no schema engine; validate and generate never call it.\nexit 1\n")
+    stub.chmod(0o755)
+    return {**os.environ, "PRISMA_SCHEMA_ENGINE_BINARY": str(stub), "DATABASE_URL": dsn}
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run a node tool to completion, failing the test with its output when it fails."""
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode == 0, f"{args[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def seed_batch() -> Batch:
+    """Rows for every synced model, applied by syncd's sink as a LowDB mirror batch would be."""
+    h = b"\x01" * 16
+
+    def changes(table: str, columns: tuple[str, ...], *rows: tuple[Any, ...]) -> TableChanges:
+        key = ("ts", "signal_key") if table.endswith("tp_capital_signals") else ("id",)
+        key = ("collection", "id") if table == "syncd.documents" else key
+        return TableChanges(table, (*columns, "row_hash"), key, [(*r, h) for r in rows])
+
+    tables = [
+        changes("workspace.workspace_categories", ("id", "name"), ("1", "dashboard")),
+        changes(
+            "workspace.workspace_items",
+            ("id", "title", "category", "tags", "created_at"),
+            (SYNCED_ID, "Synced one", "dashboard", ["a"], T0),
+            ("2", "Synced two", "dashboard", [], T0),
+        ),
+        changes("documentation.documentation_systems", ("id", "name", "port"), ("s1", "API", 3200)),
+        changes(
+            "documentation.documentation_ideas", ("id", "title", "category", "created_at"), ("i1", "Idea", "x", T0)
+        ),
+        changes("documentation.documentation_links", ("id", "url", "idea_id"), ("l1", "https://example.org", "i1")),
+        changes("documentation.documentation_files", ("id", "filename", "size"), ("f1", "a.txt", 2**40)),
+        changes("signals.tp_capital_signals", ("ts", "signal_key", "asset", "buy_min"), (T0, "k1", "PETR4", 31.5)),
+        changes("signals.telegram_bots", ("id", "status", "updated_at"), ("b1", "active", T0)),
+        changes("signals.telegram_channels", ("id", "status", "updated_at", "channel_id"), ("c1", "active", T0, -100)),
+        changes("syncd.documents", ("collection", "id", "doc"), ("notes", "n1", {"text": "hi"})),
+    ]
+    return Batch(Checkpoint("lowdb", "workspace", {"version": 1}), tables, mirror_of="workspace.json")
+
+
+async def seed(pool: asyncpg.Pool) -> None:
+    """Sync rows through the real sink; `mirror_of` also creates the file's syncd.cutover row."""
+    epoch: int = await pool.fetchval("UPDATE syncd.leader SET epoch = epoch + 1 RETURNING epoch")
+    await PostgresSink(pool, epoch).apply(seed_batch())
+    # cutover_log is only written by `syncd cutover`; one row stands in for a past promote.
+    await pool.execute(
+        """INSERT INTO syncd.cutover_log (name, from_mode, to_mode, reason)
+           VALUES ('x.json', 'mirror', 'pg-primary', 'seed')"""
+    )
+
+
+def delegates() -> dict[str, str]:
+    """Prisma client delegate (model name, first letter lowered) → `schema.table`."""
+    return {t.model[0].lower() + t.model[1:]: f"{s}.{n}" for (s, n), t in read_schema().items()}
+
+
+async def table_counts(pool: asyncpg.Pool, tables: dict[str, str]) -> dict[str, int]:
+    """Row count of every table, per delegate, straight from PostgreSQL."""
+    return {d: await pool.fetchval(f"SELECT count(*) FROM {t}") for d, t in tables.items()}
+
+
+async def test_prisma_client_reads_synced_rows_and_its_writes_are_audited(
+    pool: asyncpg.Pool, dsn: str, prisma_project: Path, tmp_path: Path
+) -> None:
+    """validate → generate → every model readable; transactional writes audited with origin 'app'/'idea-bank'."""
+    env = prisma_env(tmp_path, dsn)
+    assert "is valid" in run([str(NODE_BIN / "prisma"), "validate"], prisma_project, env)
+    run([str(NODE_BIN / "prisma"), "format", "--check"], prisma_project, env)
+    assert "Generated Prisma Client" in run([str(NODE_BIN / "prisma"), "generate"], prisma_project, env)
+
+    await seed(pool)
+    tables = delegates()
+    expected = await table_counts(pool, tables)
+    assert all(expected.values()), f"every model needs rows to read: {expected}"
+
+    client = prisma_project / "generated" / "client.ts"
+    args = [str(NODE_BIN / "tsx"), str(SCRIPT), str(client), ",".join(tables), NEW_ID, SYNCED_ID]
+    out = orjson.loads(run(args, NODE_DIR, env).strip().splitlines()[-1])
+
+    assert {d: c["count"] for d, c in out["before"].items()} == expected
+    assert {d: c["rows"] for d, c in out["before"].items()} == expected
+    assert out["app"]["created"]["createdAt"] == "2026-01-02T03:04:05.678Z"
+    assert out["app"]["updated"]["status"] == "review"
+    assert out["named"]["title"] == "Renamed by idea-bank"
+    await assert_audited(pool)
+
+
+async def assert_audited(pool: asyncpg.Pool) -> None:
+    """syncd's triggers saw each Prisma write with the writer's origin; syncd's own apply says 'syncd'."""
+    rows = await pool.fetch(
+        """SELECT key, op, origin, changed_fields, txid FROM syncd.audit_log
+            WHERE table_name = 'workspace.workspace_items' AND key = ANY($1::text[]) ORDER BY id""",
+        [NEW_ID, SYNCED_ID],
+    )
+    got = [(r["key"], r["op"], r["origin"]) for r in rows]
+    assert got == [
+        (SYNCED_ID, "insert", "syncd"),
+        (NEW_ID, "insert", "app"),
+        (SYNCED_ID, "update", "app"),
+        (NEW_ID, "update", "idea-bank"),
+    ]
+    # One interactive transaction: the create and the update commit together.
+    assert rows[1]["txid"] == rows[2]["txid"] != rows[3]["txid"]
+    assert rows[2]["changed_fields"] == ["status", "updated_at", "updated_by"]
+    assert rows[3]["changed_fields"] == ["title"]
+    # The reverse path reads the outbox: Prisma's writes are there, not mistaken for syncd's own.
+    origins = await pool.fetch("SELECT DISTINCT origin FROM syncd.outbox WHERE key = $1 ORDER BY origin", NEW_ID)
+    assert [r["origin"] for r in origins] == ["app", "idea-bank"]
