@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PGROOT := .syncd/pg
 CONFIG ?= examples/syncd.toml
 
-.PHONY: run test lint bench node-deps clean
+.PHONY: run test lint bench node-deps tools clean
+TOOLS := .tools
+PROMTOOL := $(TOOLS)/usr/bin/promtool
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,17 @@ node-deps:
 	@if command -v npm >/dev/null; then $(MAKE) -s -C tests/e2e/node install; \
 	 else echo "npm not found: node end-to-end tests will be skipped"; fi
 
+# promtool for the alert-rule tests: Debian's prometheus package unpacked under .tools/, never
+# installed (its postinst would set up a service). Without apt the deploy tests say why they skip.
+tools: $(PROMTOOL)
+
+$(PROMTOOL):
+	@if command -v apt-get >/dev/null; then \
+	  mkdir -p $(TOOLS)/deb && cd $(TOOLS)/deb && rm -f prometheus_*.deb && \
+	  { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; } && \
+	  cd - >/dev/null && dpkg -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS); \
+	 else echo "apt-get not found: promtool tests will be skipped"; fi
+
 # Uses SYNCD_PG_DSN / DATABASE_URL when set, else its own PostgreSQL under .syncd/ (stopped on exit).
 run: $(STAMP)
 	@set -e; \
@@ -35,7 +48,7 @@ run: $(STAMP)
 	echo "syncd: metrics http://$${SYNCD_HTTP_LISTEN:-$$listen}/metrics   (Ctrl-C stops)"; \
 	$(BIN)/syncd run --config $(CONFIG)
 
-test: $(STAMP) node-deps
+test: $(STAMP) node-deps tools
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -47,4 +60,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .syncd
+	rm -rf $(VENV) .syncd $(TOOLS)
