@@ -83,7 +83,8 @@ def status_table(document: dict[str, Any]) -> Table:
     """Render a /status document as a rich table, one row per stream."""
     role = "leader" if document.get("leader") else "standby"
     table = Table(title=f"syncd {document.get('instance', '?')} ({role}, epoch {document.get('epoch')})")
-    for column in ("stream", "mode", "caught up", "lag s", "since success s", "rows i/u/d", "last error"):
+    columns = ("stream", "mode", "caught up", "lag s", "since success s", "rows i/u/d", "quarantined", "last error")
+    for column in columns:
         table.add_column(column)
     for name, stream in document.get("streams", {}).items():
         rows = stream.get("rows_applied", {})
@@ -94,6 +95,7 @@ def status_table(document: dict[str, Any]) -> Table:
             _fmt(stream.get("event_lag_seconds")),
             _fmt(stream.get("seconds_since_last_success")),
             f"{rows.get('insert', 0)}/{rows.get('update', 0)}/{rows.get('delete', 0)}",
+            str(stream.get("quarantined", 0)),
             str(stream.get("last_error") or ""),
         )
     return table

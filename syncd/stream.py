@@ -36,6 +36,7 @@ class StreamState:
     event_lag_seconds: float | None = None
     last_success: float | None = None
     last_error: str | None = None
+    quarantined: int = 0
     batches: int = 0
     rows: dict[str, int] = field(default_factory=lambda: {"insert": 0, "update": 0, "delete": 0})
 
@@ -50,6 +51,7 @@ class StreamState:
             "event_lag_seconds": self.event_lag_seconds,
             "seconds_since_last_success": since,
             "last_error": self.last_error,
+            "quarantined": self.quarantined,
             "batches": self.batches,
             "rows_applied": dict(self.rows),
         }
@@ -89,6 +91,7 @@ class StreamRunner:
                 async for batch in self.source.batches():
                     await self._apply(batch)
                     self.state.caught_up = self.source.caught_up
+                    self.state.quarantined = self.source.quarantined
                     if self._stopping:
                         return
             finally:

@@ -29,5 +29,9 @@ class Source(Protocol):
     def caught_up(self) -> bool:
         """True once the initial snapshot/backlog has been applied (drives /readyz)."""
 
+    @property
+    def quarantined(self) -> int:
+        """Records of this stream held in `syncd.quarantine` (their keys wait for an operator)."""
+
     async def close(self) -> None:
         """Release files, sessions and tasks."""

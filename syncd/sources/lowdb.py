@@ -81,6 +81,11 @@ class LowdbSource:
         """True once the first batch (the start-up diff against PostgreSQL) has committed."""
         return self._caught_up
 
+    @property
+    def quarantined(self) -> int:
+        """Held quarantine rows of this file, as last read from PostgreSQL."""
+        return self._held.rows
+
     async def open(self, checkpoint: Mapping[str, Any] | None) -> None:
         """Start watching, then load what PostgreSQL holds; the file is read by `batches()`."""
         self._position = dict(checkpoint or {})

@@ -66,6 +66,11 @@ class QuestdbBase:
         """True once a poll found nothing more to read."""
         return self._caught_up
 
+    @property
+    def quarantined(self) -> int:
+        """Always 0: QuestDB columns are typed, so a row is never quarantined."""
+        return 0
+
     async def open(self, checkpoint: Mapping[str, Any] | None) -> None:
         """Resume from the committed position."""
         self.position = dict(checkpoint or {})

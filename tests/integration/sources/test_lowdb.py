@@ -163,7 +163,8 @@ async def test_bad_record_is_quarantined_blocks_its_key_and_replays_once_fixed(
     bad = item("bad", priority="urgent")
     keyless = {k: v for k, v in item("x").items() if k != "id"}
     write_v7(path, {"items": [*good, bad, keyless, item("dup", "one"), item("dup", "two")]})
-    async with running(LowdbSource(lowdb_settings(path), pool=pool), sink):
+    source = LowdbSource(lowdb_settings(path), pool=pool)
+    async with running(source, sink):
         await eventually(equals(pool, good), what="good records applied")
         held = await eventually(lambda: _held(pool, 4), what="four held records")
         assert {(e.key, e.reason.split(" ")[0]) for e in held} >= {("bad", "priority"), (None, "record")}
@@ -176,6 +177,8 @@ async def test_bad_record_is_quarantined_blocks_its_key_and_replays_once_fixed(
             ids = [e.id for e in held if e.key == "bad"]
             assert await q.resolve(conn, ids, "replayed") == ids
         await eventually(equals(pool, [*good, item("bad", "fixed")]), what="replayed key applied")
+        # /status reports what the gauge does: the three records still held (keyless, two dups).
+        await eventually(lambda: _true(source.quarantined == 3), what="status count follows the replay")
     assert gauge(metrics.QUARANTINE_RECORDS) == 3
 
 
