@@ -89,6 +89,9 @@ class LowdbSettings(_Section):
     layout: Layout
     collections: tuple[CollectionSettings, ...] = ()
     debounce: Seconds = 0.02
+    poll_interval: Seconds | None = None
+    """Stat the directory at this interval instead of inotify: for network volumes (NFS, a
+    ReadWriteMany PVC) whose writers run on another host, where inotify sees nothing."""
     mass_delete_ratio: float = Field(default=0.5, gt=0, le=1)
     mass_delete_min: int = Field(default=10, ge=0)
 

@@ -90,8 +90,12 @@ class LowdbSource:
         """Start watching, then load what PostgreSQL holds; the file is read by `batches()`."""
         self._position = dict(checkpoint or {})
         # Watch before the first read, so a write landing between the two is never missed.
-        self._notify = RustNotify([str(self.path.parent)], False, False, 50, False, False)
-        self._watcher = asyncio.create_task(self._watch(), name=f"watch:{self.stream}")
+        if self.settings.poll_interval is None:
+            self._notify = RustNotify([str(self.path.parent)], False, False, 50, False, False)
+            watching = self._watch()
+        else:
+            watching = self._poll(self.settings.poll_interval)
+        self._watcher = asyncio.create_task(watching, name=f"watch:{self.stream}")
         self._applied = await self._load_applied()
         self._dirty_at = time.monotonic()
 
@@ -267,5 +271,30 @@ class LowdbSource:
         while not self._stop.is_set():
             changes = await asyncio.to_thread(self._notify.watch, debounce_ms, step_ms, WATCH_TIMEOUT_MS, self._stop)
             if isinstance(changes, set) and any(Path(p).name in names for _, p in changes):
-                self._dirty_at = self._dirty_at or time.monotonic()
-                self._wake.set()
+                self._mark_dirty()
+
+    async def _poll(self, interval: float) -> None:
+        """Stat the file and its allow flag every `interval`; a changed identity is a wake-up."""
+        seen = await asyncio.to_thread(self._identities)
+        while True:
+            await asyncio.sleep(interval)
+            now = await asyncio.to_thread(self._identities)
+            if now != seen:
+                seen = now
+                self._mark_dirty()
+
+    def _identities(self) -> tuple[tuple[int, int, int, int] | None, ...]:
+        # inode catches lowdb@7's rename, size and mtime_ns lowdb@1's rewrite in place.
+        return tuple(_identity(p) for p in (self.path, self.allow_path))
+
+    def _mark_dirty(self) -> None:
+        self._dirty_at = self._dirty_at or time.monotonic()
+        self._wake.set()
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns

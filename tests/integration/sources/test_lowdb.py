@@ -103,6 +103,22 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def test_polling_mode_follows_in_place_and_renamed_writes(pool: asyncpg.Pool, sink: PostgresSink,
+                                                                tmp_path: Path) -> None:
+    """`poll_interval` (network volumes) stats the directory: both writers' versions still land."""
+    path = tmp_path / "library.json"
+    records = [item("1")]
+    write_v7(path, {"items": records})
+    async with running(LowdbSource(lowdb_settings(path, poll_interval=0.1), pool=pool), sink):
+        await eventually(equals(pool, records), what="initial file in PG")
+        records.append(item("2"))
+        write_v7(path, {"items": records})
+        await eventually(equals(pool, records), what="renamed-over version")
+        records[0] = {**records[0], "title": "rewritten in place"}
+        path.write_bytes(orjson.dumps({"items": records}, option=orjson.OPT_INDENT_2))
+        await eventually(equals(pool, records), what="in-place version")
+
+
 async def test_empty_truncated_or_garbage_reads_never_delete(pool: asyncpg.Pool, sink: PostgresSink,
                                                              tmp_path: Path) -> None:
     """Every unreadable state is retried and the last good state kept; no row is deleted."""
