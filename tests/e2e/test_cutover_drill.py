@@ -1,9 +1,9 @@
 """The whole cutover path, end to end: real lowdb@7 app writes, the daemon, the `syncd` commands.
 
-mirror (app writes the file) → verify → promote → the Node side writes PostgreSQL → those writes
-appear in the file → rollback → app writes the file again → PG follows → backup → restore. At the
-end PostgreSQL, the file and the restored backup are all equal, and every write of every step is
-there.
+mirror (app writes the file) → verify → promote → the Node side writes PostgreSQL (plain SQL, and
+a Prisma 7 client in interactive transactions) → those writes appear in the file → rollback → app
+writes the file again → PG follows → backup → restore. At the end PostgreSQL, the file and the
+restored backup are all equal, and every write of every step is there.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from syncd.config import LowdbSettings
 from syncd.cutover.verify import verify_file
 from syncd.database import connect
 from tests.e2e.daemon import SYNCD, DaemonProcess, write_config
+from tests.e2e.prisma import generate, prisma_env, prisma_project, write_through_prisma
 from tests.e2e.test_lowdb_writers import NODE, node_modules, run_writer
 
-__all__ = ["node_modules"]  # the module fixture installing the npm writers
+__all__ = ["node_modules"]  # the module fixture installing the npm writers (Prisma's too)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -67,6 +68,8 @@ async def test_mirror_promote_pg_writes_rollback_app_writes_backup_restore(
         tmp_path / "syncd.toml", f'\n[[lowdb]]\nname = "workspace"\npath = "{path}"\nlayout = "workspace"\n'
     )
     run_writer("v7", path, [{"op": "create", "id": f"a{i}", "title": f"app {i}"} for i in range(5)])
+    env = prisma_env(tmp_path, dsn)
+    client = generate(prisma_project(tmp_path), env)
     daemon = DaemonProcess(config, dsn).start()
 
     async def mode_is(mode: str) -> bool:
@@ -94,8 +97,13 @@ async def test_mirror_promote_pg_writes_rollback_app_writes_backup_restore(
             await conn.execute("DELETE FROM workspace.workspace_items WHERE id = 'a3'")
         finally:
             await conn.close()
+        # The Idea Bank through Prisma: create + update in one transaction, then a named rename.
+        await asyncio.to_thread(write_through_prisma, client, env, ["workspaceItem"], "prisma1", "a4")
         await daemon.until(in_sync, 30, "pg-primary: the file follows PostgreSQL")
-        assert file_items(path)["p1"]["tags"] == ["pg"]
+        items = file_items(path)
+        assert items["p1"]["tags"] == ["pg"]
+        assert items["prisma1"]["title"] == "Renamed by idea-bank"
+        assert items["a4"]["status"] == "review"
 
         # 3. rollback; the app writes the file again and PostgreSQL follows
         rollback = await syncd("cutover", "rollback", "workspace", dsn=dsn, config=config)
@@ -108,7 +116,7 @@ async def test_mirror_promote_pg_writes_rollback_app_writes_backup_restore(
         assert daemon.stop() == 0, daemon.output()[-3000:]
 
     items = file_items(path)
-    assert sorted(items) == ["a0", "a2", "a4", "a5", "a6", "p1"]
+    assert sorted(items) == ["a0", "a2", "a4", "a5", "a6", "p1", "prisma1"]
     assert items["a0"]["status"] == "review"
     assert items["a2"]["priority"] == "low"
     assert items["p1"]["title"] == "edited by the app"

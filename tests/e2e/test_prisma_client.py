@@ -8,9 +8,7 @@ transactions; the audit log must record those writes with the writer's origin, n
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,14 +18,20 @@ import orjson
 import pytest
 
 from syncd.model import Batch, Checkpoint, TableChanges
-from syncd.prisma import PRISMA_DIR, read_schema
+from syncd.prisma import read_schema
 from syncd.sink.postgres import PostgresSink
+from tests.e2e.prisma import (
+    NODE_BIN,
+    NPX,
+    generate,
+    install_node_modules,
+    prisma_env,
+    prisma_project,
+    run,
+    write_through_prisma,
+)
 
-NODE_DIR = Path(__file__).parent / "node"
-NODE_BIN = NODE_DIR / "node_modules" / ".bin"
-SCRIPT = NODE_DIR / "prisma" / "read-and-write.ts"
 NODE = shutil.which("node")
-NPX = shutil.which("npx")
 T0 = datetime(2025, 10, 23, 22, 45, 24, 940000, tzinfo=UTC)
 NEW_ID = "item-1767323045678-prisma1"
 SYNCED_ID = "synced-1"
@@ -40,37 +44,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module", autouse=True)
 def node_modules() -> None:
-    """prisma, @prisma/client, @prisma/adapter-pg, pg and tsx installed under tests/e2e/node."""
-    if not (NODE_BIN / "prisma").exists() or not (NODE_BIN / "tsx").exists():
-        subprocess.run(["make", "-s", "-C", str(NODE_DIR), "install"], check=True, timeout=300)
-
-
-@pytest.fixture
-def prisma_project(tmp_path: Path) -> Path:
-    """A copy of schemas/prisma that resolves the test's node_modules; the client is generated inside it.
-
-    Copying keeps the generated client out of the repository and lets prisma.config.ts import
-    `prisma/config` exactly as it would in a service's checkout.
-    """
-    shutil.copytree(PRISMA_DIR, tmp_path / "prisma", ignore=shutil.ignore_patterns("generated"))
-    (tmp_path / "node_modules").symlink_to(NODE_DIR / "node_modules")
-    (tmp_path / "package.json").write_text('{"private": true, "type": "module"}\n', encoding="utf-8")
-    return tmp_path / "prisma"
-
-
-def prisma_env(tmp_path: Path, dsn: str) -> dict[str, str]:
-    """The environment offline Prisma needs: a schema-engine stub, and the database URL."""
-    stub = tmp_path / "schema-engine-stub"
-    stub.write_text("#!/bin/sh\n# Offline: there is no schema engine; validate and generate never call it.\nexit 1\n")
-    stub.chmod(0o755)
-    return {**os.environ, "PRISMA_SCHEMA_ENGINE_BINARY": str(stub), "DATABASE_URL": dsn}
-
-
-def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    """Run a node tool to completion, failing the test with its output when it fails."""
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=90, check=False)
-    assert done.returncode == 0, f"{args[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    """The npm packages Prisma needs."""
+    install_node_modules()
 
 
 def seed_batch() -> Batch:
@@ -126,22 +101,21 @@ async def table_counts(pool: asyncpg.Pool, tables: dict[str, str]) -> dict[str, 
 
 
 async def test_prisma_client_reads_synced_rows_and_its_writes_are_audited(
-    pool: asyncpg.Pool, dsn: str, prisma_project: Path, tmp_path: Path
+    pool: asyncpg.Pool, dsn: str, tmp_path: Path
 ) -> None:
     """validate → generate → every model readable; transactional writes audited with origin 'app'/'idea-bank'."""
+    project = prisma_project(tmp_path)
     env = prisma_env(tmp_path, dsn)
-    assert "is valid" in run([str(NODE_BIN / "prisma"), "validate"], prisma_project, env)
-    run([str(NODE_BIN / "prisma"), "format", "--check"], prisma_project, env)
-    assert "Generated Prisma Client" in run([str(NODE_BIN / "prisma"), "generate"], prisma_project, env)
+    assert "is valid" in run([str(NODE_BIN / "prisma"), "validate"], project, env)
+    run([str(NODE_BIN / "prisma"), "format", "--check"], project, env)
+    client = generate(project, env)
 
     await seed(pool)
     tables = delegates()
     expected = await table_counts(pool, tables)
     assert all(expected.values()), f"every model needs rows to read: {expected}"
 
-    client = prisma_project / "generated" / "client.ts"
-    args = [str(NODE_BIN / "tsx"), str(SCRIPT), str(client), ",".join(tables), NEW_ID, SYNCED_ID]
-    out = orjson.loads(run(args, NODE_DIR, env).strip().splitlines()[-1])
+    out = orjson.loads(write_through_prisma(client, env, list(tables), NEW_ID, SYNCED_ID))
 
     assert {d: c["count"] for d, c in out["before"].items()} == expected
     assert {d: c["rows"] for d, c in out["before"].items()} == expected
