@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from syncd import metrics
 from syncd.config import Config, LowdbSettings
 from syncd.cutover import state as cutover
 from syncd.cutover.housekeeping import Housekeeping
@@ -168,6 +169,7 @@ class Daemon:
         _, task = self._files.pop(entry.name, (None, None))
         if task is not None and task in self._runners:
             await self._runners.pop(task).stop(task, self.config.daemon.stop_timeout)
+        metrics.forget_stream(entry.name)
         assert self._pool is not None
         assert self._sink is not None
         runner: Runner | None = None
@@ -217,6 +219,8 @@ class Daemon:
         if self._housekeeping is not None:
             await self._housekeeping.close()
         await asyncio.gather(*(r.stop(t, self.config.daemon.stop_timeout) for t, r in runners.items()))
+        for runner in runners.values():
+            metrics.forget_stream(runner.state.stream)
 
     def _ping_watchdog(self) -> None:
         usec = self.config.daemon.watchdog_usec

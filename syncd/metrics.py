@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -102,3 +104,14 @@ RETRIES = Counter(
     ["component"],
     registry=REGISTRY,
 )
+
+
+STREAM_GAUGES = (EVENT_LAG, LAST_SUCCESS, SECONDS_SINCE_LAST_SUCCESS, QUARANTINE_RECORDS, MASS_DELETE_HELD, SOURCE_UP)
+"""Gauges describing a running stream: meaningless once it stops (retired file, standby)."""
+
+
+def forget_stream(stream: str) -> None:
+    """Drop a stopped stream's gauges, so no alert fires on the last value of a stream not running."""
+    for gauge in STREAM_GAUGES:
+        with contextlib.suppress(KeyError):
+            gauge.remove(stream)

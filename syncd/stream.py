@@ -15,7 +15,7 @@ from syncd import metrics
 from syncd.errors import BatchRejected, Retryable
 from syncd.model import ApplyResult, Batch
 from syncd.sink.postgres import PostgresSink
-from syncd.sources import Source
+from syncd.sources import Health, Source
 
 log = structlog.get_logger(__name__)
 
@@ -36,13 +36,16 @@ class StreamState:
     event_lag_seconds: float | None = None
     last_success: float | None = None
     last_error: str | None = None
-    quarantined: int = 0
+    health: Health | None = field(default=None, repr=False)
+    """The running source, asked when reporting: a quiet stream commits nothing to learn from."""
     batches: int = 0
     rows: dict[str, int] = field(default_factory=lambda: {"insert": 0, "update": 0, "delete": 0})
 
     def as_json(self) -> dict[str, Any]:
         """The JSON shape of /status."""
-        since = None if self.last_success is None else max(0.0, time.time() - self.last_success)
+        in_sync = self.health.in_sync_at if self.health is not None else None
+        confirmed = [t for t in (self.last_success, in_sync) if t is not None]
+        since = max(0.0, time.time() - max(confirmed)) if confirmed else None
         return {
             "source": self.source,
             "mode": self.mode,
@@ -51,7 +54,7 @@ class StreamState:
             "event_lag_seconds": self.event_lag_seconds,
             "seconds_since_last_success": since,
             "last_error": self.last_error,
-            "quarantined": self.quarantined,
+            "quarantined": self.health.quarantined if self.health is not None else 0,
             "batches": self.batches,
             "rows_applied": dict(self.rows),
         }
@@ -75,7 +78,7 @@ class StreamRunner:
     def __init__(self, source: Source, sink: PostgresSink) -> None:
         self.source = source
         self.sink = sink
-        self.state = StreamState(source.source, source.stream)
+        self.state = StreamState(source.source, source.stream, health=source)
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -91,7 +94,6 @@ class StreamRunner:
                 async for batch in self.source.batches():
                     await self._apply(batch)
                     self.state.caught_up = self.source.caught_up
-                    self.state.quarantined = self.source.quarantined
                     if self._stopping:
                         return
             finally:

@@ -8,7 +8,22 @@ from typing import Any, Protocol
 from syncd.model import Batch
 
 
-class Source(Protocol):
+class Health(Protocol):
+    """What a running source tells /status beyond its batches."""
+
+    @property
+    def in_sync_at(self) -> float | None:
+        """Unix time at which the source last found PostgreSQL holding all it has; None if unknown.
+
+        Quiet sources commit no batches: this keeps `seconds_since_last_success` about health,
+        not about traffic."""
+
+    @property
+    def quarantined(self) -> int:
+        """Records of this stream held in `syncd.quarantine` (their keys wait for an operator)."""
+
+
+class Source(Health, Protocol):
     """One stream. The runner applies each yielded batch, then calls `committed` before the next."""
 
     source: str
@@ -28,10 +43,6 @@ class Source(Protocol):
     @property
     def caught_up(self) -> bool:
         """True once the initial snapshot/backlog has been applied (drives /readyz)."""
-
-    @property
-    def quarantined(self) -> int:
-        """Records of this stream held in `syncd.quarantine` (their keys wait for an operator)."""
 
     async def close(self) -> None:
         """Release files, sessions and tasks."""

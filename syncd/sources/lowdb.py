@@ -82,6 +82,12 @@ class LowdbSource:
         return self._caught_up
 
     @property
+    def in_sync_at(self) -> float | None:
+        """Now, while the last version read is applied and no change, hold or failure is pending."""
+        pending = self._dirty_at is not None or self._pending is not None or self._holding is not None
+        return time.time() if self._caught_up and not (pending or self._failing) else None
+
+    @property
     def quarantined(self) -> int:
         """Held quarantine rows of this file, as last read from PostgreSQL."""
         return self._held.rows
@@ -125,6 +131,9 @@ class LowdbSource:
             self._pending = None
         self._position = dict(batch.checkpoint.position)
         self._caught_up = True
+        if batch.quarantine:
+            # Re-read the held count now: a quiet file would otherwise report it at its next change.
+            self._wake.set()
 
     # -- one cycle: read, diff, guard --------------------------------------------------------
 

@@ -58,6 +58,7 @@ class QuestdbBase:
         self.reader = reader or make_reader(settings)
         self.position: dict[str, Any] = {}
         self.skew = 0.0
+        self._last_ok: float | None = None
         self._caught_up = False
         self._failures = 0
 
@@ -65,6 +66,11 @@ class QuestdbBase:
     def caught_up(self) -> bool:
         """True once a poll found nothing more to read."""
         return self._caught_up
+
+    @property
+    def in_sync_at(self) -> float | None:
+        """When the last poll read everything up to QuestDB's now()."""
+        return self._last_ok
 
     @property
     def quarantined(self) -> int:
@@ -124,7 +130,7 @@ class QuestdbBase:
         self._failures = 0
         self._caught_up = True
         metrics.SOURCE_UP.labels(self.stream).set(1)
-        metrics.SECONDS_SINCE_LAST_SUCCESS.labels(self.stream).set(0)
+        self._last_ok = time.time()
 
     async def _backoff(self, exc: SourceUnavailable) -> None:
         self._failures += 1

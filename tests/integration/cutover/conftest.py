@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 
 from syncd.config import LowdbSettings
 from syncd.sink.postgres import PostgresSink
 from syncd.sources.lowdb import LowdbSource
 from tests.integration.conftest import eventually, running
+from tests.lowdb_files import item, write_v7
 
-
-def item(key: str, title: str = "t", **kw: Any) -> dict[str, Any]:
-    """A workspace item in upstream's shape."""
-    return {
-        "id": key,
-        "title": title,
-        "description": "d",
-        "category": "dashboard",
-        "priority": "medium",
-        "status": "new",
-        "tags": ["x"],
-        "createdAt": "2025-10-23T22:45:24.940Z",
-        "updatedAt": None,
-        **kw,
-    }
+__all__ = ["item"]
 
 
 def write_file(path: Path, items: list[dict[str, Any]], **top: Any) -> None:
     """Write the file the way lowdb@7 does (2-space JSON to a temp file, renamed over)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(orjson.dumps({"items": items, "categories": [], **top}, option=orjson.OPT_INDENT_2))
-    os.replace(tmp, path)
+    write_v7(path, {"items": items, "categories": [], **top})
 
 
 async def mirror(pool: asyncpg.Pool, sink: PostgresSink, settings: LowdbSettings) -> None:

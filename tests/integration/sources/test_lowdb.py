@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,23 +21,11 @@ from syncd.sink.postgres import PostgresSink
 from syncd.sources.lowdb import LowdbSource
 from syncd.tables import lowdb_record_from_row, record_hash, workspace_items
 from tests.integration.conftest import eventually, running
+from tests.lowdb_files import item, write_v7
 
 # stream.py passes tenacity's deprecated `initial=`; not ours to fix here (reported to the lead).
 
 ITEMS = workspace_items("items")
-
-
-def item(key: str, title: str = "t", **kw: Any) -> dict[str, Any]:
-    """A workspace item in upstream's shape."""
-    return {"id": key, "title": title, "description": "d", "category": "dashboard", "priority": "medium",
-            "status": "new", "tags": ["x"], "createdAt": "2025-10-23T22:45:24.940Z", "updatedAt": None, **kw}
-
-
-def write_v7(path: Path, doc: Any) -> None:
-    """Like lowdb@7: `.<name>.tmp` then rename over the file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(doc if isinstance(doc, bytes) else orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-    os.replace(tmp, path)
 
 
 def write_v1(path: Path, data: bytes) -> None:
