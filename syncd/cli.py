@@ -158,5 +158,12 @@ def _register_cutover() -> None:
         main.add_command(command)
 
 
+def _register_audit() -> None:
+    from syncd.audit_cli import audit_command
+
+    main.add_command(audit_command)
+
+
 _register_quarantine()
 _register_cutover()
+_register_audit()

@@ -450,3 +450,253 @@ BEGIN
     GET DIAGNOSTICS pruned = ROW_COUNT;
     RETURN pruned;
 END $$;
+
+-- ==== 0050_reporting_views.sql ====
+-- Reporting views over the mirrored data (read-only; dashboards, psql, the Node services).
+-- `reporting.sync_health` (0006) is kept as is.
+--
+-- Indexes: none added. Every access path these views need already exists:
+--   signals.tp_capital_signals  PK (ts, signal_key)  -> time-range scans (per partition, after pruning)
+--                               (channel, ts DESC)  -> one channel over a time range
+--                               (asset, ts DESC)    -> one asset over a time range
+--   documentation_ideas (system_id), documentation_links (idea_id), documentation_files (idea_id)
+--                               -> the per-system counts of documentation_systems_overview
+-- documentation_links.system_id has no index: the Documentation file is a LowDB document (hundreds
+-- of rows), so a scan is cheaper than an index; add one (and its @@index in schema.prisma) if it grows.
+-- Views that aggregate a whole table scan it by design; time-bounded signal reports go through
+-- reporting.signals_daily_between(from, to), which the planner inlines so `ts` bounds reach the index.
+
+-- Signals per UTC day x channel x asset, soft-deleted rows (deleted_at set) excluded.
+--
+-- Targets hit are NOT computable from this table: a row holds only the levels the message
+-- announced (buy range, targets, stop), never the prices the asset traded at afterwards. What is
+-- exposed instead: how many signals carry each kind of level, and the average distance of the first
+-- target and of the stop from the middle of the buy range, in percent (reward / risk as announced).
+-- Entry = (buy_min + buy_max) / 2, or whichever of the two is present.
+CREATE FUNCTION reporting.signals_daily_between(from_ts timestamptz, to_ts timestamptz)
+RETURNS TABLE (
+    day              date,
+    channel          text,
+    asset            text,
+    signals          bigint,
+    first_ts         timestamptz,
+    last_ts          timestamptz,
+    with_buy_range   bigint,
+    with_target      bigint,
+    with_stop        bigint,
+    avg_target_1_pct double precision,
+    avg_stop_pct     double precision
+)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT (s.ts AT TIME ZONE 'UTC')::date,
+           s.channel,
+           s.asset,
+           count(*),
+           min(s.ts),
+           max(s.ts),
+           count(*) FILTER (WHERE s.buy_min IS NOT NULL OR s.buy_max IS NOT NULL),
+           count(*) FILTER (WHERE coalesce(s.target_1, s.target_2, s.target_final) IS NOT NULL),
+           count(*) FILTER (WHERE s.stop IS NOT NULL),
+           avg((s.target_1 - e.entry) / e.entry * 100) FILTER (WHERE e.entry > 0),
+           avg((s.stop - e.entry) / e.entry * 100) FILTER (WHERE e.entry > 0)
+      FROM signals.tp_capital_signals s
+      CROSS JOIN LATERAL (SELECT coalesce((s.buy_min + s.buy_max) / 2, s.buy_min, s.buy_max) AS entry) e
+     WHERE s.ts >= from_ts AND s.ts < to_ts AND s.deleted_at IS NULL
+     GROUP BY 1, 2, 3
+$$;
+COMMENT ON FUNCTION reporting.signals_daily_between(timestamptz, timestamptz) IS
+    'reporting.signals_daily restricted to from_ts <= ts < to_ts (index-friendly; inlined by the planner).';
+
+CREATE VIEW reporting.signals_daily AS
+SELECT * FROM reporting.signals_daily_between('-infinity', 'infinity');
+
+-- Signals per source x channel over all time (soft-deleted rows counted apart).
+CREATE VIEW reporting.signals_by_channel AS
+SELECT s.source,
+       s.channel,
+       count(*) FILTER (WHERE s.deleted_at IS NULL)                       AS signals,
+       count(*) FILTER (WHERE s.deleted_at IS NOT NULL)                   AS deleted,
+       count(DISTINCT s.asset) FILTER (WHERE s.deleted_at IS NULL)        AS assets,
+       count(DISTINCT (s.ts AT TIME ZONE 'UTC')::date)
+           FILTER (WHERE s.deleted_at IS NULL)                            AS active_days,
+       min(s.ts) FILTER (WHERE s.deleted_at IS NULL)                      AS first_ts,
+       max(s.ts) FILTER (WHERE s.deleted_at IS NULL)                      AS last_ts
+  FROM signals.tp_capital_signals s
+ GROUP BY s.source, s.channel;
+
+-- Ideas by category x status x priority. `origin` says which file they come from: 'workspace'
+-- (Idea Bank items) or 'documentation' (Documentation API ideas; that file's status/priority
+-- vocabulary is wider, see 0004).
+CREATE VIEW reporting.ideas_summary AS
+SELECT 'workspace'::text                              AS origin,
+       i.category,
+       i.status,
+       i.priority,
+       count(*)                                       AS items,
+       count(*) FILTER (WHERE cardinality(i.tags) > 0) AS tagged,
+       min(i.created_at)                              AS oldest_created_at,
+       max(i.created_at)                              AS newest_created_at,
+       max(coalesce(i.updated_at, i.created_at))      AS last_changed_at
+  FROM workspace.workspace_items i
+ GROUP BY i.category, i.status, i.priority
+UNION ALL
+SELECT 'documentation'::text,
+       d.category,
+       d.status,
+       d.priority,
+       count(*),
+       count(*) FILTER (WHERE cardinality(d.tags) > 0),
+       min(d.created_at),
+       max(d.created_at),
+       max(coalesce(d.updated_at, d.created_at))
+  FROM documentation.documentation_ideas d
+ GROUP BY d.category, d.status, d.priority;
+
+-- The same ideas counted along one dimension at a time: dimension in ('status', 'category',
+-- 'priority'), value = that column's value. Totals per origin = sum of items of any one dimension.
+CREATE VIEW reporting.ideas_totals AS
+SELECT origin, dim.dimension, dim.value, sum(items)::bigint AS items
+  FROM reporting.ideas_summary
+ CROSS JOIN LATERAL (VALUES ('status', status), ('category', category), ('priority', priority))
+       AS dim(dimension, value)
+ GROUP BY origin, dim.dimension, dim.value;
+
+-- Documentation systems with what references them. Links and files are counted once each:
+--   ideas        documentation_ideas.system_id = system
+--   open_ideas   those not in a final status (completed, rejected, done)
+--   links        documentation_links attached to the system (system_id) or to one of its ideas
+--   files        documentation_files attached to one of its ideas (files have no system_id column)
+CREATE VIEW reporting.documentation_systems_overview AS
+SELECT s.id,
+       s.name,
+       s.short_name,
+       s.type,
+       s.status,
+       s.url,
+       coalesce(i.ideas, 0)      AS ideas,
+       coalesce(i.open_ideas, 0) AS open_ideas,
+       (SELECT count(*) FROM documentation.documentation_links l
+         WHERE l.system_id = s.id
+            OR l.idea_id IN (SELECT d.id FROM documentation.documentation_ideas d WHERE d.system_id = s.id)
+       )                         AS links,
+       (SELECT count(*) FROM documentation.documentation_files f
+         WHERE f.idea_id IN (SELECT d.id FROM documentation.documentation_ideas d WHERE d.system_id = s.id)
+       )                         AS files,
+       coalesce(s.updated_at, s.created_at) AS last_changed_at
+  FROM documentation.documentation_systems s
+  LEFT JOIN LATERAL (
+        SELECT count(*) AS ideas,
+               count(*) FILTER (WHERE d.status NOT IN ('completed', 'rejected', 'done')) AS open_ideas
+          FROM documentation.documentation_ideas d
+         WHERE d.system_id = s.id) i ON true;
+
+-- ==== 0051_signals_timescale.sql ====
+-- signals.tp_capital_signals storage: a TimescaleDB hypertable where the extension can be loaded,
+-- else the native monthly range partitions 0005 already created (that path changes nothing).
+--
+-- TimescaleDB path (taken only when `timescaledb` is in pg_available_extensions AND in
+-- shared_preload_libraries: CREATE EXTENSION fails without the preload, which would abort the
+-- migration). This file runs in one transaction (syncd.migrate), so either every step below
+-- happens or none does. CREATE EXTENSION is transactional and may run from a DO block (EXECUTE).
+--   * create_hypertable cannot take a natively partitioned table, so the table is rebuilt: a plain
+--     copy (same columns, defaults, primary key (ts, signal_key) and index names), converted,
+--     filled from the partitioned table, then swapped in under the same name.
+--   * chunk_time_interval 7 days: ~a week of signals per chunk, small enough that the nightly
+--     reconcile (signals of the last `reconcile_days` = 7 days) touches 1-2 uncompressed chunks.
+--   * compression after 30 days (segmentby channel, orderby ts DESC, signal_key: every primary-key
+--     column, so uniqueness checks on compressed chunks stay cheap): well past the lag-window
+--     rescan and reconcile horizon, so later upserts into compressed chunks stay rare.
+--   * retention 5 years: chunks whose newest row is older are dropped. QuestDB keeps its own
+--     copy. The nightly reconcile (`reconcile_days`, default 7) and `syncd verify` (last N days)
+--     compare recent days only; keep both far below 5 years, or dropped days would be reported
+--     missing (verify) or copied back (reconcile).
+--   * signals.ensure_partitions returns 0 for a table that is not natively partitioned, so the
+--     sink's per-batch call keeps working against the hypertable (chunks are created on insert).
+--
+-- Native path (this repository's test machines): 0005 already partitions by month and the sink
+-- creates partitions ahead; the only action is to make sure the usual window of partitions exists.
+
+-- Partitions only for natively partitioned tables; a hypertable (or plain table) needs none.
+CREATE OR REPLACE FUNCTION signals.ensure_partitions(tbl regclass, lo timestamptz, hi timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    month   timestamptz := date_trunc('month', lo AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    created integer := 0;
+    part    text;
+    rel     text := (SELECT relname FROM pg_class WHERE oid = tbl);
+    nsp     text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.oid = tbl);
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = tbl) THEN
+        RETURN 0;
+    END IF;
+    WHILE month <= hi LOOP
+        part := format('%s_p%s', rel, to_char(month AT TIME ZONE 'UTC', 'YYYYMM'));
+        IF to_regclass(format('%I.%I', nsp, part)) IS NULL THEN
+            EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                           nsp, part, tbl, month, month + interval '1 month');
+            created := created + 1;
+        END IF;
+        month := month + interval '1 month';
+    END LOOP;
+    RETURN created;
+END $$;
+
+DO $$
+DECLARE
+    timescale boolean := EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+                         AND current_setting('shared_preload_libraries', true) LIKE '%timescaledb%';
+    dep       record;
+    views     text[] := '{}';
+BEGIN
+    IF NOT timescale THEN
+        -- Native partitions: already in place since 0005; keep the usual window present.
+        PERFORM signals.ensure_partitions('signals.tp_capital_signals', now() - interval '1 month',
+                                          now() + interval '3 months');
+        RAISE NOTICE 'timescaledb not available: signals.tp_capital_signals stays natively partitioned';
+        RETURN;
+    END IF;
+
+    EXECUTE 'CREATE EXTENSION IF NOT EXISTS timescaledb';
+    IF EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+                WHERE hypertable_schema = 'signals' AND hypertable_name = 'tp_capital_signals') THEN
+        RETURN;
+    END IF;
+
+    EXECUTE 'CREATE TABLE signals.tp_capital_signals_ht
+                 (LIKE signals.tp_capital_signals INCLUDING DEFAULTS INCLUDING CONSTRAINTS)';
+    EXECUTE 'ALTER TABLE signals.tp_capital_signals_ht ADD PRIMARY KEY (ts, signal_key)';
+    EXECUTE $q$SELECT create_hypertable('signals.tp_capital_signals_ht', 'ts',
+                                        chunk_time_interval => interval '7 days',
+                                        create_default_indexes => false)$q$;  -- the PK leads with ts
+    EXECUTE 'INSERT INTO signals.tp_capital_signals_ht SELECT * FROM signals.tp_capital_signals';
+    -- Views on the table (reporting.signals_by_channel, ...) are re-pointed with CREATE OR REPLACE
+    -- (same definition text, now resolving to the hypertable), keeping their grants and comments.
+    FOR dep IN SELECT DISTINCT v.oid, format('%I.%I', n.nspname, v.relname) AS name,
+                      pg_get_viewdef(v.oid) AS def
+                 FROM pg_depend d
+                 JOIN pg_rewrite r ON r.oid = d.objid
+                 JOIN pg_class v ON v.oid = r.ev_class
+                 JOIN pg_namespace n ON n.oid = v.relnamespace
+                WHERE d.classid = 'pg_rewrite'::regclass
+                  AND d.refobjid = 'signals.tp_capital_signals'::regclass
+                  AND v.oid <> d.refobjid
+                ORDER BY v.oid LOOP
+        views := views || ARRAY[dep.name, dep.def];
+    END LOOP;
+    EXECUTE 'ALTER TABLE signals.tp_capital_signals RENAME TO tp_capital_signals_native';
+    EXECUTE 'ALTER TABLE signals.tp_capital_signals_ht RENAME TO tp_capital_signals';
+    FOR i IN 1 .. coalesce(array_length(views, 1), 0) / 2 LOOP
+        EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', views[2 * i - 1], views[2 * i]);
+    END LOOP;
+    EXECUTE 'DROP TABLE signals.tp_capital_signals_native';  -- its partitions and index names go with it
+    EXECUTE 'ALTER INDEX signals.tp_capital_signals_ht_pkey RENAME TO tp_capital_signals_pkey';
+    EXECUTE 'CREATE INDEX tp_capital_signals_asset_ts_idx ON signals.tp_capital_signals (asset, ts DESC)';
+    EXECUTE 'CREATE INDEX tp_capital_signals_channel_ts_idx ON signals.tp_capital_signals (channel, ts DESC)';
+    EXECUTE 'CREATE INDEX tp_capital_signals_ingested_idx ON signals.tp_capital_signals (ingested_at)';
+
+    EXECUTE $q$ALTER TABLE signals.tp_capital_signals SET (timescaledb.compress,
+                   timescaledb.compress_segmentby = 'channel', timescaledb.compress_orderby = 'ts DESC, signal_key')$q$;
+    EXECUTE $q$SELECT add_compression_policy('signals.tp_capital_signals', interval '30 days')$q$;
+    EXECUTE $q$SELECT add_retention_policy('signals.tp_capital_signals', interval '5 years')$q$;
+END $$;
