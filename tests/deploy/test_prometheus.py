@@ -17,7 +17,7 @@ PROMTOOL = ROOT / ".tools" / "usr" / "bin" / "promtool"
 RULES_DIR = ROOT / "deploy" / "prometheus"
 RULES = RULES_DIR / "syncd-alerts.yml"
 RULE_TESTS = RULES_DIR / "syncd-alerts.test.yml"
-RUNBOOK = RULES_DIR / "RUNBOOK.fragment.md"
+RUNBOOK = ROOT / "README.md"
 
 needs_promtool = pytest.mark.skipif(
     not PROMTOOL.is_file(), reason=f"promtool not found at {PROMTOOL}: run `make tools` to unpack it"
