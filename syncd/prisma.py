@@ -153,7 +153,10 @@ def _parse_model(name: str, body: str) -> PrismaTable:
     for line in lines:
         if line.startswith("@@"):
             continue
-        column, is_id = _parse_field(name, line)
+        parsed = _parse_field(name, line)
+        if parsed is None:
+            continue
+        column, is_id = parsed
         field_names[line.split()[0]] = column.name
         table.columns[column.name] = column
         if is_id:
@@ -166,13 +169,14 @@ def _parse_model(name: str, body: str) -> PrismaTable:
     return table
 
 
-def _parse_field(model: str, line: str) -> tuple[PrismaColumn, bool]:
+def _parse_field(model: str, line: str) -> tuple[PrismaColumn, bool] | None:
     match = _FIELD.match(line)
     if match is None:
         raise ValueError(f"model {model}: cannot read field {line!r}")
     name, scalar, is_list, optional, attrs = match.groups()
     if scalar not in _DEFAULT_TYPES:
-        raise ValueError(f"model {model}: field {name} has non-scalar type {scalar} (relations are not supported)")
+        # A relation field (its type is a model; `prisma validate` checks that): no column.
+        return None
     udt, precision = _column_type(model, name, scalar, attrs)
     mapped = _MAP.search(attrs)
     column = PrismaColumn(

@@ -69,8 +69,15 @@ def seed_batch() -> Batch:
         changes(
             "documentation.documentation_ideas", ("id", "title", "category", "created_at"), ("i1", "Idea", "x", T0)
         ),
-        changes("documentation.documentation_links", ("id", "url", "idea_id"), ("l1", "https://example.org", "i1")),
-        changes("documentation.documentation_files", ("id", "filename", "size"), ("f1", "a.txt", 2**40)),
+        changes(
+            "documentation.documentation_links",
+            ("id", "url", "idea_id", "system_id"),
+            ("l1", "https://example.org", "i1", "s1"),
+            ("l2", "https://example.org/dangling", "gone", None),
+        ),
+        changes(
+            "documentation.documentation_files", ("id", "filename", "size", "idea_id"), ("f1", "a.txt", 2**40, "i1")
+        ),
         changes("signals.tp_capital_signals", ("ts", "signal_key", "asset", "buy_min"), (T0, "k1", "PETR4", 31.5)),
         changes("signals.telegram_bots", ("id", "status", "updated_at"), ("b1", "active", T0)),
         changes("signals.telegram_channels", ("id", "status", "updated_at", "channel_id"), ("c1", "active", T0, -100)),
@@ -119,6 +126,11 @@ async def test_prisma_client_reads_synced_rows_and_its_writes_are_audited(
 
     assert {d: c["count"] for d, c in out["before"].items()} == expected
     assert {d: c["rows"] for d, c in out["before"].items()} == expected
+    # Relations resolve through the client; a dangling reference (LowDB allows it) reads as null.
+    links = {link["id"]: link for link in out["relations"]}
+    assert links["l1"]["idea"]["files"][0]["id"] == "f1"
+    assert links["l1"]["system"]["name"] == "API"
+    assert links["l2"]["idea"] is None
     assert out["app"]["created"]["createdAt"] == "2026-01-02T03:04:05.678Z"
     assert out["app"]["updated"]["status"] == "review"
     assert out["named"]["title"] == "Renamed by idea-bank"

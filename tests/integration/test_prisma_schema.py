@@ -136,8 +136,8 @@ async def test_prisma_schema_matches_migrated_database(dsn: str) -> None:
             "workspace.workspace_items.updated_at",
         ),
         (
-            "  port        Int?      @db.Integer\n",
-            "  port        BigInt?   @db.BigInt\n",
+            "  port        Int?                @db.Integer\n",
+            "  port        BigInt?             @db.BigInt\n",
             "documentation.documentation_systems.port",
         ),
         ("  origin        String   @db.Text\n", "", "syncd.audit_log.origin is in the database only"),

@@ -700,3 +700,8 @@ BEGIN
     EXECUTE $q$SELECT add_compression_policy('signals.tp_capital_signals', interval '30 days')$q$;
     EXECUTE $q$SELECT add_retention_policy('signals.tp_capital_signals', interval '5 years')$q$;
 END $$;
+
+-- ==== 0052_documentation_links_system_idx.sql ====
+-- Links are listed per system (reporting.documentation_systems_overview, the Prisma relation
+-- DocumentationSystem.links): index the reference like the other documentation references.
+CREATE INDEX documentation_links_system_idx ON documentation.documentation_links (system_id);

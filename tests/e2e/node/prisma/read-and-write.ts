@@ -59,15 +59,22 @@ async function writeAsNamedService() {
   });
 }
 
+// The documentation relations (relationMode "prisma": declared, not foreign keys) resolve.
+async function readRelations() {
+  if (!delegateList.split(",").includes("documentationLink")) return [];
+  return prisma.documentationLink.findMany({ include: { idea: { include: { files: true } }, system: true } });
+}
+
 try {
   const before = await readEveryModel();
+  const relations = await readRelations();
   const app = await writeAsApp();
   const named = await writeAsNamedService();
   const audit = await prisma.auditLog.findMany({
     where: { tableName: "workspace.workspace_items", key: { in: [newId, syncedId] } },
     orderBy: { id: "asc" },
   });
-  process.stdout.write(toJson({ before, app, named, audit }) + "\n");
+  process.stdout.write(toJson({ before, relations, app, named, audit }) + "\n");
 } finally {
   await prisma.$disconnect();
 }
