@@ -3,7 +3,9 @@
 For files of 1k, 10k and 100k records, a `syncd run` subprocess mirrors the file into a fresh
 database; the bench then edits one record at a time the way lowdb@7 writes (temp file + rename) and
 polls PostgreSQL (every ~0.5 ms, on its own connection) until the edit is visible. Latency runs from
-the rename to the commit becoming visible. The daemon's RSS is read after the edits.
+the rename to the commit becoming visible. The daemon's RSS is read after the edits, then one
+parity check of the file is timed: the daemon's periodic verify (disabled during the edits so its
+whole-file read does not land inside an edit's latency) costs that much every `verify_interval`.
 
 Entry point for `python -m bench`: `await run(server_dsn)` → one dict per file size.
 """
@@ -28,6 +30,9 @@ from rich.table import Table
 
 from bench.harness import fresh_database
 from syncd.cluster import free_port
+from syncd.config import LowdbSettings
+from syncd.cutover.verify import verify_file
+from syncd.database import connect
 
 SIZES = ((1_000, 60), (10_000, 60), (100_000, 25))
 """(records in the file, single-record edits measured)."""
@@ -76,11 +81,26 @@ async def _one_size(server_dsn: str, n: int, edits: int) -> dict[str, Any]:
             await _wait_title(conn, records[-1]["id"], "t", deadline=60)
             latencies = [await _edit(conn, path, records, k) for k in range(edits)]
             rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
+            verify = await _verify_seconds(dsn, path)
         finally:
             await conn.close()
             daemon.terminate()
             daemon.wait(30)
-    return _row(n, latencies, rss)
+    return _row(n, latencies, rss, verify)
+
+
+async def _verify_seconds(dsn: str, path: Path) -> float:
+    """One parity check of the file (what daemon.verify_interval runs), which must come out clean."""
+    conn = await connect(dsn)
+    try:
+        start = time.perf_counter()
+        parity = await verify_file(conn, LowdbSettings(name="bench", path=path, layout="workspace"))
+        elapsed = time.perf_counter() - start
+    finally:
+        await conn.close()
+    if not parity.clean:
+        raise RuntimeError("bench file and PostgreSQL differ")
+    return elapsed
 
 
 async def _edit(conn: asyncpg.Connection, path: Path, records: list[dict[str, Any]], k: int) -> float:
@@ -111,7 +131,9 @@ def _start_daemon(work: Path, path: Path, dsn: str) -> tuple[subprocess.Popen[by
         f'[postgres]\ndsn = "postgresql://overridden"\n\n[[lowdb]]\nname = "bench"\npath = "{path}"\n'
         'layout = "workspace"\n'
     )
-    env = {**os.environ, "SYNCD_PG_DSN": dsn, "SYNCD_HTTP_LISTEN": f"127.0.0.1:{port}"}
+    # The periodic parity check re-reads the whole file: it is timed on its own (`verify ms`).
+    env = {**os.environ, "SYNCD_PG_DSN": dsn, "SYNCD_HTTP_LISTEN": f"127.0.0.1:{port}",
+           "SYNCD_DAEMON_VERIFY_INTERVAL": "0"}
     log = (work / "syncd.log").open("wb")
     proc = subprocess.Popen(
         [str(SYNCD), "--log-level", "warning", "run", "--config", str(config)], env=env, stdout=log, stderr=log
@@ -135,7 +157,7 @@ async def _wait_ready(port: int, proc: subprocess.Popen[bytes], deadline: float 
     raise TimeoutError("syncd never became ready")
 
 
-def _row(n: int, latencies: list[float], rss_mib: float) -> dict[str, Any]:
+def _row(n: int, latencies: list[float], rss_mib: float, verify: float) -> dict[str, Any]:
     ms = sorted(x * 1000 for x in latencies)
     p50 = statistics.median(ms)
     p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
@@ -144,17 +166,17 @@ def _row(n: int, latencies: list[float], rss_mib: float) -> dict[str, Any]:
     target = "-" if n not in TARGETS else ("met" if ok else "MISSED")
     return {"scenario": "lowdb: edit → commit", "records": n, "edits": len(ms), "p50_ms": round(p50, 1),
             "p99_ms": round(p99, 1), "max_ms": round(ms[-1], 1), "daemon_rss_mib": round(rss_mib, 1),
-            "target": target}
+            "target": target, "verify_ms": round(verify * 1000)}
 
 
 def table(rows: list[dict[str, Any]]) -> Table:
     """The scenario's rows as a rich table."""
     out = Table(title="LowDB single-record edit → PostgreSQL commit (real daemon process)")
-    for column in ("records", "edits", "p50 ms", "p99 ms", "max ms", "daemon RSS MiB", "target"):
+    for column in ("records", "edits", "p50 ms", "p99 ms", "max ms", "daemon RSS MiB", "target", "verify ms"):
         out.add_column(column)
     for r in rows:
         out.add_row(f"{r['records']:,}", str(r["edits"]), str(r["p50_ms"]), str(r["p99_ms"]), str(r["max_ms"]),
-                    str(r["daemon_rss_mib"]), r["target"])
+                    str(r["daemon_rss_mib"]), r["target"], str(r["verify_ms"]))
     return out
 
 
