@@ -33,6 +33,7 @@ from syncd.cluster import free_port
 from syncd.config import LowdbSettings
 from syncd.cutover.verify import verify_file
 from syncd.database import connect
+from tests.lowdb_files import write_v7
 
 SIZES = ((1_000, 60), (10_000, 60), (100_000, 25))
 """(records in the file, single-record edits measured)."""
@@ -56,13 +57,6 @@ def record(i: int, title: str = "t") -> dict[str, Any]:
     }
 
 
-def write_like_lowdb7(path: Path, data: bytes) -> None:
-    """`.<name>.tmp` then rename over the file: what lowdb@7's JSONFile does."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 async def run(dsn: str, sizes: tuple[tuple[int, int], ...] = SIZES) -> list[dict[str, Any]]:
     """One row per file size: records, edits, p50/p99/max ms, daemon RSS MiB, target verdict."""
     return [await _one_size(dsn, records, edits) for records, edits in sizes]
@@ -73,7 +67,7 @@ async def _one_size(server_dsn: str, n: int, edits: int) -> dict[str, Any]:
         work = Path(tempfile.mkdtemp(prefix="syncd-bench-lowdb-"))
         path = work / "library.json"
         records = [record(i) for i in range(n)]
-        write_like_lowdb7(path, orjson.dumps({"items": records, "categories": []}, option=orjson.OPT_INDENT_2))
+        write_v7(path, orjson.dumps({"items": records, "categories": []}, option=orjson.OPT_INDENT_2))
         daemon, port = _start_daemon(work, path, dsn)
         conn = await asyncpg.connect(dsn)
         try:
@@ -110,7 +104,7 @@ async def _edit(conn: asyncpg.Connection, path: Path, records: list[dict[str, An
     records[i] = {**records[i], "title": title, "updatedAt": "2025-11-08T10:00:00.000Z"}
     data = orjson.dumps({"items": records, "categories": []}, option=orjson.OPT_INDENT_2)
     await asyncio.sleep(0.05)  # let the previous version settle so each edit is its own version
-    write_like_lowdb7(path, data)
+    write_v7(path, data)
     start = time.perf_counter()
     await _wait_title(conn, records[i]["id"], title, deadline=30)
     return time.perf_counter() - start

@@ -170,7 +170,7 @@ def _diff_table(spec: TableSpec, value: Any, applied: Applied, held: Held, resul
         return out
     present = set(value.keys)
     if len(present) == len(value) and None not in present:
-        _diff_unique(out, value, present, old, held.keys | result.blocked, result)
+        _diff_unique(out, value, present, old, table, held.keys | result.blocked, result)
     else:
         _diff_grouped(out, value, old, held, table, result)
     return out
@@ -181,11 +181,11 @@ def _diff_unique(
     records: Records,
     present: set[str | None],
     old: Mapping[str, bytes],
+    table: str,
     blocked: Blocked,
     result: Diff,
 ) -> None:
     """The usual case, every record keyed once: only records whose hash differs are looked at."""
-    table = quarantine_table(out.spec)
     keys = records.keys
     # The comparison runs in C (map/compress): a single-record edit of a 100k file costs a few ms.
     changed = compress(count(), map(ne, map(old.get, keys), records.digests))  # type: ignore[arg-type]
@@ -198,8 +198,7 @@ def _diff_unique(
     # Every key of `old` still present (the usual edit) is known without a 100k-key set difference.
     if len(present) - added == len(old):
         return
-    gone = old.keys() - present
-    out.deletes = sorted(k for k in gone if (table, k) not in blocked)
+    out.deletes = _deletes(old.keys() - present, table, blocked)
 
 
 def _diff_grouped(
@@ -216,8 +215,12 @@ def _diff_grouped(
             for i in versions:
                 reason = f"duplicate id {key!r}: {len(versions)} records carry it"
                 _quarantine(result, table, key, records.record(i), reason)
-    gone = old.keys() - by_key.keys() - duplicates.keys()
-    out.deletes = sorted(k for k in gone if (table, k) not in blocked)
+    out.deletes = _deletes(old.keys() - by_key.keys() - duplicates.keys(), table, blocked)
+
+
+def _deletes(gone: set[str], table: str, blocked: Blocked) -> list[str]:
+    """Keys no longer in the file, but not those a quarantine blocks (their deletion waits too)."""
+    return sorted(k for k in gone if (table, k) not in blocked)
 
 
 def _upsert(out: TableDiff, key: str, record: Any, digest: bytes, table: str, result: Diff) -> None:

@@ -65,22 +65,24 @@ class VersionReader:
         if window is None:
             return _Seen(data, seen.document, _settled(seen.records), seen.bodies)
         start, end = window
-        for collection, body in seen.bodies.items():
-            records = seen.records[collection]
-            starts = records.starts(body)
-            if not body <= start or not end <= starts[-1] - len(SEPARATOR):
-                continue
-            # Whole records around the window: their boundaries lie in the bytes both versions share.
-            first = bisect_right(starts, start) - 1
-            last = bisect_left(starts, end + len(SEPARATOR), 1) - 1
-            delta = len(data) - len(seen.data)
-            pieces = split_records(data[starts[first] : starts[last + 1] - len(SEPARATOR) + delta])
-            patched = records.replaced(self.specs[collection], first, last, pieces)
-            if patched is None:
-                return None
-            shifted = {c: b + delta if b > body else b for c, b in seen.bodies.items()}
-            return _Seen(data, seen.document, {**_settled(seen.records), collection: patched}, shifted)
-        return None
+        # Only the last collection opening at or before the window can hold it.
+        body, collection = max(((b, c) for c, b in seen.bodies.items() if b <= start), default=(-1, ""))
+        if body < 0:
+            return None
+        records = seen.records[collection]
+        starts = records.starts(body)
+        if end > starts[-1] - len(SEPARATOR):
+            return None
+        # Whole records around the window: their boundaries lie in the bytes both versions share.
+        first = bisect_right(starts, start) - 1
+        last = bisect_left(starts, end + len(SEPARATOR), 1) - 1
+        delta = len(data) - len(seen.data)
+        pieces = split_records(data[starts[first] : starts[last + 1] - len(SEPARATOR) + delta])
+        patched = records.replaced(self.specs[collection], first, last, pieces)
+        if patched is None:
+            return None
+        shifted = {c: b + delta if b > body else b for c, b in seen.bodies.items()}
+        return _Seen(data, seen.document, {**_settled(seen.records), collection: patched}, shifted)
 
     def _sliced(self, data: bytes) -> _Seen | None:
         """The file cut into records, reusing the previous version's unchanged slices."""

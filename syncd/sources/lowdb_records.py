@@ -63,12 +63,12 @@ class Records:
         keys: list[str | None] = []
         digests: list[bytes] = []
         for i, piece in enumerate(pieces, start=first):
-            try:
-                fresh[i] = record = parse_slice(piece)
-            except orjson.JSONDecodeError:
+            keyed = _keyed(spec, piece)
+            if keyed is None:
                 return None
-            keys.append(spec.record_key(record))
-            digests.append(record_hash(record))
+            fresh[i], key, digest = keyed
+            keys.append(key)
+            digests.append(digest)
         after = slice(last + 1, None)
         return Records(
             self.keys[:first] + keys + self.keys[after],
@@ -99,16 +99,24 @@ class Records:
                 keys.append(prior.keys[at])
                 digests.append(prior.digests[at])
                 continue
-            try:
-                record = parse_slice(slices[i])
-            except orjson.JSONDecodeError:
+            keyed = _keyed(spec, slices[i])
+            if keyed is None:
                 return None
-            fresh[i] = record
-            keys.append(spec.record_key(record))
-            digests.append(record_hash(record))
+            fresh[i], key, digest = keyed
+            keys.append(key)
+            digests.append(digest)
         keys += prior.keys[len(old) - tail :]
         digests += prior.digests[len(old) - tail :]
         return cls(keys, digests, fresh, slices)
+
+
+def _keyed(spec: TableSpec, piece: bytes) -> tuple[Any, str | None, bytes] | None:
+    """A slice's record with its key and hash; None when the slice is not one JSON record."""
+    try:
+        record = parse_slice(piece)
+    except orjson.JSONDecodeError:
+        return None
+    return record, spec.record_key(record), record_hash(record)
 
 
 _NONE = Records([], [], {}, [])

@@ -88,11 +88,6 @@ def parse_slice(piece: bytes) -> Any:
     return orjson.loads(b"[[{" + piece + b"\n    }]]")[0][0]
 
 
-def join_slices(slices: list[bytes]) -> bytes:
-    """The array text the slices came from (inverse of the split, for tests and diagnostics)."""
-    return b"[" + FIRST + SEPARATOR.join(slices) + LAST + ARRAY_CLOSE
-
-
 def _regions(data: bytes, collections: Collection[str]) -> list[_Region]:
     """Top-level arrays of `collections` laid out one record per `    {` … `    }` block."""
     regions: list[_Region] = []
