@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from syncd import audit
-from syncd.console import config_option, load_config, run_async
-from syncd.database import connect
+from syncd.console import config_option, on_connection
+from syncd.database import Connection
 
 EXIT_UNKNOWN_TABLE = 2
 _VALUE_WIDTH = 60
@@ -34,20 +34,15 @@ def audit_command(config_path: Path | None, table: str, key: str, limit: int, as
     client unless it set syncd.origin), the transaction id and, per changed field, the old and new
     value.
     """
-    dsn = load_config(config_path).postgres.dsn.get_secret_value()
 
-    async def go() -> tuple[str, list[audit.AuditEntry]] | audit.UnknownTable:
-        conn = await connect(dsn)
+    async def work(conn: Connection) -> tuple[str, list[audit.AuditEntry]] | audit.UnknownTable:
         try:
-            try:
-                qualified = await audit.resolve_table(conn, table)
-            except audit.UnknownTable as exc:
-                return exc
-            return qualified, await audit.history(conn, qualified, key, limit=limit)
-        finally:
-            await conn.close()
+            qualified = await audit.resolve_table(conn, table)
+        except audit.UnknownTable as exc:
+            return exc
+        return qualified, await audit.history(conn, qualified, key, limit=limit)
 
-    result: tuple[str, list[audit.AuditEntry]] | audit.UnknownTable = run_async(go())
+    result = on_connection(config_path, work)
     if isinstance(result, audit.UnknownTable):
         click.echo(f"syncd: {result}", err=True)
         sys.exit(EXIT_UNKNOWN_TABLE)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from syncd import logs
 from syncd.config import Config
+from syncd.database import Connection, connect
 from syncd.errors import SyncdError
+
+T = TypeVar("T")
 
 config_option = click.option(
     "--config",
@@ -39,3 +43,18 @@ def run_async(coro: Any) -> Any:
     except SyncdError as exc:
         click.echo(f"syncd: {logs.redact(str(exc))}", err=True)
         sys.exit(1)
+
+
+def on_connection(config_path: Path | None, work: Callable[[Connection], Awaitable[T]]) -> T:
+    """Run `work` on one connection to the configured PostgreSQL, closed afterwards (as run_async)."""
+    dsn = load_config(config_path).postgres.dsn.get_secret_value()
+
+    async def go() -> T:
+        conn = await connect(dsn)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    result: T = run_async(go())
+    return result

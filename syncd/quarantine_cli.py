@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from syncd import quarantine as q
-from syncd.console import config_option, load_config, run_async
-from syncd.database import connect
+from syncd.console import config_option, on_connection
+from syncd.database import Connection
 
 
 @click.group("quarantine")
@@ -24,10 +24,6 @@ def quarantine_group() -> None:
     """
 
 
-def _dsn(config_path: Path | None) -> str:
-    return load_config(config_path).postgres.dsn.get_secret_value()
-
-
 @quarantine_group.command("list")
 @config_option
 @click.option("--stream", default=None, help="Only this stream (LowDB entry name).")
@@ -37,14 +33,10 @@ def _dsn(config_path: Path | None) -> str:
 def list_command(config_path: Path | None, stream: str | None, all_statuses: bool, as_json: bool, limit: int) -> None:
     """Show quarantined records, newest first (held ones unless --all)."""
 
-    async def go() -> list[q.Entry]:
-        conn = await connect(_dsn(config_path))
-        try:
-            return await q.list_entries(conn, stream=stream, status=None if all_statuses else "held", limit=limit)
-        finally:
-            await conn.close()
+    async def work(conn: Connection) -> list[q.Entry]:
+        return await q.list_entries(conn, stream=stream, status=None if all_statuses else "held", limit=limit)
 
-    entries: list[q.Entry] = run_async(go())
+    entries = on_connection(config_path, work)
     if as_json:
         for e in entries:
             click.echo(orjson.dumps(_entry_json(e)).decode())
@@ -83,14 +75,10 @@ def _table(entries: list[q.Entry]) -> Table:
 
 
 def _resolve(config_path: Path | None, ids: tuple[int, ...], resolution: q.Resolution) -> None:
-    async def go() -> list[int]:
-        conn = await connect(_dsn(config_path))
-        try:
-            return await q.resolve(conn, ids, resolution)
-        finally:
-            await conn.close()
+    async def work(conn: Connection) -> list[int]:
+        return await q.resolve(conn, ids, resolution)
 
-    done: list[int] = run_async(go())
+    done = on_connection(config_path, work)
     skipped = sorted(set(ids) - set(done))
     click.echo(f"{resolution} {len(done)} record(s)" + (f"; not held (ignored): {skipped}" if skipped else ""))
 
