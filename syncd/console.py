@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import click
 
 from syncd import logs
@@ -50,7 +51,11 @@ def on_connection(config_path: Path | None, work: Callable[[Connection], Awaitab
     dsn = load_config(config_path).postgres.dsn.get_secret_value()
 
     async def go() -> T:
-        conn = await connect(dsn)
+        try:
+            conn = await connect(dsn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            click.echo(f"syncd: cannot connect to PostgreSQL at {logs.redact(dsn)}: {exc}", err=True)
+            sys.exit(1)
         try:
             return await work(conn)
         finally:
