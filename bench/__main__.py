@@ -8,7 +8,7 @@ import asyncio
 from rich.console import Console
 from rich.table import Table
 
-from bench import lowdb_latency, questdb_backfill, sink
+from bench import lowdb_latency, questdb_backfill, reporting, sink
 from bench.harness import Measure, server
 
 
@@ -44,7 +44,7 @@ def render(measures: list[Measure]) -> Table:
 
 
 async def main(rows: int, only: list[str]) -> list[Table]:
-    """Run the selected scenarios in order; one throughput table, one latency table."""
+    """Run the selected scenarios in order; a throughput table, then latency and reporting tables."""
     measures: list[Measure] = []
     tables: list[Table] = []
     with server() as dsn:
@@ -56,6 +56,8 @@ async def main(rows: int, only: list[str]) -> list[Table]:
             tables.append(render(measures))
         if not only or "lowdb" in only:
             tables.append(lowdb_latency.table(await lowdb_latency.run(dsn)))
+        if not only or "reporting" in only:
+            tables.append(reporting.table(await reporting.run(dsn)))
     return tables
 
 

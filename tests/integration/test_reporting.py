@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
@@ -275,7 +274,6 @@ async def test_narrow_time_range_uses_an_index(conn: asyncpg.Connection) -> None
     Queries a day for one channel and a day for all channels through signals_daily_between: both
     prune to one partition and read it by (channel, ts) or the (ts, signal_key) primary key, no Seq Scan.
     """
-    started = time.monotonic()
     await conn.execute("SELECT signals.ensure_partitions('signals.tp_capital_signals', '2024-12-20', '2025-01-19')")
     await conn.execute(
         f"""INSERT INTO signals.tp_capital_signals ({SIGNAL_COLUMNS}, row_hash)
@@ -284,7 +282,6 @@ async def test_narrow_time_range_uses_an_index(conn: asyncpg.Connection) -> None
               FROM generate_series(1, {SIGNAL_ROWS}) g"""
     )
     await conn.execute("ANALYZE signals.tp_capital_signals")
-    load_seconds = time.monotonic() - started
     assert await conn.fetchval("SELECT count(*) FROM signals.tp_capital_signals") == SIGNAL_ROWS
 
     queries = {
@@ -305,7 +302,6 @@ async def test_narrow_time_range_uses_an_index(conn: asyncpg.Connection) -> None
         per_day = SIGNAL_ROWS / 30
         assert figures["n"] == pytest.approx(per_day / 4 if "ch1" in sql else per_day, abs=2), what
         assert figures["groups"] == (25 if "ch1" in sql else 100), what  # assets (x channels)
-    assert load_seconds < 60
 
 
 # -- storage: TimescaleDB or native partitions -----------------------------------------------------

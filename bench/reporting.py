@@ -1,0 +1,98 @@
+"""Reporting scenario: the `reporting.*` signal views at 10M signals, with the plan each query gets.
+
+10M signals over 4 years (48 monthly partitions), 8 channels, 200 assets are generated in
+PostgreSQL and analysed; each query then runs once under EXPLAIN (ANALYZE, FORMAT JSON), warm, and
+the row gives its execution time, how many signal partitions it touched and how (index or
+sequential scan). Bounded reports go through `reporting.signals_daily_between` so their range
+prunes partitions and reaches an index; the whole-table views scan by design.
+
+Entry point for `python -m bench`: `await run(server_dsn)` → one dict per query.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from rich.table import Table
+
+from bench.harness import fresh_database
+from syncd.database import connect
+
+ROWS = 10_000_000
+"""Signals loaded (issue 6: the views must stay fast at 10M)."""
+FIRST, YEARS = "2022-01-01", 4
+QUERIES = {
+    "one channel x one day": "SELECT * FROM reporting.signals_daily_between("
+    "'2024-06-10T00:00:00Z', '2024-06-11T00:00:00Z') WHERE channel = 'ch3'",
+    "all channels x one day": "SELECT * FROM reporting.signals_daily_between("
+    "'2024-06-10T00:00:00Z', '2024-06-11T00:00:00Z')",
+    "all channels x one week": "SELECT * FROM reporting.signals_daily_between("
+    "'2024-06-10T00:00:00Z', '2024-06-17T00:00:00Z')",
+    "signals_by_channel (all time)": "SELECT * FROM reporting.signals_by_channel",
+    "signals_daily (all time)": "SELECT * FROM reporting.signals_daily",
+}
+INDEX_SCANS = frozenset({"Index Scan", "Index Only Scan", "Bitmap Index Scan"})
+
+
+async def run(server_dsn: str, rows: int = ROWS) -> list[dict[str, Any]]:
+    """Load `rows` signals into a fresh database, then one row per query: ms, partitions, scans."""
+    async with fresh_database(server_dsn) as dsn:
+        conn = await connect(dsn)
+        try:
+            load = await _load(conn, rows)
+            return [{"query": q, "rows": rows, "load_s": load, **await _measure(conn, sql)}
+                    for q, sql in QUERIES.items()]
+        finally:
+            await conn.close()
+
+
+async def _load(conn: Any, rows: int) -> float:
+    started = time.perf_counter()
+    await conn.execute(
+        f"SELECT signals.ensure_partitions('signals.tp_capital_signals', '{FIRST}', "
+        f"'{FIRST}'::timestamptz + interval '{YEARS} years')"
+    )
+    await conn.execute(
+        f"""INSERT INTO signals.tp_capital_signals
+                (ts, signal_key, channel, asset, buy_min, buy_max, target_1, target_2, target_final, stop,
+                 source, row_hash)
+            SELECT '{FIRST}'::timestamptz + g * interval '{YEARS} years' / {rows},
+                   'k' || g, 'ch' || (g % 8), 'AS' || (g % 200), 10, 11, 12, 13, 14, 9, 'telegram', '\\x00'
+              FROM generate_series(1, {rows}) g"""
+    )
+    await conn.execute("ANALYZE signals.tp_capital_signals")
+    return time.perf_counter() - started
+
+
+async def _measure(conn: Any, sql: str) -> dict[str, Any]:
+    await conn.fetch(sql)  # warm
+    # syncd's connection decodes json: the plan arrives as a list.
+    document = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+    nodes = list(_nodes(document[0]["Plan"]))
+    scans = [n for n in nodes if n.get("Relation Name", "").startswith("tp_capital_signals")]
+    kinds = sorted({n["Node Type"] for n in nodes if n["Node Type"] in INDEX_SCANS or n["Node Type"] == "Seq Scan"})
+    return {
+        "ms": round(document[0]["Execution Time"], 1),
+        "partitions": len({n["Relation Name"] for n in scans}),
+        "scans": ", ".join(kinds),
+        "index": bool(scans) and all(n["Node Type"] != "Seq Scan" for n in scans),
+    }
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def table(rows: list[dict[str, Any]]) -> Table:
+    """The scenario's rows as a rich table."""
+    load = f"{rows[0]['rows']:,} signals loaded and analysed in {rows[0]['load_s']:.0f} s" if rows else ""
+    out = Table(title=f"reporting views ({load}; EXPLAIN ANALYZE, warm)")
+    for column in ("query", "ms", "signal partitions read", "scans", "by index"):
+        out.add_column(column)
+    for r in rows:
+        out.add_row(r["query"], f"{r['ms']:,}", str(r["partitions"]), r["scans"], "yes" if r["index"] else "no")
+    return out
