@@ -8,8 +8,9 @@ with `prisma migrate resolve --applied 0_init` and Prisma never diffs against it
 Regenerate the baseline with `python -m syncd.prisma` after adding a migration.
 
 `read_schema` understands the subset of the Prisma schema language that file uses (models, scalar
-fields, `@map`/`@@map`/`@@schema`/`@id`/`@@id`/`@default`/`@db.*`/`@@index(map:)`), enough for the
-parity test to compare it with the catalog of a migrated database.
+fields, `@map`/`@@map`/`@@schema`/`@id`/`@@id`/`@default`/`@db.*`/`@@index(map:)`; relation fields
+are no columns and are skipped), enough for the parity test to compare it with the catalog of a
+migrated database.
 """
 
 from __future__ import annotations
