@@ -2,15 +2,13 @@
 # The Kubernetes Deployment (deploy/k8s/) runs it as uid 10001 with a read-only root filesystem.
 
 FROM python:3.11-slim-bookworm AS build
-WORKDIR /opt/syncd
-RUN python -m venv /opt/syncd/.venv
+WORKDIR /src
 COPY pyproject.toml ./
 COPY syncd ./syncd
-COPY schemas/postgres ./schemas/postgres
-# Editable on purpose: `syncd migrate` finds its SQL next to the package (schemas/postgres), so the
-# package is imported from /opt/syncd rather than copied into site-packages.
-RUN /opt/syncd/.venv/bin/pip install --no-cache-dir -e . \
- && /opt/syncd/.venv/bin/python -m compileall -q /opt/syncd/syncd
+# A wheel, not an editable checkout: the migrations are package data, so site-packages holds all of syncd.
+RUN python -m venv /opt/syncd/.venv \
+ && /opt/syncd/.venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels . \
+ && /opt/syncd/.venv/bin/pip install --no-cache-dir /tmp/wheels/syncd-*.whl
 
 FROM python:3.11-slim-bookworm
 # pg_dump/pg_restore for `syncd backup|restore` (the backup CronJob): the server's major version.

@@ -27,9 +27,9 @@ import psutil
 from bench.harness import Measure, Stopwatch, fresh_database, make_pool
 from syncd.config import QuestdbSettings
 from syncd.model import Batch, Checkpoint, TableChanges
+from syncd.questdb.source import SignalsSource
+from syncd.questdb.sql import SIGNALS_KEY, SIGNALS_PG_COLUMNS, SIGNALS_PG_TABLE, signal_row
 from syncd.sink.postgres import PostgresSink
-from syncd.sources.questdb import SignalsSource
-from syncd.sources.questdb_sql import SIGNALS_KEY, SIGNALS_PG_COLUMNS, SIGNALS_PG_TABLE, signal_row
 
 ROOT = Path(__file__).resolve().parents[1]
 RSS_FACTOR = 5  # the issue asks for flat memory at 1M and at 5M rows
@@ -222,15 +222,3 @@ async def run(server_dsn: str, rows: int) -> list[Measure]:
                        f"max {max(lags, default=float('nan')):.3f} s"))
     return out
 
-
-if __name__ == "__main__":
-    from rich.console import Console
-
-    from bench.__main__ import render
-    from bench.harness import server
-
-    async def _main(rows: int) -> list[Measure]:
-        with server() as dsn:
-            return await run(dsn, rows)
-
-    Console().print(render(asyncio.run(_main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000))))

@@ -29,9 +29,9 @@ from syncd.database import create_pool
 from syncd.errors import Fenced, ModeChanged
 from syncd.http import OpsServer
 from syncd.leader import Leadership
+from syncd.lowdb.source import LowdbSource
+from syncd.registry import build_sources
 from syncd.sink.postgres import PostgresSink
-from syncd.sources.lowdb import LowdbSource
-from syncd.sources.registry import build_sources
 from syncd.stream import Runner, StreamRunner
 from syncd.systemd import Notifier
 

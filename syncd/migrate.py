@@ -1,4 +1,4 @@
-"""Schema migrations: schemas/postgres/NNNN_*.sql applied in order, checksummed, under an advisory lock."""
+"""Schema migrations: the packaged syncd/migrations/NNNN_*.sql applied in order, checksummed, under an advisory lock."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from syncd.errors import MigrationError
 
 log = structlog.get_logger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "postgres"
+# Package data (pyproject: tool.setuptools.package-data), so an installed wheel migrates too.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_lock key: any constant unique to syncd's migrations ('syncdmig' as an int8).
 _LOCK_KEY = 0x73796E63646D6967
 

@@ -15,7 +15,7 @@ from syncd import metrics
 from syncd.errors import BatchRejected, Retryable
 from syncd.model import ApplyResult, Batch
 from syncd.sink.postgres import PostgresSink
-from syncd.sources import Health, Source
+from syncd.source import Health, Source
 
 log = structlog.get_logger(__name__)
 

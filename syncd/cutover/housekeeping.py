@@ -19,7 +19,7 @@ from syncd.cutover.state import MIRROR, PG_PRIMARY, Mode, reverse_consumer
 from syncd.cutover.verify import FileParity, record_metrics, verify_file
 from syncd.database import Connection
 from syncd.errors import UnreadableFile
-from syncd.sources.lowdb_diff import read_file
+from syncd.lowdb.diff import read_file
 from syncd.tables import specs_for_layout
 
 log = structlog.get_logger(__name__)

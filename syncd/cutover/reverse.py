@@ -26,7 +26,7 @@ from syncd.cutover.lowdb_file import dumps, patch, write_atomic
 from syncd.cutover.state import PG_PRIMARY, reverse_consumer
 from syncd.database import Connection
 from syncd.errors import ModeChanged, UnreadableFile
-from syncd.sources.lowdb_diff import read_file
+from syncd.lowdb.diff import read_file
 from syncd.stream import StreamState
 from syncd.tables import TableSpec, specs_for_layout
 

@@ -19,7 +19,7 @@ from syncd.cutover.state import MIRROR, PG_PRIMARY, RETIRED, CutoverState, lock,
 from syncd.cutover.verify import FileParity, verify_file
 from syncd.database import Connection
 from syncd.errors import CutoverRefused, UnreadableFile
-from syncd.sources.lowdb_diff import read_file
+from syncd.lowdb.diff import read_file
 from syncd.tables import specs_for_layout
 
 ROLLBACK_ATTEMPTS = 3

@@ -23,10 +23,10 @@ from syncd import metrics
 from syncd.config import LowdbSettings, QuestdbSettings
 from syncd.database import Connection
 from syncd.errors import InvalidRecord
-from syncd.sources.lowdb_diff import FileVersion, read_file
-from syncd.sources.questdb import SignalsSource
-from syncd.sources.questdb_reconcile import DayParity, Reconciler
-from syncd.sources.questdb_sql import day_bounds
+from syncd.lowdb.diff import FileVersion, read_file
+from syncd.questdb.reconcile import DayParity, Reconciler
+from syncd.questdb.source import SignalsSource
+from syncd.questdb.sql import day_bounds
 from syncd.tables import TableSpec, specs_for_layout
 
 BUCKETS = 64

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from syncd.sink.postgres import PostgresSink
-from syncd.sources import Source
+from syncd.source import Source
 from syncd.stream import StreamRunner
 
 

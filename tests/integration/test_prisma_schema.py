@@ -119,7 +119,7 @@ def _table_differences(name: str, prisma: PrismaTable, db: PrismaTable) -> list[
 async def test_prisma_schema_matches_migrated_database(dsn: str) -> None:
     """schema.prisma describes exactly the tables and columns `syncd migrate` creates."""
     problems = differences(read_schema(), await catalog_tables(dsn))
-    assert problems == [], "schema.prisma differs from schemas/postgres:\n" + "\n".join(problems)
+    assert problems == [], "schema.prisma differs from syncd/migrations:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from syncd.prisma import BASELINE_FILE, PRISMA_DIR, baseline_sql, catalog_defaul
 
 
 def test_baseline_is_up_to_date() -> None:
-    """Adding or editing schemas/postgres/*.sql without `python -m syncd.prisma` fails here."""
+    """Adding or editing syncd/migrations/*.sql without `python -m syncd.prisma` fails here."""
     assert BASELINE_FILE.read_text(encoding="utf-8") == baseline_sql(), (
         "schemas/prisma/migrations/0_init/migration.sql is stale: run `python -m syncd.prisma`"
     )

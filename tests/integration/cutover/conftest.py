@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from syncd.config import LowdbSettings
+from syncd.lowdb.source import LowdbSource
 from syncd.sink.postgres import PostgresSink
-from syncd.sources.lowdb import LowdbSource
 from tests.integration.conftest import eventually, running
 from tests.lowdb_files import item, write_v7
 

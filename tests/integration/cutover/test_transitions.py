@@ -14,8 +14,8 @@ from syncd.config import LowdbSettings
 from syncd.cutover import state, transitions
 from syncd.cutover.verify import verify_file
 from syncd.errors import CutoverRefused, ModeChanged
+from syncd.lowdb.source import LowdbSource
 from syncd.sink.postgres import PostgresSink
-from syncd.sources.lowdb import LowdbSource
 from syncd.stream import StreamRunner
 from tests.integration.cutover.conftest import item, mirror, write_file
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from syncd.sources.lowdb_diff import FileVersion, content_hash, gc_paused, parse_version, position, read_bytes
-from syncd.sources.lowdb_records import Records
-from syncd.sources.lowdb_slices import SEPARATOR, changed_window, slice_file, split_records
+from syncd.lowdb.diff import FileVersion, content_hash, gc_paused, parse_version, position, read_bytes
+from syncd.lowdb.records import Records
+from syncd.lowdb.slices import SEPARATOR, changed_window, slice_file, split_records
 from syncd.tables import TableSpec
 
 # hashlib releases the GIL on large inputs: the file's content hash runs beside the slicing.

@@ -21,10 +21,10 @@ import structlog
 from syncd.config import QuestdbSettings
 from syncd.errors import Retryable
 from syncd.model import Batch, Checkpoint
+from syncd.questdb.reader import SOURCE, QuestdbReader, format_timestamp, make_reader
+from syncd.questdb.source import MAIN, VersionedSource, backoff, signal_changes
+from syncd.questdb.sql import SIGNALS_TABLE, VERSIONED, Cursor, day_bounds, lit, next_page
 from syncd.sink.postgres import PostgresSink
-from syncd.sources.questdb import MAIN, VersionedSource, backoff, signal_changes
-from syncd.sources.questdb_reader import SOURCE, QuestdbReader, format_timestamp, make_reader
-from syncd.sources.questdb_sql import SIGNALS_TABLE, VERSIONED, Cursor, day_bounds, lit, next_page
 
 log = structlog.get_logger(__name__)
 _ONE_US = timedelta(microseconds=1)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from syncd import quarantine as q
-from syncd.console import config_option, on_connection
+from syncd.cli.console import config_option, on_connection
 from syncd.database import Connection
 
 

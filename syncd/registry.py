@@ -6,7 +6,7 @@ import asyncpg
 
 from syncd.config import Config
 from syncd.errors import ConfigError
-from syncd.sources import Source
+from syncd.source import Source
 
 
 def build_sources(config: Config, pool: asyncpg.Pool | None = None, *, lowdb: bool = True) -> list[Source]:
@@ -21,11 +21,11 @@ def build_sources(config: Config, pool: asyncpg.Pool | None = None, *, lowdb: bo
     if config.lowdb:
         check_lowdb_targets(config)
     if config.lowdb and lowdb:
-        from syncd.sources.lowdb import LowdbSource
+        from syncd.lowdb.source import LowdbSource
 
         sources.extend(LowdbSource(entry, pool=pool, dsn=dsn) for entry in config.lowdb)
     if config.questdb is not None:
-        from syncd.sources.questdb import build_questdb_sources
+        from syncd.questdb.source import build_questdb_sources
 
         # The signals stream reads PostgreSQL (never writes it) for the nightly reconcile.
         sources.extend(build_questdb_sources(config.questdb, dsn))

@@ -17,8 +17,8 @@ from syncd import metrics
 from syncd import quarantine as q
 from syncd.config import LowdbSettings
 from syncd.database import init_connection
+from syncd.lowdb.source import LowdbSource
 from syncd.sink.postgres import PostgresSink
-from syncd.sources.lowdb import LowdbSource
 from syncd.tables import lowdb_record_from_row, record_hash, workspace_items
 from tests.integration.conftest import eventually, running
 from tests.lowdb_files import item, write_v7

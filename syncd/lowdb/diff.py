@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 
 from syncd.errors import InvalidRecord, UnreadableFile
+from syncd.lowdb.records import Records
 from syncd.model import QuarantinedRecord, Row, TableChanges
 from syncd.quarantine import Held
-from syncd.sources.lowdb_records import Records
 from syncd.tables import TableSpec, record_hash
 
 Applied = dict[str, dict[str, bytes]]

@@ -22,9 +22,9 @@ from syncd import metrics
 from syncd.config import QuestdbSettings
 from syncd.errors import SourceUnavailable, TableMissing
 from syncd.model import Batch, Checkpoint, TableChanges
-from syncd.sources.questdb_reader import SOURCE, QuestdbReader, format_timestamp, make_reader, parse_timestamp
-from syncd.sources.questdb_reconcile import Reconciler, reconcile_due
-from syncd.sources.questdb_sql import (
+from syncd.questdb.reader import SOURCE, QuestdbReader, format_timestamp, make_reader, parse_timestamp
+from syncd.questdb.reconcile import Reconciler, reconcile_due
+from syncd.questdb.sql import (
     DELETED_TABLE,
     SIGNAL_COLUMNS,
     SIGNALS_KEY,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -20,8 +20,8 @@ from syncd import metrics
 from syncd.config import QuestdbSettings
 from syncd.errors import SourceUnavailable
 from syncd.model import Batch, TableChanges
-from syncd.sources.questdb_reader import format_timestamp, parse_timestamp
-from syncd.sources.questdb_sql import (
+from syncd.questdb.reader import QuestdbReader, format_timestamp, parse_timestamp
+from syncd.questdb.sql import (
     SIGNAL_COLUMNS,
     SIGNALS_KEY,
     SIGNALS_PG_COLUMNS,
@@ -34,9 +34,6 @@ from syncd.sources.questdb_sql import (
     next_page,
     signal_row,
 )
-
-if TYPE_CHECKING:
-    from syncd.sources.questdb import SignalsSource
 
 log = structlog.get_logger(__name__)
 _MAIN = PageSpec(SIGNALS_TABLE, SIGNAL_COLUMNS, "ts", "ingested_at")
@@ -69,10 +66,22 @@ class DayParity:
     clean: bool
 
 
-class Reconciler:
-    """Compares and repairs days of one SignalsSource; reads PostgreSQL, never writes it."""
+class Reconciled(Protocol):
+    """What the reconcile needs of the signals source it belongs to (its reader, position, batches)."""
 
-    def __init__(self, source: SignalsSource, pg_dsn: str | None) -> None:
+    stream: str
+    settings: QuestdbSettings
+    reader: QuestdbReader
+    position: dict[str, Any]
+
+    def batch(self, tables: list[TableChanges], newest: datetime | None, observed: float | None) -> Batch:
+        """A Batch carrying the source's current position as its checkpoint."""
+
+
+class Reconciler:
+    """Compares and repairs days of one signals source; reads PostgreSQL, never writes it."""
+
+    def __init__(self, source: Reconciled, pg_dsn: str | None) -> None:
         self.source = source
         self.pg_dsn = pg_dsn
         self._conn: asyncpg.Connection | None = None

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncd.errors import UnreadableFile
-from syncd.sources import lowdb_records
-from syncd.sources.lowdb_diff import FileVersion, read_file
-from syncd.sources.lowdb_reader import VersionReader
+from syncd.lowdb import records as lowdb_records
+from syncd.lowdb.diff import FileVersion, read_file
+from syncd.lowdb.reader import VersionReader
 from syncd.tables import specs_for_layout
 
 SPECS = specs_for_layout("workspace")

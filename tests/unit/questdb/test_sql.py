@@ -10,9 +10,9 @@ import pytest
 
 from syncd.config import QuestdbSettings
 from syncd.errors import QueryRejected, TableMissing
-from syncd.sources.questdb_reader import Result, classify_error, format_timestamp
-from syncd.sources.questdb_reconcile import reconcile_due
-from syncd.sources.questdb_sql import (
+from syncd.questdb.reader import Result, classify_error, format_timestamp
+from syncd.questdb.reconcile import reconcile_due
+from syncd.questdb.sql import (
     Cursor,
     PageSpec,
     group_query,

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from syncd.model import Row
-from syncd.sources.questdb_reader import QuestdbReader, format_timestamp, parse_timestamp
+from syncd.questdb.reader import QuestdbReader, format_timestamp, parse_timestamp
 
 SIGNAL_COLUMNS = (
     "ts",

@@ -1,8 +1,7 @@
-"""`syncd run|migrate|status|…`: the command line. Reads the environment once, here."""
+"""`syncd` itself and `syncd run|migrate|status`; every other command group has a module of its own."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from syncd import logs
-from syncd.config import Config, QuestdbSettings
-from syncd.console import config_option, load_config, run_async
+from syncd.cli import audit, backfill, backup, cutover, quarantine, verify
+from syncd.cli.console import config_option, load_config, run_async
 
 log = structlog.get_logger(__name__)
 
@@ -105,65 +104,13 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-@main.group()
-def backfill() -> None:
-    """Load history into PostgreSQL in resumable chunks."""
-
-
-@backfill.command("questdb")
-@config_option
-@click.option("--table", "table", required=True, help="QuestDB table, e.g. tp_capital_signals.")
-@click.option("--from", "start", default=None, help="First day or instant (UTC ISO); default: oldest row.")
-@click.option("--to", "end", default=None, help="Last day (inclusive) or instant (UTC ISO); default: newest row.")
-@click.option("--page-size", type=int, default=None, help="Rows per page/batch (default: questdb.page_size).")
-@click.option("--no-progress", is_flag=True, help="No progress bar (the summary line is still printed).")
-def backfill_questdb(
-    config_path: Path | None, table: str, start: str | None, end: str | None, page_size: int | None, no_progress: bool
-) -> None:
-    """Copy TABLE's rows (by day, resumable after any crash) with a progress bar; prints a JSON summary."""
-    from syncd.backfill_cli import run_backfill
-
-    config = load_config(config_path)
-    settings = _questdb_settings(config)
-    if page_size:
-        settings = settings.model_copy(update={"page_size": page_size})
-    stats = run_async(run_backfill(config, settings, table, start, end, progress=not no_progress))
-    click.echo(orjson.dumps(stats).decode())
-
-
-def _questdb_settings(config: Config) -> QuestdbSettings:
-    """[questdb] from the config, else upstream's QUESTDB_* env names (backfill needs no [questdb])."""
-    if config.questdb is not None:
-        return config.questdb
-    names = {
-        "host": "QUESTDB_HOST",
-        "http_port": "QUESTDB_HTTP_PORT",
-        "pg_port": "QUESTDB_PG_PORT",
-        "user": "QUESTDB_USER",
-        "password": "QUESTDB_PASSWORD",
-    }
-    return QuestdbSettings.model_validate({k: os.environ[v] for k, v in names.items() if v in os.environ})
-
-
-def _register_quarantine() -> None:
-    from syncd.quarantine_cli import quarantine_group
-
-    main.add_command(quarantine_group)
-
-
-def _register_cutover() -> None:
-    from syncd.cutover_cli import COMMANDS
-
-    for command in COMMANDS:
-        main.add_command(command)
-
-
-def _register_audit() -> None:
-    from syncd.audit_cli import audit_command
-
-    main.add_command(audit_command)
-
-
-_register_quarantine()
-_register_cutover()
-_register_audit()
+for command in (
+    backfill.backfill,
+    backup.backup,
+    backup.restore,
+    cutover.cutover_group,
+    quarantine.quarantine_group,
+    audit.audit_command,
+    verify.verify,
+):
+    main.add_command(command)

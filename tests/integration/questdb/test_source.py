@@ -16,9 +16,9 @@ import pytest
 
 from syncd import metrics
 from syncd.config import QuestdbSettings
+from syncd.questdb.reader import PgWireReader, format_timestamp
+from syncd.questdb.source import SignalsSource, VersionedSource
 from syncd.sink.postgres import PostgresSink
-from syncd.sources.questdb import SignalsSource, VersionedSource
-from syncd.sources.questdb_reader import PgWireReader, format_timestamp
 from tests.fakes.questdb import QuestDBEmulator
 from tests.fakes.questdb_sql import EPOCH
 from tests.integration.conftest import eventually, running

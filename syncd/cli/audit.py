@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from syncd import audit
-from syncd.console import config_option, on_connection
+from syncd.cli.console import config_option, on_connection
 from syncd.database import Connection
 
 EXIT_UNKNOWN_TABLE = 2

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from syncd.sources.lowdb_slices import SEPARATOR, parse_slice
+from syncd.lowdb.slices import SEPARATOR, parse_slice
 from syncd.tables import TableSpec, record_hash
 
 

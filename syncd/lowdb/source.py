@@ -30,10 +30,10 @@ from syncd import metrics
 from syncd.config import LowdbSettings
 from syncd.database import connect
 from syncd.errors import UnreadableFile
+from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes
+from syncd.lowdb.reader import VersionReader
 from syncd.model import Batch, Checkpoint
 from syncd.quarantine import Held, held
-from syncd.sources.lowdb_diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes
-from syncd.sources.lowdb_reader import VersionReader
 from syncd.tables import TableSpec, specs_for_layout
 
 log = structlog.get_logger(__name__)

@@ -1,0 +1,1 @@
+"""The `syncd` command line: one module per command group, each thin (parse, call the library, print)."""
