@@ -10,6 +10,9 @@ CONFIG ?= examples/syncd.toml
 .PHONY: run test lint bench node-deps tools clean
 TOOLS := .tools
 PROMTOOL := $(TOOLS)/usr/bin/promtool
+# QuestDB releases pinned in tests/questdb_server.py (QUESTDB_SUITE, QUESTDB_LATEST), fetched from Maven Central.
+QUESTDB_VERSIONS := $(shell sed -n 's/^QUESTDB_[A-Z]* = "\(.*\)"/\1/p' tests/questdb_server.py)
+QUESTDB_JARS := $(foreach v,$(QUESTDB_VERSIONS),$(TOOLS)/questdb/questdb-$(v).jar)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +29,7 @@ node-deps:
 
 # promtool for the alert-rule tests: Debian's prometheus package unpacked under .tools/, never
 # installed (its postinst would set up a service). Without apt the deploy tests say why they skip.
-tools: $(PROMTOOL)
+tools: $(PROMTOOL) $(QUESTDB_JARS)
 
 $(PROMTOOL):
 	@if command -v apt-get >/dev/null; then \
@@ -34,6 +37,13 @@ $(PROMTOOL):
 	  { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; } && \
 	  cd - >/dev/null && dpkg -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS); \
 	 else echo "apt-get not found: promtool tests will be skipped"; fi
+
+# The QuestDB server jar (native libraries inside) for the tests and the bench; a JRE and mvn from
+# apt-get when the machine lacks them.
+$(TOOLS)/questdb/questdb-%.jar:
+	@command -v java >/dev/null && command -v mvn >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven; }
+	mvn -q -B dependency:copy -Dartifact=org.questdb:questdb:$* -DoutputDirectory=$(TOOLS)/questdb
 
 # Uses SYNCD_PG_DSN / DATABASE_URL when set, else its own PostgreSQL under .syncd/ (stopped on exit).
 run: $(STAMP)

@@ -1,13 +1,17 @@
-"""Shared fixtures: one real PostgreSQL per test session, one migrated database per test.
+"""Shared fixtures: one real PostgreSQL per test session, one migrated database per test, and the
+real QuestDB servers (started on first use, once per session).
 
 `SYNCD_TEST_DSN` points at an existing server (any database; tests create their own); otherwise
-a throwaway cluster is started with the system's binaries and removed afterwards.
+a throwaway cluster is started with the system's binaries and removed afterwards. QuestDB is the
+jar `make tools` fetched: `QUESTDB_SUITE` for every QuestDB test, `QUESTDB_LATEST` only where a test
+asks for it (the end-to-end test and the server facts).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,6 +19,8 @@ import pytest
 from syncd.cluster import temporary_database, throwaway_server, with_database
 from syncd.database import connect, init_connection
 from syncd.migrate import migrate
+from tests.questdb_server import QUESTDB_LATEST, QUESTDB_SUITE, QuestdbServer, start_questdb
+from tests.questdb_upstream import Upstream
 
 TEMPLATE_DB = "syncd_template"
 
@@ -67,3 +73,25 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
         yield p
     finally:
         await p.close()
+
+
+@pytest.fixture(scope="session")
+def questdb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuestdbServer]:
+    """QuestDB of the line upstream runs, for the whole session."""
+    with start_questdb(QUESTDB_SUITE, Path(tmp_path_factory.mktemp("questdb-suite"))) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def questdb_latest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuestdbServer]:
+    """The current QuestDB release, started only for the tests that ask for it."""
+    with start_questdb(QUESTDB_LATEST, Path(tmp_path_factory.mktemp("questdb-latest"))) as server:
+        yield server
+
+
+@pytest.fixture
+async def questdb(questdb_server: QuestdbServer) -> AsyncIterator[Upstream]:
+    """Upstream's tables created afresh on the session's server, and a writer that writes like upstream."""
+    async with Upstream(questdb_server.http_port) as upstream:
+        await upstream.reset()
+        yield upstream
