@@ -15,7 +15,7 @@ import pytest
 
 from syncd.config import QuestdbSettings
 from syncd.errors import TableMissing
-from syncd.sources.questdb_reader import HttpReader, PgWireReader, QuestdbReader
+from syncd.questdb.reader import HttpReader, PgWireReader, QuestdbReader
 from tests.questdb_server import QUESTDB_LATEST, QUESTDB_SUITE, QuestdbServer
 from tests.questdb_upstream import Signal, Upstream, iso_us
 
