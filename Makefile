@@ -13,6 +13,8 @@ PROMTOOL := $(TOOLS)/usr/bin/promtool
 # QuestDB releases pinned in tests/questdb_server.py (QUESTDB_SUITE, QUESTDB_LATEST), fetched from Maven Central.
 QUESTDB_VERSIONS := $(shell sed -n 's/^QUESTDB_[A-Z]* = "\(.*\)"/\1/p' tests/questdb_server.py)
 QUESTDB_JARS := $(foreach v,$(QUESTDB_VERSIONS),$(TOOLS)/questdb/questdb-$(v).jar)
+KAFKA_POM := tools/kafka/pom.xml
+KAFKA_LIBS := $(TOOLS)/kafka/.installed-$(shell sha1sum $(KAFKA_POM) | cut -c1-12)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +31,7 @@ node-deps:
 
 # promtool for the alert-rule tests: Debian's prometheus package unpacked under .tools/, never
 # installed (its postinst would set up a service). Without apt the deploy tests say why they skip.
-tools: $(PROMTOOL) $(QUESTDB_JARS)
+tools: $(PROMTOOL) $(QUESTDB_JARS) $(KAFKA_LIBS)
 
 $(PROMTOOL):
 	@if command -v apt-get >/dev/null; then \
@@ -44,6 +46,17 @@ $(TOOLS)/questdb/questdb-%.jar:
 	@command -v java >/dev/null && command -v mvn >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven; }
 	mvn -q -B dependency:copy -Dartifact=org.questdb:questdb:$* -DoutputDirectory=$(TOOLS)/questdb
+
+# The Kafka broker (4.x, KRaft) for the outbox relay tests: the jars of the release tarball's libs/,
+# resolved from Maven Central by tools/kafka/pom.xml into .tools/kafka/libs. The tests start it on
+# free loopback ports (tests/kafka_broker.py). Maven and a JRE come from apt when missing.
+$(KAFKA_LIBS): $(KAFKA_POM)
+	@command -v java >/dev/null && command -v mvn >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven; }
+	rm -rf $(TOOLS)/kafka
+	mvn -q -B -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime \
+	  -DoutputDirectory=$(CURDIR)/$(TOOLS)/kafka/libs
+	touch $@
 
 # Uses SYNCD_PG_DSN / DATABASE_URL when set, else its own PostgreSQL under .syncd/ (stopped on exit).
 run: $(STAMP)

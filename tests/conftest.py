@@ -19,6 +19,7 @@ import pytest
 from syncd.cluster import temporary_database, throwaway_server, with_database
 from syncd.database import connect, init_connection
 from syncd.migrate import migrate
+from tests.kafka_broker import KafkaBroker
 from tests.questdb_server import QUESTDB_LATEST, QUESTDB_SUITE, QuestdbServer, start_questdb
 from tests.questdb_upstream import Upstream
 
@@ -30,6 +31,19 @@ def pg_server() -> Iterator[str]:
     """DSN of a server the tests may create databases on."""
     with throwaway_server(os.environ.get("SYNCD_TEST_DSN"), "syncd-test-pg-") as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="session")
+async def kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[KafkaBroker]:
+    """One real Kafka broker for the test session (started on first use), stopped at the end."""
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    broker.format()
+    broker.start()
+    try:
+        await broker.until_ready()
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")
