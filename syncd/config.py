@@ -117,6 +117,27 @@ class QuestdbSettings(_Section):
     """Closed days (before today, source clock) compared by the nightly reconcile."""
 
 
+class KafkaSettings(_Section):
+    """The outbox relay to Kafka; absent means no relay runs."""
+
+    bootstrap_servers: str = Field(pattern=r"^[^,\s]+:\d{1,5}(,[^,\s]+:\d{1,5})*$")
+    """Comma-separated `host:port` list."""
+    topic_prefix: str = Field(default="syncd", pattern=r"^[A-Za-z0-9._-]+$")
+    """Topic of a table: `<prefix>.<schema>.<table>`."""
+    consumer: str = Field(default="kafka-relay", min_length=1)
+    """The relay's name in syncd.outbox_consumers (its acknowledged position)."""
+    partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    """Used when the relay creates a missing topic (compacted, so a topic can rebuild its table)."""
+    snapshot: bool = True
+    """Publish every tracked table's rows (op `r`) when the relay first registers."""
+    tombstones: bool = True
+    """After a delete, a null value for the key, so compaction can drop the key."""
+    batch_size: int = Field(default=5000, ge=1)
+    poll_interval: Seconds = 0.2
+    request_timeout: Seconds = 30.0
+
+
 class Config(_Section):
     """Everything syncd is told, validated before any I/O."""
 
@@ -125,6 +146,7 @@ class Config(_Section):
     daemon: DaemonSettings = DaemonSettings()
     lowdb: tuple[LowdbSettings, ...] = ()
     questdb: QuestdbSettings | None = None
+    kafka: KafkaSettings | None = None
 
     @classmethod
     def load(cls, path: Path | None, environ: Mapping[str, str]) -> Config:
@@ -155,6 +177,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "http": HttpSettings,
     "daemon": DaemonSettings,
     "questdb": QuestdbSettings,
+    "kafka": KafkaSettings,
 }
 
 

@@ -31,6 +31,7 @@ from syncd.http import OpsServer
 from syncd.leader import Leadership
 from syncd.lowdb.source import LowdbSource
 from syncd.registry import build_sources
+from syncd.relay import KafkaRelay
 from syncd.sink.postgres import PostgresSink
 from syncd.stream import Runner, StreamRunner
 from syncd.systemd import Notifier
@@ -134,6 +135,8 @@ class Daemon:
         self._sink = PostgresSink(self._pool, epoch)
         for source in build_sources(self.config, self._pool, lowdb=False):
             _ = self._launch(StreamRunner(source, self._sink))
+        if self.config.kafka is not None:
+            _ = self._launch(KafkaRelay(self.config.kafka, self._pool))
         self._housekeeping = Housekeeping(self._pool, self.config.lowdb, self.config.daemon.verify_interval)
         self._last_cutover_check = 0.0
         self._notifier.notify(STATUS=f"leader (epoch {epoch})")

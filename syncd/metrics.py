@@ -104,6 +104,22 @@ RETRIES = Counter(
     ["component"],
     registry=REGISTRY,
 )
+RELAY_EVENTS = Counter(
+    "syncd_relay_events_total",
+    "Outbox changes (and snapshot rows) the Kafka relay published and the broker acknowledged, per table.",
+    ["table", "op"],
+    registry=REGISTRY,
+)
+RELAY_LAG = Gauge(
+    "syncd_relay_lag_seconds",
+    "Age of the oldest committed outbox change the Kafka relay has not yet had acknowledged (0 when none).",
+    registry=REGISTRY,
+)
+RELAY_ACKED_TXID = Gauge(
+    "syncd_relay_acked_txid",
+    "The relay's acknowledged outbox position (transaction id watermark): rows below it are prunable.",
+    registry=REGISTRY,
+)
 
 
 STREAM_GAUGES = (EVENT_LAG, LAST_SUCCESS, SECONDS_SINCE_LAST_SUCCESS, QUARANTINE_RECORDS, MASS_DELETE_HELD, SOURCE_UP)
