@@ -119,8 +119,8 @@ class KafkaRelay:
             max_batch_size=1 << 20,
             request_timeout_ms=int(self.settings.request_timeout * 1000),
         )
-        await self._producer.start()
         try:
+            await self._producer.start()
             async with self._pool.acquire() as conn:
                 tables = [
                     (r["table_name"], r["key_column"])

@@ -111,7 +111,10 @@ class KafkaBroker:
         config = self._write_config()
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--standalone"),
+            # `=`: a base64 id may start with `-`, which would read as an option.
+            self._java(
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config), "--standalone"
+            ),
             check=True,
             capture_output=True,
             timeout=120,

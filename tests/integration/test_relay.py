@@ -160,15 +160,15 @@ async def test_relay_killed_mid_stream_restarts_without_loss_and_in_key_order(
     # Killed: nothing it had not acknowledged may be pruned.
     acked = await pool.fetchval("SELECT acked_txid FROM syncd.outbox_consumers WHERE name = $1", settings.consumer)
     unacked = await pool.fetchval("SELECT count(*) FROM syncd.outbox WHERE txid >= $1", acked)
+    acknowledged = {r["id"] for r in await pool.fetch("SELECT id FROM syncd.outbox WHERE txid < $1", acked)}
     async with pool.acquire() as conn:
         await outbox.prune(conn)
     assert await pool.fetchval("SELECT count(*) FROM syncd.outbox WHERE txid >= $1", acked) >= unacked
     await writers
     relays.append(RunningRelay(settings, pool))
 
-    expected = await pool.fetch("SELECT id, key FROM syncd.outbox WHERE txid >= $1 ORDER BY id", start_txid)
-    assert len(expected) == 2 * 200 * 3
-    wanted = {r["id"] for r in expected}
+    wanted = acknowledged | {r["id"] for r in await pool.fetch("SELECT id FROM syncd.outbox")}
+    assert len(wanted) == 2 * 200 * 3
     topic = topic_for(settings.topic_prefix, TABLE)
 
     def seen_all(records: list[Any]) -> bool:
