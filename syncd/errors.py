@@ -9,6 +9,19 @@ class SyncdError(Exception):
     """Root of every error syncd raises on purpose."""
 
 
+class ProblemFound(SyncdError):
+    """A command ran and found something the operator must look at (exit 1); the message says what."""
+
+
+class Unreachable(SyncdError, ConnectionError):
+    """A service a command needs (the daemon's endpoint, PostgreSQL, QuestDB) does not answer; `what` names it."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what} unreachable: {reason}")
+        self.what = what
+        self.reason = reason
+
+
 class ConfigError(SyncdError, ValueError):
     """A setting is missing or invalid; `key` is its dotted name, `origin` where it came from."""
 
@@ -43,6 +56,16 @@ class SourceUnavailable(Retryable, ConnectionError):
         super().__init__(f"source {source} unavailable: {reason}", defer=defer)
         self.source = source
         self.reason = reason
+
+
+class RetriesExhausted(SyncdError):
+    """A one-shot command retried a transient failure for as long as it was allowed to; `last` says the failure."""
+
+    def __init__(self, last: str, attempts: int, seconds: float) -> None:
+        super().__init__(f"gave up after {attempts} attempt(s) in {seconds:.0f}s: {last}")
+        self.last = last
+        self.attempts = attempts
+        self.seconds = seconds
 
 
 class SinkUnavailable(Retryable, ConnectionError):

@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd import metrics
+from syncd.version import VERSION
 
 # A loop that has not ticked for this long is stuck: /healthz fails so the supervisor restarts us.
 HEALTHY_TICK_AGE = 10.0
@@ -88,8 +89,8 @@ class OpsServer:
         return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status(self, _request: web.Request) -> web.Response:
-        """Per-stream JSON: mode, checkpoint, lag, rows applied, quarantine, last error."""
-        return _json(self._daemon.status())
+        """Per-stream JSON: mode, checkpoint, lag, rows applied, quarantine, last error; syncd's version."""
+        return _json({"version": VERSION, **self._daemon.status()})
 
 
 def _refresh_derived(status: Mapping[str, Any]) -> None:

@@ -6,7 +6,18 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from syncd.version import build_info
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+_BUILD = build_info()
+BUILD_INFO = Gauge(
+    "syncd_build_info",
+    "Always 1; the labels say which syncd build and Python this process runs.",
+    list(_BUILD),
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(**_BUILD).set(1)
 
 EVENT_LAG = Gauge(
     "syncd_event_lag_seconds",

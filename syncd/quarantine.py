@@ -82,3 +82,14 @@ async def resolve(conn: Connection, ids: Sequence[int], resolution: Resolution) 
         resolution,
     )
     return sorted(r["id"] for r in rows)
+
+
+async def statuses(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+    """The status of each of `ids` that exists (an id missing from the result is unknown)."""
+    rows = await conn.fetch("SELECT id, status FROM syncd.quarantine WHERE id = ANY($1::bigint[])", list(ids))
+    return {r["id"]: r["status"] for r in rows}
+
+
+async def streams(conn: Connection) -> set[str]:
+    """Every stream that has ever quarantined a record."""
+    return {r["stream"] for r in await conn.fetch("SELECT DISTINCT stream FROM syncd.quarantine")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from syncd import audit
 from syncd.cli.console import config_option, on_connection
 from syncd.database import Connection
 
-EXIT_UNKNOWN_TABLE = 2
 _VALUE_WIDTH = 60
 _WHOLE_ROW = {"insert": "(new row)", "delete": "(row deleted)"}
 
@@ -35,18 +33,11 @@ def audit_command(config_path: Path | None, table: str, key: str, limit: int, as
     value.
     """
 
-    async def work(conn: Connection) -> tuple[str, list[audit.AuditEntry]] | audit.UnknownTable:
-        try:
-            qualified = await audit.resolve_table(conn, table)
-        except audit.UnknownTable as exc:
-            return exc
+    async def work(conn: Connection) -> tuple[str, list[audit.AuditEntry]]:
+        qualified = await audit.resolve_table(conn, table)  # an unknown table raises: exit 2
         return qualified, await audit.history(conn, qualified, key, limit=limit)
 
-    result = on_connection(config_path, work)
-    if isinstance(result, audit.UnknownTable):
-        click.echo(f"syncd: {result}", err=True)
-        sys.exit(EXIT_UNKNOWN_TABLE)
-    qualified, entries = result
+    qualified, entries = on_connection(config_path, work)
     if as_json:
         for entry in entries:
             click.echo(orjson.dumps({"table": qualified, "key": key, **entry.to_json()}).decode())

@@ -22,10 +22,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from syncd.cli.console import config_option, load_config, run_async
-from syncd.config import Config, QuestdbSettings
+from syncd.cli.console import CommandGroup, config_option, load_config, run_async
+from syncd.config import Config, QuestdbSettings, parse_duration
 from syncd.database import create_pool
 from syncd.questdb.backfill import Backfill
+from syncd.questdb.sql import SIGNALS_TABLE, VERSIONED
+
+TABLES = (SIGNALS_TABLE, *sorted(VERSIONED))
 
 
 class RowsPerSecond(ProgressColumn):
@@ -49,12 +52,31 @@ def parse_bound(text: str | None, *, end: bool) -> datetime | None:
     return value
 
 
+def check_bound(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A `--from`/`--to` value must parse as a day or an ISO instant (kept as text: `--to DAY` is inclusive)."""
+    if value is not None:
+        try:
+            parse_bound(value, end=False)
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r} is neither a day (2025-10-01) nor an ISO instant (2025-10-01T12:00:00Z)", param=param
+            ) from None
+    return value
+
+
 async def run_backfill(
-    config: Config, settings: QuestdbSettings, table: str, start: str | None, end: str | None, *, progress: bool
+    config: Config,
+    settings: QuestdbSettings,
+    table: str,
+    start: str | None,
+    end: str | None,
+    *,
+    progress: bool,
+    retry_for: float | None = None,
 ) -> dict[str, Any]:
-    """Run one backfill to completion and return its summary."""
+    """Run one backfill to completion and return its summary (a failure retried past `retry_for` s ends it)."""
     pool = await create_pool(config.postgres)
-    job = Backfill(settings, pool, table)
+    job = Backfill(settings, pool, table, give_up_after=retry_for)
     try:
         lo, hi = parse_bound(start, end=False), parse_bound(end, end=True)
         if not progress:
@@ -84,27 +106,45 @@ async def run_backfill(
         await pool.close()
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def backfill() -> None:
     """Load history into PostgreSQL in resumable chunks."""
 
 
 @backfill.command("questdb")
 @config_option
-@click.option("--table", "table", required=True, help="QuestDB table, e.g. tp_capital_signals.")
-@click.option("--from", "start", default=None, help="First day or instant (UTC ISO); default: oldest row.")
-@click.option("--to", "end", default=None, help="Last day (inclusive) or instant (UTC ISO); default: newest row.")
-@click.option("--page-size", type=int, default=None, help="Rows per page/batch (default: questdb.page_size).")
+@click.option("--table", "table", required=True, type=click.Choice(TABLES), help="QuestDB table.")
+@click.option("--from", "start", callback=check_bound, help="First day or instant; default: oldest row.")
+@click.option("--to", "end", callback=check_bound, help="Last day (inclusive) or instant; default: newest row.")
+@click.option("--page-size", type=click.IntRange(min=1), default=None, help="Rows per page [questdb.page_size].")
+@click.option(
+    "--retry-for", default="60s", show_default=True, help="Retry QuestDB/PostgreSQL being down this long, then give up."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (the summary line is still printed).")
 def backfill_questdb(
-    config_path: Path | None, table: str, start: str | None, end: str | None, page_size: int | None, no_progress: bool
+    config_path: Path | None,
+    table: str,
+    start: str | None,
+    end: str | None,
+    page_size: int | None,
+    retry_for: str,
+    no_progress: bool,
 ) -> None:
-    """Copy TABLE's rows (by day, resumable after any crash) with a progress bar; prints a JSON summary."""
+    """Copy TABLE's rows (by day, resumable after any crash) with a progress bar; prints a JSON summary.
+
+    Without a [questdb] section it reads the QUESTDB_* environment (or QuestDB's defaults,
+    127.0.0.1:9000); a server that stays down for --retry-for ends the command with exit 2.
+    """
+    try:
+        give_up = parse_duration(retry_for)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retry-for") from None
     config = load_config(config_path)
     settings = _questdb_settings(config)
     if page_size:
         settings = settings.model_copy(update={"page_size": page_size})
-    stats = run_async(run_backfill(config, settings, table, start, end, progress=not no_progress))
+    job = run_backfill(config, settings, table, start, end, progress=not no_progress, retry_for=give_up)
+    stats = run_async(job)
     click.echo(orjson.dumps(stats).decode())
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +11,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from syncd import logs, outbox
+from syncd import outbox
 from syncd.cli.console import (
-    EXIT_ERROR,
-    EXIT_MISMATCH,
+    CommandGroup,
     actor,
     config_option,
     load_config,
@@ -26,10 +23,9 @@ from syncd.cli.console import (
 )
 from syncd.config import LowdbSettings, parse_duration
 from syncd.cutover import state, transitions
-from syncd.errors import CutoverRefused, SyncdError
 
 
-@click.group("cutover")
+@click.group("cutover", cls=CommandGroup)
 def cutover_group() -> None:
     """Per LowDB file: mirror → promote → pg-primary → retire, and rollback to mirror."""
 
@@ -65,16 +61,8 @@ def _transition(
 ) -> None:
     config = load_config(config_path)
     (entry,) = resolve_files(config, [name])
-    try:
-        outcome = asyncio.run(with_pool(config, lambda pool: act(pool, entry)))
-    except CutoverRefused as exc:
-        click.echo(f"syncd: cutover of {exc.name} refused:", err=True)
-        for reason in exc.reasons:
-            click.echo(f"  - {logs.redact(reason)}", err=True)
-        sys.exit(EXIT_MISMATCH)
-    except (SyncdError, OSError, asyncpg.PostgresError) as exc:
-        click.echo(f"syncd: {logs.redact(str(exc))}", err=True)
-        sys.exit(EXIT_ERROR)
+    # A refusal (CutoverRefused) reaches the boundary: one line listing every reason, exit 1.
+    outcome = run_async(with_pool(config, lambda pool: act(pool, entry)))
     extra = f", {outcome.written_back} record(s) written back" if outcome.written_back else ""
     click.echo(f"{outcome.name}: {outcome.from_mode} → {outcome.to_mode}{extra}")
 

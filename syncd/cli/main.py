@@ -2,28 +2,49 @@
 
 from __future__ import annotations
 
+import platform
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
-import structlog
-from rich.console import Console
 from rich.table import Table
 
 from syncd import logs
+from syncd import migrate as migrations
 from syncd.cli import audit, backfill, backup, cutover, quarantine, verify
-from syncd.cli.console import config_option, load_config, run_async
+from syncd.cli.console import (
+    EXIT_CLEAN,
+    EXIT_MISMATCH,
+    Boundary,
+    config_option,
+    debug_requested,
+    load_config,
+    on_connection,
+    out,
+    run_async,
+)
+from syncd.errors import Unreachable
+from syncd.version import VERSION
 
-log = structlog.get_logger(__name__)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-@click.group()
-@click.option("--log-level", default="info", show_default=True)
+@click.group(cls=Boundary, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, "--version", "-V", message=f"syncd %(version)s (Python {platform.python_version()})")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info", show_default=True)
 @click.option("--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True)
-def main(log_level: str, log_format: str) -> None:
-    """syncd: LowDB and QuestDB into PostgreSQL, with a reversible cutover."""
+@click.option("--debug", is_flag=True, help="On a failure, print the traceback as well as the one-line error.")
+def main(log_level: str, log_format: str, debug: bool) -> None:
+    """syncd: LowDB and QuestDB into PostgreSQL, with a reversible cutover.
+
+    Every command exits 0 when done, 1 when it ran and found a problem (a verify mismatch, a
+    refusal, pending migrations), 2 when it could not run (bad argument or config, a server
+    unreachable, authentication failed, a file missing), with one line on stderr saying what.
+    """
+    debug_requested(debug)
     logs.configure(log_level, json=log_format == "json")
 
 
@@ -39,49 +60,66 @@ def run(config_path: Path | None) -> None:
 
 @main.command()
 @config_option
-def migrate(config_path: Path | None) -> None:
-    """Apply pending schema migrations (idempotent, checksummed, under an advisory lock)."""
-    from syncd.database import connect
-    from syncd.migrate import migrate as apply_migrations
+@click.option("--status", "show_status", is_flag=True, help="List applied, pending and edited migrations; apply none.")
+@click.option("--dry-run", is_flag=True, help="Apply the pending migrations in a transaction, then roll it back.")
+def migrate(config_path: Path | None, show_status: bool, dry_run: bool) -> None:
+    """Apply pending schema migrations (idempotent, checksummed, under an advisory lock).
 
-    config = load_config(config_path)
+    --status exits 1 when a migration is pending or was edited after it was applied.
+    """
+    if show_status and dry_run:
+        raise click.UsageError("--status and --dry-run exclude each other")
+    if show_status:
+        states = on_connection(config_path, migrations.status)
+        _print_migration_status(states)
+        sys.exit(EXIT_CLEAN if all(s.state == "applied" for s in states) else EXIT_MISMATCH)
+    if dry_run:
+        would: list[str] = on_connection(config_path, migrations.dry_run)
+        click.echo(
+            f"would apply {len(would)} migration(s)"
+            + (": " + ", ".join(would) if would else "")
+            + ("; each applied cleanly in a transaction that was rolled back" if would else "")
+        )
+        return
 
-    async def go() -> list[str]:
-        conn = await connect(config.postgres.dsn.get_secret_value())
-        try:
-            return await apply_migrations(conn)
-        finally:
-            await conn.close()
-
-    applied = run_async(go())
+    applied: list[str] = on_connection(config_path, migrations.migrate)
     click.echo(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+
+
+def _print_migration_status(states: list[migrations.MigrationStatus]) -> None:
+    counts = {state: sum(s.state == state for s in states) for state in ("applied", "pending", "edited", "unknown")}
+    table = Table(title="syncd migrate --status")
+    for column in ("migration", "state", "applied at"):
+        table.add_column(column, no_wrap=column != "migration", overflow="fold")
+    for s in states:
+        table.add_row(s.version, s.state, "-" if s.applied_at is None else f"{s.applied_at:%Y-%m-%d %H:%M:%S}")
+    out().print(table)
+    click.echo(", ".join(f"{n} {state}" for state, n in counts.items() if n or state != "unknown"))
 
 
 @main.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /status document.")
 def status(config_path: Path | None, as_json: bool) -> None:
-    """Show the running daemon's /status as a table; exit 1 when it cannot be reached."""
-    import urllib.request
-
+    """Show the running daemon's /status as a table; exit 2 when it cannot be reached."""
     config = load_config(config_path)
     url = f"http://{config.http.host}:{config.http.port}/status"
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
             document = orjson.loads(response.read())
     except OSError as exc:
-        click.echo(f"syncd: status endpoint {url} unreachable: {exc}", err=True)
-        sys.exit(1)
+        raise Unreachable(f"status endpoint {url}", str(getattr(exc, "reason", exc))) from exc
     if as_json:
         click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
         return
-    Console().print(status_table(document))
+    out().print(status_table(document))
 
 
 def status_table(document: dict[str, Any]) -> Table:
     """Render a /status document as a rich table, one row per stream."""
     role = "leader" if document.get("leader") else "standby"
-    table = Table(title=f"syncd {document.get('instance', '?')} ({role}, epoch {document.get('epoch')})")
+    version = document.get("version", "?")
+    table = Table(title=f"syncd {version} {document.get('instance', '?')} ({role}, epoch {document.get('epoch')})")
     columns = ("stream", "mode", "caught up", "lag s", "since success s", "rows i/u/d", "quarantined", "last error")
     for column in columns:
         table.add_column(column)

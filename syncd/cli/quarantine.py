@@ -6,15 +6,15 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 
 from syncd import quarantine as q
-from syncd.cli.console import config_option, on_connection
+from syncd.cli.console import CommandGroup, config_option, load_config, on_connection, out, stream_names
 from syncd.database import Connection
+from syncd.errors import ProblemFound
 
 
-@click.group("quarantine")
+@click.group("quarantine", cls=CommandGroup)
 def quarantine_group() -> None:
     """Records held back (invalid, keyless, duplicate ids); a held record blocks its key.
 
@@ -33,7 +33,17 @@ def quarantine_group() -> None:
 def list_command(config_path: Path | None, stream: str | None, all_statuses: bool, as_json: bool, limit: int) -> None:
     """Show quarantined records, newest first (held ones unless --all)."""
 
+    configured = stream_names(load_config(config_path))
+
     async def work(conn: Connection) -> list[q.Entry]:
+        if stream is not None and stream not in configured:
+            known = configured | await q.streams(conn)
+            if stream not in known:
+                listing = ", ".join(sorted(known)) or "none"
+                raise click.BadParameter(
+                    f"{stream!r} is no stream of this config nor of syncd.quarantine (streams: {listing})",
+                    param_hint="--stream",
+                )
         return await q.list_entries(conn, stream=stream, status=None if all_statuses else "held", limit=limit)
 
     entries = on_connection(config_path, work)
@@ -41,7 +51,7 @@ def list_command(config_path: Path | None, stream: str | None, all_statuses: boo
         for e in entries:
             click.echo(orjson.dumps(_entry_json(e)).decode())
         return
-    Console(width=160).print(_table(entries))
+    out().print(_table(entries))
 
 
 def _entry_json(e: q.Entry) -> dict[str, object]:
@@ -75,12 +85,25 @@ def _table(entries: list[q.Entry]) -> Table:
 
 
 def _resolve(config_path: Path | None, ids: tuple[int, ...], resolution: q.Resolution) -> None:
-    async def work(conn: Connection) -> list[int]:
-        return await q.resolve(conn, ids, resolution)
+    """Resolve the held ones of `ids`: an unknown id changes nothing (exit 2), one not held is left alone (exit 1)."""
 
-    done = on_connection(config_path, work)
-    skipped = sorted(set(ids) - set(done))
-    click.echo(f"{resolution} {len(done)} record(s)" + (f"; not held (ignored): {skipped}" if skipped else ""))
+    async def work(conn: Connection) -> tuple[list[int], dict[int, str]]:
+        async with conn.transaction():
+            found = await q.statuses(conn, ids)
+            unknown = sorted(set(ids) - set(found))
+            if unknown:
+                raise click.BadParameter(
+                    f"no quarantine record with id {', '.join(map(str, unknown))}; "
+                    "nothing was changed (see syncd quarantine list --all)",
+                    param_hint="IDS",
+                )
+            return await q.resolve(conn, ids, resolution), found
+
+    done, found = on_connection(config_path, work)
+    click.echo(f"{resolution} {len(done)} record(s)" + (f": {', '.join(map(str, done))}" if done else ""))
+    skipped = [f"{i} ({found[i]})" for i in sorted(set(ids) - set(done))]
+    if skipped:
+        raise ProblemFound(f"not held, left alone: {', '.join(skipped)}")
 
 
 @quarantine_group.command("replay")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import sys
 from datetime import UTC, datetime
@@ -15,18 +14,16 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from syncd import logs
 from syncd.cli.console import (
     EXIT_CLEAN,
-    EXIT_ERROR,
     EXIT_MISMATCH,
     config_option,
     load_config,
     resolve_files,
+    run_async,
     with_pool,
 )
 from syncd.cutover.verify import FileParity, verify_file, verify_signals
-from syncd.errors import SyncdError
 from syncd.questdb.reconcile import DayParity
 
 SIGNALS_NAMES = frozenset({"tp_capital_signals", "questdb:tp_capital_signals", "signals.tp_capital_signals"})
@@ -62,11 +59,7 @@ def verify(config_path: Path | None, names: tuple[str, ...], as_json: bool, days
         dsn = config.postgres.dsn.get_secret_value()
         return files, await verify_signals(config.questdb, dsn, span, datetime.now(UTC))
 
-    try:
-        files, day_parities = asyncio.run(with_pool(config, go))
-    except (SyncdError, OSError, asyncpg.PostgresError) as exc:
-        click.echo(f"syncd: verify could not run: {logs.redact(str(exc))}", err=True)
-        sys.exit(EXIT_ERROR)
+    files, day_parities = run_async(with_pool(config, go))
     _print_parities(files, day_parities, as_json)
     clean = all(p.clean for p in files) and all(d.clean for d in day_parities)
     sys.exit(EXIT_CLEAN if clean else EXIT_MISMATCH)

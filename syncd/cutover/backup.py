@@ -104,26 +104,49 @@ def file_entry(path: Path) -> dict[str, Any]:
 
 
 async def backup(dsn: str, out: Path, lowdb: Sequence[LowdbSettings]) -> Manifest:
-    """Dump the synced schemas and copy the LowDB files into `out` (must not exist or be empty)."""
-    await asyncio.to_thread(_prepare, out)
-    conn = await connect(dsn)
+    """Dump the synced schemas and copy the LowDB files into `out` (must not exist or be empty).
+
+    A backup that fails leaves nothing behind: what it created (`out` and any parent it made, or
+    the contents of an `out` that was empty) is removed before the error propagates.
+    """
+    created = await asyncio.to_thread(_prepare, out)
     try:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-            tables = await table_digests(conn)
-            await _pg_dump(dsn, out / DUMP_FILE, snapshot)
-    finally:
-        await conn.close()
-    files = {entry.name: await asyncio.to_thread(_copy_file, entry, out / LOWDB_DIR) for entry in lowdb}
-    manifest = Manifest(datetime.now(UTC).isoformat(), tables, files)
-    (out / MANIFEST_FILE).write_bytes(manifest.to_json())
+        conn = await connect(dsn)
+        try:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+                tables = await table_digests(conn)
+                await _pg_dump(dsn, out / DUMP_FILE, snapshot)
+        finally:
+            await conn.close()
+        files = {entry.name: await asyncio.to_thread(_copy_file, entry, out / LOWDB_DIR) for entry in lowdb}
+        manifest = Manifest(datetime.now(UTC).isoformat(), tables, files)
+        (out / MANIFEST_FILE).write_bytes(manifest.to_json())
+    except BaseException:
+        _undo(out, created)
+        raise
     return manifest
 
 
-def _prepare(out: Path) -> None:
+def _prepare(out: Path) -> Path | None:
+    """Create `out/lowdb`; return the topmost directory this created (None: `out` existed, empty)."""
     if out.exists() and any(out.iterdir()):
         raise BackupError("backup", f"{out} is not empty")
+    missing = [p for p in (out, *out.parents) if not p.exists()]
     (out / LOWDB_DIR).mkdir(parents=True, exist_ok=True)
+    return missing[-1] if missing else None
+
+
+def _undo(out: Path, created: Path | None) -> None:
+    """Remove what a failed backup wrote (an `out` that existed was empty before: all of it is ours)."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for child in out.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _copy_file(entry: LowdbSettings, into: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import asyncpg
 import structlog
 
 from syncd.config import QuestdbSettings
-from syncd.errors import Retryable
+from syncd.errors import ConfigError, RetriesExhausted, Retryable
 from syncd.model import Batch, Checkpoint
 from syncd.questdb.reader import SOURCE, QuestdbReader, format_timestamp, make_reader
 from syncd.questdb.source import MAIN, VersionedSource, backoff, signal_changes
@@ -65,9 +65,17 @@ class Backfill:
     """One table's backfill over [start, end] (inclusive, source clock)."""
 
     def __init__(
-        self, settings: QuestdbSettings, pool: asyncpg.Pool, table: str, reader: QuestdbReader | None = None
+        self,
+        settings: QuestdbSettings,
+        pool: asyncpg.Pool,
+        table: str,
+        reader: QuestdbReader | None = None,
+        *,
+        give_up_after: float | None = None,
     ) -> None:
+        """`give_up_after`: seconds a transient failure is retried before the run ends (None: forever)."""
         self.settings, self.pool, self.table = settings, pool, table
+        self.give_up_after = give_up_after
         self.reader = reader or make_reader(settings)
         self.stream = stream_name(table)
         self.stats = BackfillStats(table)
@@ -107,7 +115,7 @@ class Backfill:
         self, sink: PostgresSink, start: datetime | None, end: datetime | None, progress: Progress | None
     ) -> None:
         if self.table != SIGNALS_TABLE:
-            raise ValueError(f"backfill: no spec for table {self.table!r}")
+            raise ConfigError("--table", "command line", f"no backfill for table {self.table!r}")
         span = await self.bounds(start, end)
         if span is None:
             return
@@ -166,14 +174,17 @@ class Backfill:
         return page
 
     async def _retry(self, call: Callable[[], Any]) -> Any:
-        attempt = 0
+        attempt, started = 0, time.monotonic()
         while True:
             try:
                 return await call()
             except Retryable as exc:
                 attempt += 1
+                pause, waited = max(exc.defer, backoff(attempt)), time.monotonic() - started
+                if self.give_up_after is not None and waited + pause > self.give_up_after:
+                    raise RetriesExhausted(str(exc), attempt, waited) from exc
                 log.warning("backfill read failed, retrying", table=self.table, error=str(exc), attempt=attempt)
-                await asyncio.sleep(max(exc.defer, backoff(attempt)))
+                await asyncio.sleep(pause)
 
     async def _apply(self, sink: PostgresSink, batch: Batch) -> None:
         started = time.monotonic()

@@ -84,4 +84,4 @@ async def test_cli_exit_codes(dsn: str, pool: asyncpg.Pool, mirrored: LowdbSetti
     assert "~1" in mismatch.stdout
     unreachable = await asyncio.to_thread(syncd_verify, "postgresql://nobody@127.0.0.1:1/none", config)
     assert unreachable.returncode == 2
-    assert "could not run" in unreachable.stderr
+    assert "syncd verify: cannot connect to PostgreSQL at postgresql://nobody@127.0.0.1:1/none" in unreachable.stderr

@@ -1,25 +1,73 @@
-"""The commands' shared plumbing: a database that cannot be reached is one line, never a traceback."""
+"""The boundary's mapping of a failure to its one line and exit code (the CLI runs are in tests/integration/cli)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+import errno
 
+import asyncpg
+import click
 import pytest
 
-from syncd.cluster import free_port
+from syncd.cli.console import EXIT_INTERRUPTED, EXIT_MISMATCH, describe
+from syncd.errors import BackupError, ConfigError, CutoverRefused, MigrationError, ProblemFound, RetriesExhausted
 
-SYNCD = Path(sys.executable).with_name("syncd")
+DSN = "postgresql://syncd:***@db:5432/x"
 
 
-@pytest.mark.parametrize("command", [["quarantine", "list"], ["audit", "workspace_items", "k"]])
-def test_unreachable_postgres_is_one_clear_line(tmp_path: Path, command: list[str]) -> None:
-    config = tmp_path / "syncd.toml"
-    config.write_text(f'[postgres]\ndsn = "postgresql://syncd:s3cret@127.0.0.1:{free_port()}/x"\n')
-    done = subprocess.run([str(SYNCD), *command, "--config", str(config)], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 1
-    assert done.stderr.startswith("syncd: cannot connect to PostgreSQL at postgresql://syncd:")
-    assert "Traceback" not in done.stderr
-    assert "s3cret" not in done.stderr
+@pytest.mark.parametrize(
+    ("exc", "line", "code"),
+    [
+        (
+            CutoverRefused("workspace", ["lag: 3s", "verify: 1 row"]),
+            "cutover of workspace refused: lag: 3s; verify: 1 row",
+            1,
+        ),
+        (MigrationError("0001_x.sql", "was edited"), "migration 0001_x.sql: was edited", 1),
+        (ProblemFound("not held, left alone: 4 (replayed)"), "not held, left alone: 4 (replayed)", 1),
+        (BackupError("manifest", "t: differs"), "manifest: t: differs", 1),
+        (BackupError("pg_dump", "exit 1: boom"), "pg_dump: exit 1: boom", 2),
+        (
+            ConfigError("http.listen", "env SYNCD_HTTP_LISTEN", "bad"),
+            "config http.listen (from env SYNCD_HTTP_LISTEN): bad",
+            2,
+        ),
+        (
+            RetriesExhausted("source questdb unavailable: refused", 4, 60.2),
+            "gave up after 4 attempt(s) in 60s: source questdb unavailable: refused",
+            2,
+        ),
+        (
+            asyncpg.InvalidPasswordError("password authentication failed"),
+            f"PostgreSQL at {DSN}: authentication failed: password authentication failed",
+            2,
+        ),
+        (
+            FileNotFoundError(errno.ENOENT, "No such file or directory", "/x/manifest.json"),
+            "/x/manifest.json: No such file or directory",
+            2,
+        ),
+        (
+            ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed"),
+            f"cannot connect to PostgreSQL at {DSN}: [Errno 111] Connect call failed",
+            2,
+        ),
+        (TimeoutError(), f"cannot connect to PostgreSQL at {DSN}: TimeoutError", 2),
+        (click.BadParameter("no such id", param_hint="IDS"), "Invalid value for IDS: no such id (see --help)", 2),
+        (KeyboardInterrupt(), "interrupted", EXIT_INTERRUPTED),
+        (
+            ZeroDivisionError("division by zero"),
+            "unexpected ZeroDivisionError: division by zero (syncd --debug … shows the traceback)",
+            2,
+        ),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None,
+)
+def test_each_failure_maps_to_its_line_and_code(exc: BaseException, line: str, code: int) -> None:
+    assert describe(exc, DSN) == (line, code)
+
+
+def test_a_closed_pipe_is_silent() -> None:
+    """`syncd status | head -1`: the reader left; nothing to say, not a crash."""
+    message, code = describe(BrokenPipeError(errno.EPIPE, "Broken pipe"), DSN)
+    assert message is None
+    assert code == EXIT_MISMATCH
