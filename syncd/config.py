@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, SecretStr, ValidationError
 
 from syncd.errors import ConfigError
+from syncd.poison import MAX_RECORD_BYTES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -94,6 +95,8 @@ class LowdbSettings(_Section):
     ReadWriteMany PVC) whose writers run on another host, where inotify sees nothing."""
     mass_delete_ratio: float = Field(default=0.5, gt=0, le=1)
     mass_delete_min: int = Field(default=10, ge=0)
+    max_record_size: ByteSize = Field(default=ByteSize(MAX_RECORD_BYTES), gt=0)
+    """A record whose text is longer is quarantined unparsed (`64MiB`, `512KiB` or bytes)."""
 
 
 class QuestdbSettings(_Section):

@@ -9,6 +9,7 @@ inverse, used by the reverse path (PG → LowDB) during cutover.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,17 +23,37 @@ from syncd import metrics
 from syncd.config import CollectionSettings, Layout
 from syncd.errors import InvalidRecord
 from syncd.model import Row
+from syncd.poison import MAX_RECORD_BYTES, problem, unstorable_text
 
 Kind = Literal["text", "id", "ref", "timestamp", "tags", "object", "int", "bool"]
 Emit = Literal["always", "if_set"]
 """How the inverse writes a field: always (null included), or only when set (not null, not `{}`)."""
 
 HASH_BYTES = 16
+MAX_KEY_CHARS = 1000
+"""Longest id kept as a key: a btree index entry (the table's and quarantine's) holds ~2.7 kB."""
+
+
+def canonical(record: Any) -> bytes:
+    """The canonical JSON of a source record (sorted keys), what `record_hash` hashes."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        # Deeper than orjson writes (the record is poison and will be quarantined): a stable
+        # stand-in that no record orjson can write produces, so the hash never crashes the stream.
+        return b"\x00unhashable:" + _python_json(record).encode("utf-8", "surrogatepass")
 
 
 def record_hash(record: Any) -> bytes:
     """blake2b-128 of the canonical JSON of a source record (sorted keys): the `row_hash` column."""
-    return blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS), digest_size=HASH_BYTES).digest()
+    return blake2b(canonical(record), digest_size=HASH_BYTES).digest()
+
+
+def _python_json(record: Any) -> str:
+    try:
+        return json.dumps(record, sort_keys=True, separators=(",", ":"))
+    except (RecursionError, ValueError, TypeError):
+        return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +113,13 @@ def _copy_default(default: Any) -> Any:
 def _text(f: Field, value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{f.source} must be a string, got {type(value).__name__}")
+    _storable(unstorable_text(value, f.source))
     return value
+
+
+def _storable(reason: str | None) -> None:
+    if reason is not None:
+        raise ValueError(reason)
 
 
 def _id(f: Field, value: Any) -> str:
@@ -119,19 +146,29 @@ def _timestamp(f: Field, value: Any) -> datetime:
 def _tags(f: Field, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise ValueError(f"{f.source} must be a list of strings")
+    for i, tag in enumerate(value):
+        _storable(unstorable_text(tag, f"{f.source}[{i}]"))
     return list(value)
 
 
 def _object(f: Field, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{f.source} must be an object, got {type(value).__name__}")
+    # The record counts as one level above the object.
+    _storable(problem({f.source: value}, "record"))
     return value
 
 
 def _int(f: Field, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{f.source} must be an integer, got {value!r}")
+    if f.bounds is None and not INT4[0] <= value <= INT4[1]:
+        raise ValueError(f"{f.source} must be within {INT4[0]}..{INT4[1]} (an integer column), got {value}")
     return value
+
+
+INT4 = (-(2**31), 2**31 - 1)
+"""An `integer` column's range, for int fields without bounds of their own."""
 
 
 def _bool(f: Field, value: Any) -> bool:
@@ -188,6 +225,9 @@ class TableSpec:
         """The table's primary key columns."""
         return ("collection", "id") if self.document else ("id",)
 
+    max_record_bytes: int = MAX_RECORD_BYTES
+    """Records whose text is longer are quarantined, never parsed (`lowdb.max_record_size`)."""
+
     def record_key(self, record: Any) -> str | None:
         """The record's id as text, or None when it has no usable id."""
         if not isinstance(record, dict):
@@ -195,7 +235,17 @@ class TableSpec:
         value = record.get(self.key_field)
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
-        return value if isinstance(value, str) and value else None
+        if not isinstance(value, str) or not value or len(value) > MAX_KEY_CHARS:
+            return None
+        return value if unstorable_text(value, "") is None else None
+
+    def keyless_reason(self, record: Any) -> str:
+        """Why `record_key` found no usable id in `record`."""
+        value = record.get(self.key_field) if isinstance(record, dict) else None
+        if isinstance(value, str) and len(value) > MAX_KEY_CHARS:
+            return f"{self.key_field!r} is {len(value)} characters, over the {MAX_KEY_CHARS} an index key holds"
+        found = unstorable_text(value, repr(self.key_field)) if isinstance(value, str) else None
+        return found or f"record has no usable {self.key_field!r} (string or integer)"
 
     def key_of(self, record_key: str) -> Row:
         """The PK tuple of a record key, in `key` order."""
@@ -207,18 +257,24 @@ class TableSpec:
         if not isinstance(record, dict):
             raise InvalidRecord(self.table, None, f"record must be an object, got {type(record).__name__}")
         if key is None:
-            raise InvalidRecord(self.table, None, f"record has no usable {self.key_field!r} (string or integer)")
+            raise InvalidRecord(self.table, None, self.keyless_reason(record))
         digest = digest if digest is not None else record_hash(record)
         if self.document:
+            found = problem(record, "record")
+            if found is not None:
+                raise InvalidRecord(self.table, key, found)
             return (self.collection, key, record, digest)
         try:
             values = [f.convert(record.get(f.source)) for f in self.fields]
+            extra = self._extra(record)
         except ValueError as exc:
             raise InvalidRecord(self.table, key, str(exc)) from None
-        return (*values, self._extra(record), digest)
+        return (*values, extra, digest)
 
     def _extra(self, record: Mapping[str, Any]) -> dict[str, Any]:
         extra = {k: v for k, v in record.items() if k not in self._known}
+        if extra:
+            _storable(problem(extra, "record"))
         for name in extra:
             metrics.SCHEMA_DRIFT.labels(self.table, name).inc()
         return extra

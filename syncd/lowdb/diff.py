@@ -23,6 +23,7 @@ import orjson
 from syncd.errors import InvalidRecord, UnreadableFile
 from syncd.lowdb.records import Records
 from syncd.model import QuarantinedRecord, Row, TableChanges
+from syncd.poison import Poison, storable
 from syncd.quarantine import Held
 from syncd.tables import TableSpec, record_hash
 
@@ -194,7 +195,7 @@ def _diff_unique(
         key = keys[i]
         added += key not in old
         if key is not None and (table, key) not in blocked:
-            _upsert(out, key, records.record(i), records.digests[i], table, result)
+            _upsert(out, key, records.record(i), records.digests[i], f"{out.spec.collection}[{i}]", result)
     # Every key of `old` still present (the usual edit) is known without a 100k-key set difference.
     if len(present) - added == len(old):
         return
@@ -205,17 +206,19 @@ def _diff_grouped(
     out: TableDiff, records: Records, old: Mapping[str, bytes], held: Held, table: str, result: Diff
 ) -> None:
     """Keyless records and duplicated ids: quarantined, never guessed; the rest diffed as usual."""
-    by_key, duplicates = _group(out.spec, records, held, table, result)
+    by_key, duplicates, unreadable = _group(out.spec, records, held, table, result)
     blocked = held.keys | result.blocked
     for key, i in by_key.items():
         if (table, key) not in blocked and old.get(key) != records.digests[i]:
-            _upsert(out, key, records.record(i), records.digests[i], table, result)
+            _upsert(out, key, records.record(i), records.digests[i], f"{out.spec.collection}[{i}]", result)
     for key, versions in duplicates.items():
         if (table, key) not in blocked:
             for i in versions:
-                reason = f"duplicate id {key!r}: {len(versions)} records carry it"
+                reason = f"{out.spec.collection}[{i}]: duplicate id {key!r}: {len(versions)} records carry it"
                 _quarantine(result, table, key, records.record(i), reason)
-    out.deletes = _deletes(old.keys() - by_key.keys() - duplicates.keys(), table, blocked)
+    # A record read without its id may be any of the missing keys: none of them is deleted.
+    if not unreadable:
+        out.deletes = _deletes(old.keys() - by_key.keys() - duplicates.keys(), table, blocked)
 
 
 def _deletes(gone: set[str], table: str, blocked: Blocked) -> list[str]:
@@ -223,45 +226,59 @@ def _deletes(gone: set[str], table: str, blocked: Blocked) -> list[str]:
     return sorted(k for k in gone if (table, k) not in blocked)
 
 
-def _upsert(out: TableDiff, key: str, record: Any, digest: bytes, table: str, result: Diff) -> None:
+def _upsert(out: TableDiff, key: str, record: Any, digest: bytes, where: str, result: Diff) -> None:
+    table = quarantine_table(out.spec)
+    if isinstance(record, Poison):
+        _quarantine(result, table, key, record, f"{where}: {record.reason}")
+        return
     try:
         out.upserts.append(out.spec.to_row(record, digest))
     except InvalidRecord as exc:
-        _quarantine(result, table, key, record, exc.reason)
+        _quarantine(result, table, key, record, f"{where}: {exc.reason}")
         return
     out.hashes[key] = digest
 
 
 def _group(
     spec: TableSpec, records: Records, held: Held, table: str, result: Diff
-) -> tuple[dict[str, int], dict[str, list[int]]]:
-    """Record positions by key; keyless ones are quarantined, duplicated keys set apart."""
+) -> tuple[dict[str, int], dict[str, list[int]], bool]:
+    """Record positions by key; keyless ones are quarantined, duplicated keys set apart.
+
+    The flag says a keyless record was poison: it may carry the id of a record the file still has.
+    """
     by_key: dict[str, int] = {}
     duplicates: dict[str, list[int]] = {}
+    unreadable = False
     for i, key in enumerate(records.keys):
         if key is None:
-            reason = f"record has no usable {spec.key_field!r}"
-            _quarantine_keyless(result, held, table, records.record(i), reason, records.digests[i])
+            record = records.record(i)
+            unreadable |= isinstance(record, Poison)
+            reason = record.reason if isinstance(record, Poison) else spec.keyless_reason(record)
+            _quarantine_keyless(result, held, table, record, f"{spec.collection}[{i}]: {reason}", records.digests[i])
         elif key in duplicates:
             duplicates[key].append(i)
         elif key in by_key:
             duplicates[key] = [by_key.pop(key), i]
         else:
             by_key[key] = i
-    return by_key, duplicates
+    return by_key, duplicates, unreadable
 
 
 def _quarantine(result: Diff, table: str, key: str, record: Any, reason: str) -> None:
-    result.quarantine.append(QuarantinedRecord(table, key, record, reason))
+    result.quarantine.append(QuarantinedRecord(table, key, storable(record), reason))
     result.blocked.add((table, key))
 
 
 def _quarantine_keyless(
     result: Diff, held: Held, table: str, record: Any, reason: str, digest: bytes | None = None
 ) -> None:
-    # Without a key nothing can be blocked: the record is quarantined once, recognised by its hash.
-    if (table, digest if digest is not None else record_hash(record)) not in held.keyless:
-        result.quarantine.append(QuarantinedRecord(table, None, record, reason))
+    # Without a key nothing can be blocked: the record is quarantined once, recognised by the hash
+    # of what quarantine holds (a Poison's digest already is that hash).
+    raw = storable(record)
+    if digest is None or (raw is not record and not isinstance(record, Poison)):
+        digest = record_hash(raw)
+    if (table, digest) not in held.keyless:
+        result.quarantine.append(QuarantinedRecord(table, None, raw, reason))
 
 
 def apply_to(applied: Applied, tables: Sequence[TableDiff], *, with_deletes: bool) -> None:

@@ -3,6 +3,9 @@
 The diff needs every record's key and `record_hash`, but the record itself only where PostgreSQL
 must change. For a sliced file (`lowdb_slices`) the keys and hashes of unchanged slices are carried
 over from the previous version, so a single-record edit parses and hashes one record.
+
+A record Node reads but orjson or PostgreSQL cannot (`syncd.poison`) stands in the collection as a
+`Poison` under its key, hashed by its quarantine form: the diff quarantines it, the rest flows.
 """
 
 from __future__ import annotations
@@ -15,21 +18,24 @@ from typing import Any
 import orjson
 
 from syncd.lowdb.slices import SEPARATOR, parse_slice
-from syncd.tables import TableSpec, record_hash
+from syncd.poison import diagnose, too_large
+from syncd.tables import TableSpec, canonical, record_hash
 
 
 class Records:
     """Keys and hashes of a collection's records in file order; `record(i)` loads one record."""
 
-    __slots__ = ("_parsed", "digests", "keys", "slices")
+    __slots__ = ("_parsed", "digests", "keys", "slices", "spec")
 
     def __init__(
         self,
+        spec: TableSpec,
         keys: list[str | None],
         digests: list[bytes],
         parsed: Mapping[int, Any] | Sequence[Any],
         slices: list[bytes] | None = None,
     ) -> None:
+        self.spec = spec
         self.keys = keys
         self.digests = digests
         self._parsed = parsed
@@ -40,16 +46,20 @@ class Records:
         return len(self.keys)
 
     def record(self, i: int) -> Any:
-        """The i-th record: parsed already, or parsed now from its slice."""
+        """The i-th record (or its `Poison`): parsed already, or parsed now from its slice."""
         if self.slices is None:
             return self._parsed[i]
         parsed = self._parsed
         assert isinstance(parsed, Mapping)
-        return parsed[i] if i in parsed else parse_slice(self.slices[i])
+        if i in parsed:
+            return parsed[i]
+        keyed = _keyed(self.spec, self.slices[i])
+        assert keyed is not None, "a slice that was read once reads again"
+        return keyed[0]
 
     def settled(self) -> Records:
         """The same records without the ones parsed during this read: what the next read reuses."""
-        return Records(self.keys, self.digests, {}, self.slices) if self.slices is not None else self
+        return Records(self.spec, self.keys, self.digests, {}, self.slices) if self.slices is not None else self
 
     def starts(self, body: int) -> list[int]:
         """File offset of each slice's first byte, plus one past the last (as if another followed)."""
@@ -71,6 +81,7 @@ class Records:
             digests.append(digest)
         after = slice(last + 1, None)
         return Records(
+            spec,
             self.keys[:first] + keys + self.keys[after],
             self.digests[:first] + digests + self.digests[after],
             fresh,
@@ -81,13 +92,19 @@ class Records:
     def parsed(cls, spec: TableSpec, records: Sequence[Any]) -> Records:
         """A fully parsed collection (the fallback path): every record keyed and hashed."""
         keys = [spec.record_key(r) for r in records]
-        digests = [record_hash(r) for r in records]
-        return cls(keys, digests, records)
+        digests: list[bytes] = []
+        kept: list[Any] = []
+        for key, record in zip(keys, records, strict=True):
+            data = canonical(record)
+            poison = too_large(len(data), spec.max_record_bytes, data[:65536].decode("utf-8", "replace"), key)
+            digests.append(record_hash(poison.raw) if poison is not None else record_hash(record))
+            kept.append(record if poison is None else poison)
+        return cls(spec, keys, digests, kept)
 
     @classmethod
     def from_slices(cls, spec: TableSpec, slices: list[bytes], previous: Records | None) -> Records | None:
         """Key and hash each slice, reusing `previous` for byte-identical ones; None if one is not JSON."""
-        prior = previous if previous is not None and previous.slices is not None else _NONE
+        prior = previous if previous is not None and previous.slices is not None else cls(spec, [], [], {}, [])
         old = prior.slices or []
         head, tail = _common_ends(old, slices)
         keys, digests = prior.keys[:head], prior.digests[:head]
@@ -107,20 +124,22 @@ class Records:
             digests.append(digest)
         keys += prior.keys[len(old) - tail :]
         digests += prior.digests[len(old) - tail :]
-        return cls(keys, digests, fresh, slices)
+        return cls(spec, keys, digests, fresh, slices)
 
 
 def _keyed(spec: TableSpec, piece: bytes) -> tuple[Any, str | None, bytes] | None:
-    """A slice's record with its key and hash; None when the slice is not one JSON record."""
-    try:
-        record = parse_slice(piece)
-    except orjson.JSONDecodeError:
+    """A slice's record (or Poison) with its key and hash; None when Node could not read it either."""
+    if len(piece) <= spec.max_record_bytes:
+        try:
+            record = parse_slice(piece)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return record, spec.record_key(record), record_hash(record)
+    poison = diagnose(piece, spec.key_field, spec.max_record_bytes)
+    if poison is None:
         return None
-    return record, spec.record_key(record), record_hash(record)
-
-
-_NONE = Records([], [], {}, [])
-"""No previous version: every slice is new."""
+    return poison, poison.key, record_hash(poison.raw)
 
 
 def _common_ends(old: list[bytes], new: list[bytes]) -> tuple[int, int]:

@@ -19,6 +19,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,10 @@ class LowdbSource:
         self.stream = settings.name
         self.path = settings.path
         self.allow_path = settings.path.with_name(settings.path.name + ALLOW_MASS_DELETE_SUFFIX)
-        self.specs: tuple[TableSpec, ...] = specs_for_layout(settings.layout, settings.collections)
+        self.specs: tuple[TableSpec, ...] = tuple(
+            replace(spec, max_record_bytes=settings.max_record_size)
+            for spec in specs_for_layout(settings.layout, settings.collections)
+        )
         self._reader = VersionReader(self.specs)
         self._pool, self._dsn = pool, dsn
         self._conn: asyncpg.Connection | None = None
@@ -147,6 +151,10 @@ class LowdbSource:
         if version is None:
             return None if self._caught_up or self.path.exists() else self._missing_file_batch(observed)
         result = await asyncio.to_thread(diff, version, self.specs, self._applied, self._held)
+        for record in result.quarantine:
+            log.warning(
+                "record quarantined", path=str(self.path), table=record.table, key=record.key, reason=record.reason
+            )
         with_deletes = await self._deletes_allowed(result)
         if self._caught_up and result.empty and version.position["sha"] == self._position.get("sha"):
             return None

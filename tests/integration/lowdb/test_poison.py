@@ -1,0 +1,130 @@
+"""Poison records (what Node reads but PostgreSQL or orjson cannot hold) are contained per record.
+
+Real LowdbSource, StreamRunner, PostgresSink and PostgreSQL: each kind is quarantined under its key
+with its reason while the rest of the file keeps flowing, PostgreSQL keeps the key's last good
+version (never a delete), and once the owner fixes the record and the operator replays it, the fix
+flows without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from syncd import quarantine as q
+from syncd.config import LowdbSettings
+from syncd.lowdb.source import LowdbSource
+from syncd.sink.postgres import PostgresSink
+from tests.integration.conftest import eventually, running
+from tests.integration.lowdb.test_source import equals
+from tests.lowdb_files import item, write_v7
+
+
+def stringify(doc: Any) -> bytes:
+    """`JSON.stringify(doc, null, 2)`'s bytes (Python's json agrees; orjson cannot nest 300 deep)."""
+    return json.dumps(doc, indent=2, ensure_ascii=False).encode()
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """An object `depth` levels deep."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+MARK = "POISON-MARK"
+"""A title placeholder replaced by the poison bytes after serialisation."""
+
+Kind = tuple[dict[str, Any], Callable[[bytes], bytes], str]
+
+KINDS: dict[str, Kind] = {
+    "nul": ({"title": "a\u0000b"}, lambda b: b, "title holds a NUL character"),
+    "deep": ({"metadata": nested(300)}, lambda b: b, "nested deeper than 250 levels"),
+    "out-of-range number": ({"score": MARK}, lambda b: b.replace(f'"{MARK}"'.encode(), b"1e400"), "number 1e400"),
+    "invalid utf-8": ({"title": MARK}, lambda b: b.replace(MARK.encode(), b"caf\xe9 \xff"), "invalid UTF-8 at byte"),
+    "lone surrogate": ({"title": MARK}, lambda b: b.replace(MARK.encode(), b"\\ud83d"), "lone UTF-16 surrogate"),
+    "too large": ({"title": "x" * 300_000}, lambda b: b, "over the 256.0 KiB limit"),
+}
+
+
+def write(path: Path, records: list[dict[str, Any]], poison: Callable[[bytes], bytes] = lambda b: b) -> None:
+    """lowdb@7's write of `records` with the poison bytes patched in."""
+    write_v7(path, poison(stringify({"items": records, "categories": []})))
+
+
+async def held(pool: asyncpg.Pool) -> list[q.Entry]:
+    """The held quarantine rows."""
+    return await q.list_entries(pool, status="held")
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+async def test_poison_is_quarantined_the_file_flows_and_the_fix_flows(
+    pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path, kind: str
+) -> None:
+    """The poisoned key keeps its last good row; other edits flow; fix + replay applies the fix."""
+    fields, patch, reason = KINDS[kind]
+    path = tmp_path / "library.json"
+    a, b, p = item("a"), item("b"), item("p", "good version")
+    write(path, [a, b, p])
+    settings = LowdbSettings(name="workspace", path=path, layout="workspace", max_record_size=256 * 1024)
+    async with running(LowdbSource(settings, pool=pool), sink) as runner:
+        await eventually(equals(pool, [a, b, p]), what="initial file in PG")
+        write(path, [a, b, {**p, **fields}], patch)
+        [entry] = await eventually(lambda: held(pool), what=f"{kind} quarantined")
+        assert entry.key == "p"
+        assert entry.table_name == "workspace.workspace_items"
+        assert entry.reason.startswith("items[2]: ")
+        assert reason in entry.reason
+        assert reason in entry.raw["error"]
+        assert '"id": "p"' in entry.raw["text"]
+        # Another record's edit in the same file flows; PostgreSQL keeps p's last good version.
+        a = {**a, "title": "edited while p is held"}
+        write(path, [a, b, {**p, **fields}], patch)
+        await eventually(equals(pool, [a, b, p]), what="edit of another record applied")
+        assert runner.state.last_error is None
+        # The owner fixes the record, the operator replays it: it flows, no restart.
+        p = {**p, "title": "fixed"}
+        write(path, [a, b, p])
+        async with pool.acquire() as conn:
+            assert await q.resolve(conn, [entry.id], "replayed") == [entry.id]
+        await eventually(equals(pool, [a, b, p]), what="fixed record applied")
+        assert await held(pool) == []
+    assert await pool.fetchval("SELECT count(*) FROM syncd.outbox WHERE op = 'delete'") == 0
+
+
+async def test_a_record_without_a_readable_id_holds_the_collections_deletes(
+    pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path
+) -> None:
+    """Poison in the id itself: quarantined keyless, and no key is deleted meanwhile."""
+    path = tmp_path / "library.json"
+    a, b, p = item("a"), item("b"), item("p")
+    write(path, [a, b, p])
+    async with running(LowdbSource(LowdbSettings(name="workspace", path=path, layout="workspace"), pool=pool), sink):
+        await eventually(equals(pool, [a, b, p]), what="initial file in PG")
+        write(path, [a, b, {**p, "id": MARK}], lambda data: data.replace(MARK.encode(), b"p\xff"))
+        [entry] = await eventually(lambda: held(pool), what="keyless poison quarantined")
+        assert entry.key is None
+        assert "invalid UTF-8" in entry.reason
+        b = {**b, "title": "still flows"}
+        write(path, [a, b, {**p, "id": MARK}], lambda data: data.replace(MARK.encode(), b"p\xff"))
+        await eventually(equals(pool, [a, b, p]), what="edit applied, p not deleted")
+        # Written twice, held once: the keyless record is recognised by its quarantined form.
+        assert len(await held(pool)) == 1
+
+
+async def test_large_values_within_the_limit_are_stored_losslessly(
+    pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path
+) -> None:
+    """8 MiB of text and a 200-level object are far from PostgreSQL's limits: stored as they are."""
+    path = tmp_path / "library.json"
+    big = item("big", "é" * (4 * 1024 * 1024), metadata=nested(200), blob={"k": "z" * 1024})
+    write(path, [big, item("a")])
+    async with running(LowdbSource(LowdbSettings(name="workspace", path=path, layout="workspace"), pool=pool), sink):
+        await eventually(equals(pool, [big, item("a")]), timeout=30, what="large record stored")
+    assert await held(pool) == []
