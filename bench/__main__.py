@@ -1,71 +1,108 @@
-"""`python -m bench`: run every scenario against one PostgreSQL and print one table."""
+"""`python -m bench`: every scenario against one PostgreSQL, the results file, one table of targets.
+
+Each scenario is `async def run(bench: Bench) -> None` (see bench/harness.py). The results go to
+`bench/results/<UTC date>.json` after every scenario (a run cut short keeps what it measured);
+`python -m bench.readme` then renders the README's figures from that file.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import platform
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
+import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench import lowdb_latency, questdb_backfill, reporting, sink
-from bench.harness import Measure, server
+from bench import lowdb_latency, lowdb_scale, questdb_backfill, reporting, sink
+from bench.harness import Bench, Line, server
+from bench.results import Results
+
+Scenario = Callable[[Bench], Awaitable[None]]
 
 
-def ratios(measures: list[Measure]) -> dict[tuple[str, str], str]:
-    """Each line's rate against its scenario's reference (raw COPY for loads, first load otherwise)."""
-    by = {(m.scenario, m.method): m for m in measures}
-    raw = by.get(("sink: first load", "raw COPY"))
-    first = by.get(("sink: first load", "sink"))
-    out: dict[tuple[str, str], str] = {}
-    for m in measures:
-        notes = []
-        if raw and m.scenario.startswith("sink:") and m is not raw:
-            notes.append(f"{m.rate / raw.rate:.2f}x raw COPY")
-        if first and m.method == "sink" and m is not first:
-            notes.append(f"{m.rate / first.rate:.2f}x sink first load")
-        em = by.get((m.scenario, "executemany upsert"))
-        if em and m.method == "sink":
-            notes.append(f"{m.rate / em.rate:.2f}x executemany")
-        out[(m.scenario, m.method)] = ", ".join(notes)
-    return out
+async def _questdb(bench: Bench) -> None:
+    """The QuestDB scenarios report single-run Measures: recorded as one-sample lines."""
+    rows = 50_000 if bench.quick else 300_000
+    for m in await questdb_backfill.run(bench.dsn, rows):
+        bench.lines.append(Line("questdb", m.scenario, m.method, "rows/s", m.rows, (m.rate,), _load(), -1.0, {},
+                                f"single run; {m.note}".rstrip("; ")))
 
 
-def render(measures: list[Measure]) -> Table:
-    """The bench table: rows/s and ratios measured in this run."""
-    table = Table(title="syncd bench (all figures from this run)")
-    for column in ("scenario", "method", "rows", "seconds", "rows/s", "ratio", "note"):
-        table.add_column(column)
-    notes = ratios(measures)
-    for m in measures:
-        table.add_row(m.scenario, m.method, f"{m.rows:,}", f"{m.seconds:.2f}", f"{m.rate:,.0f}",
-                      notes.get((m.scenario, m.method), ""), m.note)
-    return table
+def _load() -> tuple[float, float]:
+    load = os.getloadavg()[0]
+    return load, load
 
 
-async def main(rows: int, only: list[str]) -> list[Table]:
-    """Run the selected scenarios in order; a throughput table, then latency and reporting tables."""
-    measures: list[Measure] = []
-    tables: list[Table] = []
+SCENARIOS: dict[str, Scenario] = {
+    "sink": sink.run,
+    "lowdb": lowdb_latency.run,
+    "lowdb-scale": lowdb_scale.run,
+    "reporting": reporting.run,
+    "questdb": _questdb,
+}
+
+
+def _document(bench: Bench, started: float, complete: bool) -> dict[str, Any]:
+    return {
+        "date": datetime.now(UTC).date().isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                    "python": platform.python_version(), "load_at_end": os.getloadavg()},
+        "repeats": bench.repeats,
+        "quick": bench.quick,
+        "complete": complete,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "lines": [line.as_json() for line in bench.lines],
+        "tables": bench.tables,
+    }
+
+
+async def main(only: list[str], quick: bool, save: bool) -> Results:
+    """Run the selected scenarios in order, saving the results after each."""
+    started = time.monotonic()
     with server() as dsn:
-        if not only or "sink" in only:
-            measures += await sink.run(dsn, rows)
-        if not only or "questdb" in only:
-            measures += await questdb_backfill.run(dsn, rows)
-        if measures:
-            tables.append(render(measures))
-        if not only or "lowdb" in only:
-            tables.append(lowdb_latency.table(await lowdb_latency.run(dsn)))
-        if not only or "reporting" in only:
-            tables.append(reporting.table(await reporting.run(dsn)))
-    return tables
+        bench = Bench(dsn, quick=quick)
+        await bench.find_server()
+        for name, scenario in SCENARIOS.items():
+            if only and name not in only:
+                continue
+            print(f"== {name}", flush=True)
+            await scenario(bench)
+            results = Results(_document(bench, started, complete=False))
+            if save and not quick:
+                results.save()
+    results = Results(_document(bench, started, complete=not only and not quick))
+    if save and not quick:
+        print(f"results: {results.save()}")
+    return results
+
+
+def render(results: Results) -> Table:
+    """The final table: every target, met or missed, from this run."""
+    doc = results.document
+    title = (f"syncd bench targets ({doc['repeats']} rounds after a warm-up, medians; "
+             f"run took {doc['wall_seconds'] / 60:.1f} min)")
+    table = Table(title=title)
+    for column in ("target", "want", "got", "status"):
+        table.add_column(column)
+    for v in results.verdicts():
+        style = "green" if v.met else "red" if v.met is False else "yellow"
+        table.add_row(v.target, v.want, v.got, f"[{style}]{v.status}[/{style}]")
+    return table
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--only", nargs="*", default=[])
+    parser.add_argument("--only", nargs="*", default=[], choices=list(SCENARIOS))
+    parser.add_argument("--quick", action="store_true", help="small sizes, nothing saved: checks the scenarios run")
+    parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
-    console = Console(width=180)
-    for table in asyncio.run(main(args.rows, args.only)):
-        console.print(table)
+    outcome = asyncio.run(main(args.only, args.quick, not args.no_save))
+    Console(width=160).print(render(outcome))

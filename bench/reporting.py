@@ -1,12 +1,9 @@
 """Reporting scenario: the `reporting.*` signal views at 10M signals, with the plan each query gets.
 
 10M signals over 4 years (48 monthly partitions), 8 channels, 200 assets are generated in
-PostgreSQL and analysed; each query then runs once under EXPLAIN (ANALYZE, FORMAT JSON), warm, and
-the row gives its execution time, how many signal partitions it touched and how (index or
-sequential scan). Bounded reports go through `reporting.signals_daily_between` so their range
-prunes partitions and reaches an index; the whole-table views scan by design.
-
-Entry point for `python -m bench`: `await run(server_dsn)` → one dict per query.
+PostgreSQL and analysed; each query then runs under EXPLAIN (ANALYZE, FORMAT JSON), a warm-up and
+`Bench.repeats` measured runs, and the line gives the execution time; the "reporting plans" table
+says how many signal partitions (or rollup tables) it touched and how (index or sequential scan).
 """
 
 from __future__ import annotations
@@ -15,11 +12,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from rich.table import Table
-
-from bench.harness import fresh_database
+from bench.harness import Bench, Sample, fresh_database
 from syncd.database import connect
 
+SECTION = "reporting"
 ROWS = 10_000_000
 """Signals loaded (issue 6: the views must stay fast at 10M)."""
 FIRST, YEARS = "2022-01-01", 4
@@ -36,14 +32,24 @@ QUERIES = {
 INDEX_SCANS = frozenset({"Index Scan", "Index Only Scan", "Bitmap Index Scan"})
 
 
-async def run(server_dsn: str, rows: int = ROWS) -> list[dict[str, Any]]:
-    """Load `rows` signals into a fresh database, then one row per query: ms, partitions, scans."""
-    async with fresh_database(server_dsn) as dsn:
+async def run(bench: Bench) -> None:
+    """Load the signals into a fresh database, then one line per query (ms) and its plan."""
+    rows = 200_000 if bench.quick else ROWS
+    async with fresh_database(bench.dsn) as dsn:
         conn = await connect(dsn)
         try:
             load = await _load(conn, rows)
-            return [{"query": q, "rows": rows, "load_s": load, **await _measure(conn, sql)}
-                    for q, sql in QUERIES.items()]
+            plans = []
+            for query, sql in QUERIES.items():
+                plan: dict[str, Any] = {}
+
+                async def once(sql: str = sql, plan: dict[str, Any] = plan) -> Sample:
+                    plan.update(await _measure(conn, sql))
+                    return Sample(plan["ms"])
+
+                await bench.repeat(SECTION, query, "view", once, unit="ms", n=rows)
+                plans.append({"query": query, "partitions": plan["partitions"], "scans": plan["scans"]})
+            bench.record("reporting plans", [{"signals": rows, "load_s": round(load)}, *plans])
         finally:
             await conn.close()
 
@@ -67,14 +73,13 @@ async def _load(conn: Any, rows: int) -> float:
 
 
 async def _measure(conn: Any, sql: str) -> dict[str, Any]:
-    await conn.fetch(sql)  # warm
     # syncd's connection decodes json: the plan arrives as a list.
     document = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
     nodes = list(_nodes(document[0]["Plan"]))
     scans = [n for n in nodes if n.get("Relation Name", "").startswith("tp_capital_signals")]
     kinds = sorted({n["Node Type"] for n in nodes if n["Node Type"] in INDEX_SCANS or n["Node Type"] == "Seq Scan"})
     return {
-        "ms": round(document[0]["Execution Time"], 1),
+        "ms": document[0]["Execution Time"],
         "partitions": len({n["Relation Name"] for n in scans}),
         "scans": ", ".join(kinds),
         "index": bool(scans) and all(n["Node Type"] != "Seq Scan" for n in scans),
@@ -85,14 +90,3 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
         yield from _nodes(child)
-
-
-def table(rows: list[dict[str, Any]]) -> Table:
-    """The scenario's rows as a rich table."""
-    load = f"{rows[0]['rows']:,} signals loaded and analysed in {rows[0]['load_s']:.0f} s" if rows else ""
-    out = Table(title=f"reporting views ({load}; EXPLAIN ANALYZE, warm)")
-    for column in ("query", "ms", "signal partitions read", "scans", "by index"):
-        out.add_column(column)
-    for r in rows:
-        out.add_row(r["query"], f"{r['ms']:,}", str(r["partitions"]), r["scans"], "yes" if r["index"] else "no")
-    return out

@@ -1,0 +1,157 @@
+"""The results file (`bench/results/<date>.json`) and the issue's targets judged from it.
+
+A results file holds every line a `make bench` run measured (all samples, min/median/max, load),
+the scenario tables (scale curves, plans), and the run's wall time. Targets are evaluated from the
+file alone, so `python -m bench.readme` renders the same verdicts the run printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RESULTS = Path(__file__).with_name("results")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One target: what the issue asks, what the run got, met / missed / not measured."""
+
+    target: str
+    want: str
+    got: str
+    met: bool | None
+
+    @property
+    def status(self) -> str:
+        """'met', 'MISSED' or 'not measured'."""
+        return "not measured" if self.met is None else "met" if self.met else "MISSED"
+
+
+class Results:
+    """A results document with lookups by (section, scenario, method)."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    @classmethod
+    def load(cls, path: Path) -> Results:
+        """Read a results file."""
+        return cls(orjson.loads(path.read_bytes()))
+
+    def save(self, directory: Path = RESULTS) -> Path:
+        """Write `<date>.json` (the run's UTC date) and return its path."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.document['date']}.json"
+        path.write_bytes(orjson.dumps(self.document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+        return path
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        """Every measured line."""
+        lines: list[dict[str, Any]] = self.document.get("lines", [])
+        return lines
+
+    def line(self, section: str, scenario: str, method: str) -> dict[str, Any] | None:
+        """One line, or None if it was not measured."""
+        for line in self.lines:
+            if (line["section"], line["scenario"], line["method"]) == (section, scenario, method):
+                return line
+        return None
+
+    def section(self, section: str) -> Iterator[dict[str, Any]]:
+        """The lines of one section, in run order."""
+        return (line for line in self.lines if line["section"] == section)
+
+    def table(self, name: str) -> list[dict[str, Any]]:
+        """A scenario table, empty if absent."""
+        rows: list[dict[str, Any]] = self.document.get("tables", {}).get(name, [])
+        return rows
+
+    def verdicts(self) -> list[Verdict]:
+        """Every target of the issue, judged from this file."""
+        return [v for check in TARGETS for v in check(self)]
+
+
+def latest(directory: Path = RESULTS) -> Path:
+    """The newest results file."""
+    files = sorted(directory.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no results in {directory}: run `make bench`")
+    return files[-1]
+
+
+def _sink_vs_copy(r: Results) -> list[Verdict]:
+    sink, raw = r.line("sink", "first load", "sink"), r.line("sink", "first load", "raw COPY")
+    if sink is None or raw is None:
+        return [Verdict("sink first load vs raw COPY", ">= 0.9x", "-", None)]
+    ratio = sink["median"] / raw["median"]
+    return [Verdict("sink first load vs raw COPY", ">= 0.9x", f"{ratio:.2f}x", ratio >= 0.9)]
+
+
+def _sink_vs_dlt(r: Results) -> list[Verdict]:
+    out = []
+    for scenario in ("first load", "unchanged re-apply", "10% changed"):
+        sink = r.line("sink", scenario, "sink")
+        dlts = [r.line("sink", scenario, m) for m in ("dlt merge (Arrow)", "dlt merge (dict rows)")]
+        best = max((d["median"] for d in dlts if d is not None), default=None)
+        name = f"sink vs dlt's best: {scenario}"
+        if sink is None or best is None:
+            out.append(Verdict(name, ">= 4x", "-", None))
+            continue
+        ratio = sink["median"] / best
+        out.append(Verdict(name, ">= 4x", f"{ratio:.1f}x", ratio >= 4))
+    return out
+
+
+def _lowdb_latency(r: Results) -> list[Verdict]:
+    out = []
+    for records, stat, limit in ((1_000, "p50_ms", 5.0), (10_000, "p50_ms", 10.0), (100_000, "p99_ms", 100.0)):
+        line = r.line("lowdb", f"edit → commit, {records:,} records", "daemon")
+        name = f"LowDB edit → commit {stat[:3]} at {records // 1000}k records"
+        if line is None or stat not in line["extra"]:
+            out.append(Verdict(name, f"<= {limit:g} ms", "-", None))
+            continue
+        got = line["extra"][stat][1]
+        out.append(Verdict(name, f"<= {limit:g} ms", f"{got:.1f} ms", got <= limit))
+    return out
+
+
+def _lowdb_memory(r: Results) -> list[Verdict]:
+    line = r.line("lowdb", "first load, 500,000 records", "daemon")
+    if line is None:
+        return [Verdict("LowDB 500k first load", "<= 20 s", "-", None),
+                Verdict("LowDB 500k peak RSS / file size", "<= 2.5x", "-", None)]
+    ratio = line["extra"]["rss_over_file"][1]
+    return [Verdict("LowDB 500k first load", "<= 20 s", f"{line['median']:.1f} s", line["median"] <= 20),
+            Verdict("LowDB 500k peak RSS / file size", "<= 2.5x", f"{ratio:.2f}x", ratio <= 2.5)]
+
+
+def _reporting(r: Results) -> list[Verdict]:
+    out = []
+    for view in ("signals_daily", "signals_by_channel"):
+        line = r.line("reporting", f"{view} (all time)", "view")
+        name = f"reporting.{view} all time at 10M signals"
+        if line is None:
+            out.append(Verdict(name, "<= 100 ms", "-", None))
+            continue
+        out.append(Verdict(name, "<= 100 ms", f"{line['median']:.1f} ms", line["median"] <= 100))
+    return out
+
+
+def _wall(r: Results) -> list[Verdict]:
+    seconds = r.document.get("wall_seconds")
+    complete = r.document.get("complete", False)
+    if seconds is None or not complete:
+        return [Verdict("make bench wall time (every scenario)", "< 20 min", "-", None)]
+    return [Verdict("make bench wall time (every scenario)", "< 20 min", f"{seconds / 60:.1f} min", seconds < 1200)]
+
+
+TARGETS: tuple[Callable[[Results], list[Verdict]], ...] = (
+    _sink_vs_copy, _sink_vs_dlt, _lowdb_latency, _lowdb_memory, _reporting, _wall,
+)
+"""Checks, in the order of the final table; a scenario's own targets are added here."""
