@@ -5,12 +5,19 @@ of their keys can exist yet (first load), or merged set-based: keys and hashes a
 narrow temp stage first, joined against the table, and only new or changed rows travel in full to a
 second stage and through `INSERT … ON CONFLICT DO UPDATE`. Re-applying an unchanged batch therefore
 writes nothing, locks nothing and fires no trigger.
+
+Round trips are what a batch pays beside its rows, so the per-batch statements are one: the
+session settings, the fence, the mirror check, each table's partitions and its key-range probe go
+to PostgreSQL as a single `SELECT` (`_prelude`). Per-row work stays in C (`map`, `itemgetter`,
+`compress`, `dict(zip(...))`): no Python loop over a batch's rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import itemgetter, not_
 from typing import Any
 
 import asyncpg
@@ -55,6 +62,27 @@ class _TableInfo:
     types: Mapping[str, str]
     partitioned: bool
 
+    def ordered_like_python(self, column: str) -> bool:
+        """Whether PostgreSQL orders `column` exactly as Python orders its decoded values.
+
+        True for numbers and times; text follows a collation Python does not know.
+        """
+        kind = self.types[column]
+        return kind.startswith(_PYTHON_ORDERED)
+
+
+_PYTHON_ORDERED = ("timestamp", "date", "bigint", "integer", "smallint", "numeric", "double precision", "real")
+
+
+@dataclass(frozen=True, slots=True)
+class _Upserts:
+    """One table's deduplicated upserts and their leading key's range, computed before the transaction."""
+
+    changes: TableChanges
+    rows: Sequence[Row]
+    leads: list[Any]
+    """The leading key column of each row (signals: ts), in row order."""
+
 
 class PostgresSink:
     """Applies batches for one leader epoch; a stale epoch's transaction aborts with Fenced."""
@@ -66,19 +94,24 @@ class PostgresSink:
 
     async def apply(self, batch: Batch) -> dict[str, ApplyResult]:
         """Commit every change of `batch` and its checkpoint atomically; return what each table saw."""
+        upserts = [_deduplicated(c) for c in batch.tables]
+        try:
+            return await self._apply(batch, upserts, fast=True)
+        except _FastPathMissed:
+            # A key appeared between the probe and the COPY (another writer): merge this once.
+            return await self._apply(batch, upserts, fast=False)
+
+    async def _apply(self, batch: Batch, upserts: list[_Upserts], *, fast: bool) -> dict[str, ApplyResult]:
         stream = batch.checkpoint.stream
         table = "-"
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                # Key probes sort a batch's keys: keep that in memory rather than spill to disk.
-                await conn.execute("SET LOCAL syncd.origin = 'syncd'; SET LOCAL work_mem = '64MB'")
-                await conn.execute("SELECT syncd.fence($1)", self.epoch)
-                if batch.mirror_of is not None:
-                    await conn.execute("SELECT syncd.require_mirror($1)", batch.mirror_of)
+                infos = [await self._table_info(conn, u.changes.table) for u in upserts]
+                highest = await self._prelude(conn, batch, upserts, infos)
                 results = {c.table: ApplyResult() for c in batch.tables}
-                for changes in batch.tables:
-                    table = changes.table
-                    results[table] += await self._upsert(conn, changes)
+                for u, info, high in zip(upserts, infos, highest, strict=True):
+                    table = u.changes.table
+                    results[table] += await _upsert(conn, u, info, high, fast=fast)
                 for changes in reversed(batch.tables):
                     table = changes.table
                     results[table] += await self._delete(conn, changes)
@@ -86,12 +119,46 @@ class PostgresSink:
                 await _quarantine(conn, batch)
                 table = "syncd.checkpoints"
                 await _save_checkpoint(conn, batch.checkpoint, self.epoch)
+        except asyncpg.UniqueViolationError as exc:
+            if fast:
+                raise _FastPathMissed from exc
+            raise classify(exc, stream=stream, table=table) from exc
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             error = classify(exc, stream=stream, table=table)
             if isinstance(error, Fenced):
                 raise Fenced(self.epoch, str(exc)) from exc
             raise error from exc
         return results
+
+    async def _prelude(
+        self, conn: Connection, batch: Batch, upserts: Sequence[_Upserts], infos: Sequence[_TableInfo]
+    ) -> list[Any]:
+        """One statement: settings, fence, mirror check, partitions and per-table key probes.
+
+        Returns, per table, the highest stored leading key inside the batch's range (None if none).
+        """
+        # Key probes and merges sort a batch's keys: keep that in memory rather than spill to disk.
+        parts = ["set_config('syncd.origin', $1, true)", "set_config('work_mem', '64MB', true)", "syncd.fence($2)"]
+        args: list[Any] = [ORIGIN, self.epoch]
+        if batch.mirror_of is not None:
+            args.append(batch.mirror_of)
+            parts.append(f"syncd.require_mirror(${len(args)})")
+        probes: list[int | None] = []
+        for u, info in zip(upserts, infos, strict=True):
+            if not u.rows:
+                probes.append(None)
+                continue
+            args += [min(u.leads), max(u.leads)]
+            lo, hi = f"${len(args) - 1}", f"${len(args)}"
+            table, lead = u.changes.table, _ident(u.changes.key[0])
+            if info.partitioned:
+                # The partition key is the leading key column (signals: ts).
+                parts.append(f"signals.ensure_partitions('{table}'::regclass, {lo}, {hi})")
+            probes.append(len(parts))
+            parts.append(f"(SELECT max({lead}) FROM {table} WHERE {lead} BETWEEN {lo} AND {hi})")
+        row = await conn.fetchrow("SELECT " + ", ".join(f"{p} AS p{i}" for i, p in enumerate(parts)), *args)
+        assert row is not None
+        return [None if i is None else row[i] for i in probes]
 
     async def load_checkpoint(self, source: str, stream: str) -> Mapping[str, Any] | None:
         """The committed position of a stream, or None before its first batch."""
@@ -115,21 +182,6 @@ class PostgresSink:
             )
         return self._info[table]
 
-    async def _upsert(self, conn: Connection, changes: TableChanges) -> ApplyResult:
-        rows = dedupe(changes.upserts, [changes.columns.index(k) for k in changes.key])
-        if not rows:
-            return ApplyResult()
-        info = await self._table_info(conn, changes.table)
-        if info.partitioned:
-            await _ensure_partitions(conn, changes, rows)
-        fresh, known = await _split_fresh(conn, changes, rows)
-        if fresh:
-            copied = await _copy_direct(conn, changes, fresh)
-            if copied is None:  # the range probe was wrong (text collation): let the merge sort it out
-                return await _merge(conn, changes, rows)
-            return ApplyResult(inserted=copied) + await _merge(conn, changes, known)
-        return await _merge(conn, changes, known)
-
     async def _delete(self, conn: Connection, changes: TableChanges) -> ApplyResult:
         if not changes.deletes:
             return ApplyResult()
@@ -140,17 +192,47 @@ class PostgresSink:
         columns = ", ".join(_ident(k) for k in keys)
         status = await conn.execute(
             f"DELETE FROM {changes.table} t USING unnest({arrays}) AS d({columns}) WHERE {match}",
-            *[[row[i] for row in changes.deletes] for i in range(len(keys))],
+            *[list(map(itemgetter(i), changes.deletes)) for i in range(len(keys))],
         )
         return ApplyResult(deleted=_count(status))
 
 
-def dedupe(rows: Sequence[Row], key_positions: Sequence[int]) -> list[Row]:
-    """Keep the last row per key, in first-seen key order (ON CONFLICT cannot touch a row twice)."""
-    if len(key_positions) == 1:
-        (pos,) = key_positions
-        return list({row[pos]: row for row in rows}.values())
-    return list({tuple(row[p] for p in key_positions): row for row in rows}.values())
+class _FastPathMissed(Exception):
+    """The direct COPY met an existing key: the batch is retried through the merge."""
+
+
+def dedupe(rows: Sequence[Row], key_positions: Sequence[int]) -> Sequence[Row]:
+    """Keep the last row per key, in first-seen key order (ON CONFLICT cannot touch a row twice).
+
+    `rows` itself comes back when no key repeats (the usual case): no copy.
+    """
+    if not rows:
+        return rows
+    last = dict(zip(map(itemgetter(*key_positions), rows), rows, strict=True))
+    return rows if len(last) == len(rows) else list(last.values())
+
+
+def _deduplicated(changes: TableChanges) -> _Upserts:
+    rows = dedupe(changes.upserts, [changes.columns.index(k) for k in changes.key])
+    leads = list(map(itemgetter(changes.columns.index(changes.key[0])), rows))
+    return _Upserts(changes, rows, leads)
+
+
+async def _upsert(conn: Connection, u: _Upserts, info: _TableInfo, highest: Any, *, fast: bool) -> ApplyResult:
+    """Rows above the highest stored key go in by COPY, the rest through the merge."""
+    if not u.rows:
+        return ApplyResult()
+    fresh, known = _split_fresh(u, highest) if fast else ([], u.rows)
+    if not fresh:
+        return await _merge(conn, u.changes, known)
+    # A probe over text is only a guess (collations): guard its COPY with a savepoint. Over times
+    # and numbers it is exact unless another writer commits meanwhile, which aborts the whole batch
+    # and `apply` retries it through the merge.
+    guarded = not info.ordered_like_python(u.changes.key[0])
+    copied = await _copy_direct(conn, u.changes, fresh, guarded=guarded)
+    if copied is None:
+        return await _merge(conn, u.changes, u.rows)
+    return ApplyResult(inserted=copied) + await _merge(conn, u.changes, known)
 
 
 def _ident(name: str) -> str:
@@ -166,48 +248,35 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def _ensure_partitions(conn: Connection, changes: TableChanges, rows: list[Row]) -> None:
-    # The partition key is the leading key column (signals: ts).
-    pos = changes.columns.index(changes.key[0])
-    values = [row[pos] for row in rows]
-    await conn.execute(
-        "SELECT signals.ensure_partitions($1::regclass, $2, $3)", changes.table, min(values), max(values)
-    )
-
-
-async def _split_fresh(conn: Connection, changes: TableChanges, rows: list[Row]) -> tuple[list[Row], list[Row]]:
+def _split_fresh(u: _Upserts, highest: Any) -> tuple[Sequence[Row], Sequence[Row]]:
     """Split off rows whose leading key lies above every stored key in the batch's range.
 
     Those cannot exist yet and go straight in by COPY (the first-load and append path); the rest
     need the key probe. The primary key stays the real guard should the probe be wrong.
     """
-    pos = changes.columns.index(changes.key[0])
-    values = [row[pos] for row in rows]
-    column = _ident(changes.key[0])
-    highest = await conn.fetchval(
-        f"SELECT max({column}) FROM {changes.table} WHERE {column} BETWEEN $1 AND $2", min(values), max(values)
-    )
     if highest is None:
-        return rows, []
-    fresh = [row for row in rows if row[pos] > highest]
-    known = [row for row in rows if not row[pos] > highest]
-    return fresh, known
+        return u.rows, []
+    above = list(map(highest.__lt__, u.leads))
+    return list(compress(u.rows, above)), list(compress(u.rows, map(not_, above)))
 
 
-async def _copy_direct(conn: Connection, changes: TableChanges, rows: list[Row]) -> int | None:
-    """COPY into the table itself; None (rolled back) if a key existed after all."""
+async def _copy_direct(
+    conn: Connection, changes: TableChanges, rows: Sequence[Row], *, guarded: bool = True
+) -> int | None:
+    """COPY into the table itself; None (rolled back to a savepoint) if `guarded` and a key existed."""
     schema, name = _split(changes.table)
+    columns = list(changes.columns)
+    if not guarded:
+        return _count(await conn.copy_records_to_table(name, schema_name=schema, columns=columns, records=rows))
     try:
         async with conn.transaction():
-            status = await conn.copy_records_to_table(
-                name, schema_name=schema, columns=list(changes.columns), records=rows
-            )
+            status = await conn.copy_records_to_table(name, schema_name=schema, columns=columns, records=rows)
     except asyncpg.UniqueViolationError:
         return None
     return _count(status)
 
 
-async def _merge(conn: Connection, changes: TableChanges, rows: list[Row]) -> ApplyResult:
+async def _merge(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -> ApplyResult:
     """Send keys and hashes first; only new or changed rows travel in full and reach INSERT."""
     if not rows:
         return ApplyResult()
@@ -215,7 +284,7 @@ async def _merge(conn: Connection, changes: TableChanges, rows: list[Row]) -> Ap
     if not existed:
         return ApplyResult(unchanged=len(rows))
     key_of = _key_getter(changes)
-    changed = [row for row in rows if key_of(row) in existed]
+    changed = list(compress(rows, map(existed.__contains__, map(key_of, rows))))
     if not any(existed.values()):
         copied = await _copy_direct(conn, changes, changed)
         if copied is not None:
@@ -239,8 +308,11 @@ async def _merge(conn: Connection, changes: TableChanges, rows: list[Row]) -> Ap
     return ApplyResult(inserted=inserted, updated=updated, unchanged=len(rows) - len(changed))
 
 
-async def _changed_keys(conn: Connection, changes: TableChanges, rows: list[Row]) -> dict[Row, bool]:
-    """Keys whose row is new or differs from PostgreSQL's `row_hash`, mapped to whether it existed."""
+async def _changed_keys(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -> dict[Any, bool]:
+    """Keys whose row is new or differs from PostgreSQL's `row_hash`, mapped to whether it existed.
+
+    A one-column key is the value itself, a wider one a tuple (what `_key_getter` gives).
+    """
     narrow = [*changes.key, "row_hash"]
     names = ", ".join(_ident(c) for c in narrow)
     stage = await _stage(
@@ -248,8 +320,8 @@ async def _changed_keys(conn: Connection, changes: TableChanges, rows: list[Row]
         "stage_keys_" + changes.table.replace(".", "__"),
         f"ON COMMIT DELETE ROWS AS SELECT {names} FROM {changes.table} WITH NO DATA",
     )
-    positions = [changes.columns.index(c) for c in narrow]
-    await conn.copy_records_to_table(stage, columns=narrow, records=[tuple(row[p] for p in positions) for row in rows])
+    narrow_of = itemgetter(*(changes.columns.index(c) for c in narrow))
+    await conn.copy_records_to_table(stage, columns=narrow, records=list(map(narrow_of, rows)))
     same_key = " AND ".join(f"t.{_ident(k)} = s.{_ident(k)}" for k in changes.key)
     selected = ", ".join(f"s.{_ident(k)}" for k in changes.key)
     lead = _ident(changes.key[0])
@@ -263,12 +335,14 @@ async def _changed_keys(conn: Connection, changes: TableChanges, rows: list[Row]
              WHERE t.row_hash IS DISTINCT FROM s.row_hash"""
     )
     width = len(changes.key)
+    if width == 1:
+        return {r[0]: bool(r[1]) for r in found}
     return {tuple(r[:width]): bool(r[width]) for r in found}
 
 
-def _key_getter(changes: TableChanges) -> Callable[[Row], Row]:
-    positions = [changes.columns.index(k) for k in changes.key]
-    return lambda row: tuple(row[p] for p in positions)
+def _key_getter(changes: TableChanges) -> Callable[[Row], Any]:
+    """A row's key as `_changed_keys` spells it: the value for one column, else a tuple."""
+    return itemgetter(*(changes.columns.index(k) for k in changes.key))
 
 
 async def _stage(conn: Connection, name: str, definition: str) -> str:

@@ -143,3 +143,36 @@ async def test_signals_partitions_are_created_for_old_rows(pool: asyncpg.Pool) -
     changes = TableChanges("signals.tp_capital_signals", columns, ("ts", "signal_key"), rows)
     await sink.apply(Batch(Checkpoint("questdb", "questdb:tp_capital_signals", {}), [changes]))
     assert await pool.fetchval("SELECT count(*) FROM signals.tp_capital_signals_p201903") == 3
+
+
+async def test_a_key_committed_between_probe_and_copy_is_merged_not_rejected(pool: asyncpg.Pool) -> None:
+    """The direct COPY trusts the key-range probe; a writer committing that key meanwhile costs a retry."""
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    columns = ("ts", "signal_key", "asset", "row_hash")
+    ts = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    rows = [(ts + timedelta(seconds=i), f"k{i}", "PETR4", b"h") for i in range(3)]
+    table = "signals.tp_capital_signals"
+    await pool.execute(f"SELECT signals.ensure_partitions('{table}', $1, $1)", ts)
+    other = await pool.acquire()
+    try:
+        writer = other.transaction()
+        await writer.start()
+        await other.execute(f"INSERT INTO {table} (ts, signal_key, asset, row_hash) VALUES ($1, 'k1', 'OLD', 'x')",
+                            rows[1][0])
+        changes = TableChanges(table, columns, ("ts", "signal_key"), rows)
+        applying = asyncio.create_task(sink.apply(Batch(Checkpoint("questdb", "q", {"n": 1}), [changes])))
+        await _blocked_on_lock(pool)
+        await writer.commit()
+        result = (await asyncio.wait_for(applying, 30))[table]
+    finally:
+        await pool.release(other)
+    assert result == ApplyResult(inserted=2, updated=1)
+    assert await pool.fetchval(f"SELECT string_agg(asset, ',' ORDER BY ts) FROM {table}") == "PETR4,PETR4,PETR4"
+
+
+async def _blocked_on_lock(pool: asyncpg.Pool) -> None:
+    for _ in range(3000):
+        if await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the COPY never waited for the other writer's key")
