@@ -48,7 +48,8 @@ async def run(bench: Bench) -> None:
                     return Sample(plan["ms"])
 
                 await bench.repeat(SECTION, query, "view", once, unit="ms", n=rows)
-                plans.append({"query": query, "partitions": plan["partitions"], "scans": plan["scans"]})
+                plans.append({"query": query, "signal partitions": plan["partitions"], "rollups": plan["rollups"],
+                              "scans": plan["scans"]})
             bench.record("reporting plans", [{"signals": rows, "load_s": round(load)}, *plans])
         finally:
             await conn.close()
@@ -77,10 +78,12 @@ async def _measure(conn: Any, sql: str) -> dict[str, Any]:
     document = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
     nodes = list(_nodes(document[0]["Plan"]))
     scans = [n for n in nodes if n.get("Relation Name", "").startswith("tp_capital_signals")]
+    rollups = sorted({n["Relation Name"] for n in nodes if n.get("Relation Name", "").endswith("_rollup")})
     kinds = sorted({n["Node Type"] for n in nodes if n["Node Type"] in INDEX_SCANS or n["Node Type"] == "Seq Scan"})
     return {
         "ms": document[0]["Execution Time"],
         "partitions": len({n["Relation Name"] for n in scans}),
+        "rollups": ", ".join(rollups),
         "scans": ", ".join(kinds),
         "index": bool(scans) and all(n["Node Type"] != "Seq Scan" for n in scans),
     }
