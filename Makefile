@@ -79,8 +79,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check syncd
 	$(BIN)/mypy --strict syncd
 
-bench: $(STAMP)
+# The bench's competitors live in their own venv (dlt pins its own dependencies), made by
+# `make bench` only: `make test` never needs it.
+BENCH_VENV := $(TOOLS)/bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed-dlt-1.31.0
+
+$(BENCH_STAMP):
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet 'dlt[postgres]==1.31.0' pyarrow
+	touch $@
+
+# Every scenario, bench/results/<date>.json, then the README's figures rendered from that file.
+bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.readme
 
 clean:
 	rm -rf $(VENV) .syncd $(TOOLS)
