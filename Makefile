@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PGROOT := .syncd/pg
 CONFIG ?= examples/syncd.toml
+ENVFILE := .syncd/env
 
 .PHONY: run test lint bench node-deps tools clean
 TOOLS := .tools
@@ -59,17 +60,31 @@ $(KAFKA_LIBS): $(KAFKA_POM)
 	touch $@
 
 # Uses SYNCD_PG_DSN / DATABASE_URL when set, else its own PostgreSQL under .syncd/ (stopped on exit).
+# Writes .syncd/env (mode 600, removed on exit): `source .syncd/env` in another shell and every
+# `syncd …` command talks to this PostgreSQL, this config and this daemon.
 run: $(STAMP)
 	@set -e; \
 	if [ -z "$$SYNCD_PG_DSN$$DATABASE_URL" ]; then \
 	  export SYNCD_PG_DSN=$$($(BIN)/python -m syncd.cluster start $(PGROOT)); \
-	  trap '$(BIN)/python -m syncd.cluster stop $(PGROOT)' EXIT; \
+	  trap '$(BIN)/python -m syncd.cluster stop $(PGROOT); rm -f $(ENVFILE)' EXIT; \
+	  echo "syncd: PostgreSQL $$SYNCD_PG_DSN (started under $(PGROOT), stopped on exit)"; \
+	else \
+	  trap 'rm -f $(ENVFILE)' EXIT; \
+	  echo "syncd: PostgreSQL from SYNCD_PG_DSN/DATABASE_URL"; \
 	fi; \
 	$(BIN)/syncd migrate --config $(CONFIG); \
-	listen=$$(sed -n 's/^listen *= *"\(.*\)"/\1/p' $(CONFIG)); \
-	echo "syncd: status  http://$${SYNCD_HTTP_LISTEN:-$$listen}/status"; \
-	echo "syncd: metrics http://$${SYNCD_HTTP_LISTEN:-$$listen}/metrics   (Ctrl-C stops)"; \
-	$(BIN)/syncd run --config $(CONFIG)
+	listen=$${SYNCD_HTTP_LISTEN:-$$(sed -n 's/^listen *= *"\(.*\)"/\1/p' $(CONFIG))}; \
+	mkdir -p $(dir $(ENVFILE)) && (umask 077; { \
+	  echo "# written by make run: source it in another shell (removed when make run stops)"; \
+	  printf 'export SYNCD_PG_DSN=%q\n' "$${SYNCD_PG_DSN:-$$DATABASE_URL}"; \
+	  printf 'export SYNCD_CONFIG=%q\n' "$(abspath $(CONFIG))"; \
+	  printf 'export SYNCD_HTTP_LISTEN=%q\n' "$$listen"; \
+	  printf 'export PATH=%q:"$$PATH"\n' "$(abspath $(BIN))"; \
+	} > $(ENVFILE)); \
+	echo "syncd: status  http://$$listen/status"; \
+	echo "syncd: metrics http://$$listen/metrics   (Ctrl-C stops)"; \
+	echo "syncd: in another shell: source $(ENVFILE) && syncd status"; \
+	SYNCD_HTTP_LISTEN=$$listen $(BIN)/syncd run --config $(CONFIG)
 
 test: $(STAMP) node-deps tools
 	$(BIN)/pytest
