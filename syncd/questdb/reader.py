@@ -108,17 +108,16 @@ class HttpReader:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise SourceUnavailable(SOURCE, f"HTTP {status}, body is not JSON") from exc
-        if status >= 500:
-            raise SourceUnavailable(SOURCE, f"HTTP {status}: {document.get('error', '')}", defer=0.5)
+        if status >= 500 or not isinstance(document, dict):
+            detail = document.get("error", "") if isinstance(document, dict) else "not a JSON object"
+            raise SourceUnavailable(SOURCE, f"HTTP {status}: {detail}", defer=0.5)
         if "error" in document:
             position = document.get("position", document.get("errorPos"))
             raise classify_error(sql, str(document["error"]), _int_or_none(position))
-        columns = document.get("columns", [])
-        names = tuple(c["name"] for c in columns)
-        types = tuple(c["type"] for c in columns)
+        names, types, dataset = _shape(document, status)
         stamps = _decoders(types)
         rows: list[tuple[Any, ...]] = []
-        for raw in document.get("dataset", []):
+        for raw in dataset:
             for i in stamps:
                 raw[i] = parse_timestamp(raw[i])
             rows.append(tuple(raw))
@@ -129,6 +128,20 @@ class HttpReader:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _shape(document: Any, status: int) -> tuple[tuple[str, ...], tuple[str, ...], list[list[Any]]]:
+    """Names, types and rows of a SELECT answer; a body of another shape (a proxy's, a bug's) is
+    a transient failure, never rows."""
+    try:
+        columns, dataset = document["columns"], document["dataset"]
+        names = tuple(str(c["name"]) for c in columns)
+        types = tuple(str(c["type"]) for c in columns)
+        if not isinstance(dataset, list) or any(not isinstance(r, list) or len(r) != len(names) for r in dataset):
+            raise TypeError("rows do not match the columns")
+    except (KeyError, TypeError) as exc:
+        raise SourceUnavailable(SOURCE, f"HTTP {status}, unexpected JSON shape: {exc}", defer=0.5) from exc
+    return names, types, dataset
 
 
 def _int_or_none(value: object) -> int | None:
@@ -166,8 +179,6 @@ class PgWireReader:
                 await asyncio.wait_for(cur.execute(sql.encode()), self._settings.request_timeout)
                 rows = await cur.fetchall() if cur.description else []
                 description = cur.description or []
-        except psycopg.errors.UndefinedTable as exc:
-            raise TableMissing(SOURCE, _pg_table(str(exc))) from exc
         except (psycopg.OperationalError, TimeoutError, OSError) as exc:
             await self.close()
             raise SourceUnavailable(SOURCE, f"{type(exc).__name__}: {exc}", defer=0.5) from exc
@@ -210,11 +221,6 @@ _PG_TYPES = {
 
 def _pg_type(oid: int) -> str:
     return _PG_TYPES.get(oid, "VARCHAR")
-
-
-def _pg_table(message: str) -> str:
-    match = re.search(r'relation "([^"]+)"', message)
-    return match.group(1) if match else "?"
 
 
 def make_reader(settings: QuestdbSettings) -> QuestdbReader:

@@ -22,6 +22,7 @@ from syncd import metrics
 from syncd.config import QuestdbSettings
 from syncd.errors import SourceUnavailable, TableMissing
 from syncd.model import Batch, Checkpoint, TableChanges
+from syncd.questdb.identity import Look, TableWatch
 from syncd.questdb.reader import SOURCE, QuestdbReader, format_timestamp, make_reader, parse_timestamp
 from syncd.questdb.reconcile import Reconciler, reconcile_due
 from syncd.questdb.sql import (
@@ -161,6 +162,7 @@ class SignalsSource(QuestdbBase):
     ) -> None:
         super().__init__(settings, SIGNALS_TABLE, reader)
         self.reconciler = Reconciler(self, pg_dsn)
+        self.watch = TableWatch(self.reader, SIGNALS_TABLE)
         # (highest ts a poll covered, source now() of that poll): decides whether a rescanned row
         # was visible to the poll that covered its ts, i.e. whether it arrived late.
         self._history: deque[tuple[datetime, datetime]] = deque()
@@ -175,7 +177,7 @@ class SignalsSource(QuestdbBase):
         """One cycle: identity check, pages to now - lag, deletes, rescan, reconcile."""
         observed = time.monotonic()
         now = await self.source_now()
-        await self._check_identity()
+        look = await self._check_identity()
         upper = now - timedelta(seconds=self.settings.safety_lag)
         async for batch in self._pages(MAIN, "cursor", upper, observed, deleted=False):
             yield batch
@@ -191,9 +193,15 @@ class SignalsSource(QuestdbBase):
                 yield batch
         # The first poll only sets the baseline; the first nightly reconcile runs at reconcile_at.
         self.position.setdefault("reconcile", {"at": format_timestamp(now), "reason": "baseline"})
-        if self.position.get("reconcile_pending") or reconcile_due(self.settings, self.position, now):
-            async for batch in self.reconciler.run(now):
-                yield batch
+        if not (self.position.get("reconcile_pending") or reconcile_due(self.settings, self.position, now)):
+            return
+        if not look.applied:
+            # A rebuilt table can read empty until its WAL is applied: comparing now would mark
+            # every row deleted. The next poll tries again.
+            log.info("reconcile deferred: WAL not applied yet", stream=self.stream)
+            return
+        async for batch in self.reconciler.run(now):
+            yield batch
 
     async def _pages(
         self, spec: PageSpec, key: str, upper: datetime, observed: float, *, deleted: bool
@@ -210,37 +218,19 @@ class SignalsSource(QuestdbBase):
         """PG upserts for QuestDB rows; deleted-table rows keep the row with `deleted_at` set."""
         return signal_changes(rows, deleted=deleted)
 
-    async def _check_identity(self) -> None:
-        """A changed table id (drop + recreate) or a shrunk row count schedules a reconcile."""
-        table_id = await self._table_id()
-        count = (await self.reader.query(f"SELECT count(*) FROM {SIGNALS_TABLE}")).rows[0][0]
-        old_id, old_count = self.position.get("table_id"), self.position.get("row_count")
-        changed = old_id is not None and table_id is not None and table_id != old_id
-        shrunk = old_count is not None and count < old_count
-        if changed or shrunk:
+    async def _check_identity(self) -> Look:
+        """A rebuilt (new id, WAL restarted) or shrunk table schedules a reconcile."""
+        look = await self.watch.look(self.position)
+        if look.reason is not None:
             log.info(
                 "questdb table rebuilt or shrank; reconcile scheduled",
                 stream=self.stream,
-                old_id=old_id,
-                new_id=table_id,
-                old_count=old_count,
-                count=count,
+                reason=look.reason,
+                table_id=self.position.get("table_id"),
+                count=self.position.get("row_count"),
             )
-            self.position["reconcile_pending"] = "identity" if changed else "shrunk"
-        # A table missing from tables() mid-rebuild keeps the old id, so the change is still seen.
-        self.position["table_id"] = table_id if table_id is not None else old_id
-        self.position["row_count"] = count
-
-    async def _table_id(self) -> int | None:
-        # tables() is a QuestDB meta function: only over HTTP (the PG stand-in has no such thing).
-        if self.reader.transport != "http":
-            return None
-        result = await self.reader.query("SELECT * FROM tables()")
-        name_col = next((c for c in ("table_name", "name", "table") if c in result.columns), None)
-        if name_col is None or "id" not in result.columns:
-            return None
-        ni, ii = result.column(name_col), result.column("id")
-        return next((int(r[ii]) for r in result.rows if r[ni] == SIGNALS_TABLE), None)
+            self.position["reconcile_pending"] = look.reason
+        return look
 
     def _remember(self, now: datetime) -> None:
         cursor = Cursor.from_json(self.position.get("cursor"))

@@ -1,14 +1,14 @@
-"""The QuestDB source against the emulator and a real PostgreSQL, through the real StreamRunner."""
+"""The QuestDB source against the real QuestDB and a real PostgreSQL, through the real StreamRunner,
+on both transports. QuestDB is written the way tp-capital writes it (tests/questdb_upstream.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from itertools import count
 from pathlib import Path
 
 import asyncpg
@@ -16,41 +16,23 @@ import pytest
 
 from syncd import metrics
 from syncd.config import QuestdbSettings
-from syncd.questdb.reader import PgWireReader, format_timestamp
+from syncd.questdb.reader import format_timestamp, make_reader, parse_timestamp
 from syncd.questdb.source import SignalsSource, VersionedSource
+from syncd.questdb.sql import Cursor, PageSpec, next_page
 from syncd.sink.postgres import PostgresSink
-from tests.fakes.questdb import QuestDBEmulator
-from tests.fakes.questdb_sql import EPOCH
 from tests.integration.conftest import eventually, running
-
-# syncd/stream.py passes tenacity's deprecated `initial=` (lead's file; reported): not ours to fail on.
+from tests.questdb_faults import FaultyHttp, TcpProxy
+from tests.questdb_server import QuestdbServer
+from tests.questdb_upstream import Signal, Upstream
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-_ingest = count(1)
 SIGNALS = "signals.tp_capital_signals"
+ROOT = Path(__file__).resolve().parents[3]
 
 
-def insert(q: QuestDBEmulator, ts: datetime, *, asset: str = "BEEFW655", buy_min: str = "1.5",
-           message: str = "COMPRA BEEFW655", ingested: bool = True) -> str:
-    """Insert one signal the way tp-capital does (one INSERT … VALUES per request); returns its key."""
-    at = datetime.now(UTC) + timedelta(microseconds=next(_ingest))  # server now(), unique
-    stamp = f"to_timestamp('{format_timestamp(at)}', 'yyyy-MM-ddTHH:mm:ss.SSSUUUZ')" if ingested else "null"
-    q.run_sql(
-        "INSERT INTO tp_capital_signals (ts, channel, signal_type, asset, buy_min, buy_max, target_1, "
-        "target_2, target_final, stop, raw_message, source, ingested_at) VALUES "
-        f"(to_timestamp('{format_timestamp(ts)}', 'yyyy-MM-ddTHH:mm:ss.SSSZ'), '@TPCapital_Oficial', "
-        f"'Swing Trade', '{asset}', {buy_min}, 2.0, 2.5, 3.0, 4.0, 1.0, '{message}', 'forwarder', {stamp})"
-    )
-    return format_timestamp(at)
-
-
-def source_rows(q: QuestDBEmulator) -> set[tuple[datetime, str | None]]:
-    """(ts, ingested_at) of every row QuestDB holds."""
-    table = q.store.tables["tp_capital_signals"]
-    ts, ing = table.col("ts"), table.col("ingested_at")
-    return {(EPOCH + timedelta(microseconds=r[ts]),
-             None if r[ing] is None else format_timestamp(EPOCH + timedelta(microseconds=r[ing])))
-            for r in table.rows}
+async def source_rows(q: Upstream) -> set[tuple[datetime, str | None]]:
+    """(ts, ingested_at) of every row QuestDB shows."""
+    return {(parse_timestamp(ts), ing) for ts, ing in await q.rows("SELECT ts, ingested_at FROM tp_capital_signals")}
 
 
 async def pg_rows(pool: asyncpg.Pool, *, live: bool = True) -> set[tuple[datetime, str | None]]:
@@ -59,10 +41,12 @@ async def pg_rows(pool: asyncpg.Pool, *, live: bool = True) -> set[tuple[datetim
     return {(r["ts"], None if r["ingested_at"] is None else format_timestamp(r["ingested_at"])) for r in rows}
 
 
-async def in_sync(q: QuestDBEmulator, pool: asyncpg.Pool) -> bool:
-    """PG's live rows equal QuestDB's, with no duplicates."""
+async def in_sync(q: Upstream, pool: asyncpg.Pool) -> bool:
+    """PG's live rows equal everything committed to QuestDB (its WAL applied first), no duplicates."""
+    await q.applied()
     total = await pool.fetchval(f"SELECT count(*) FROM {SIGNALS} WHERE deleted_at IS NULL")
-    return total == len(q.store.tables["tp_capital_signals"].rows) and await pg_rows(pool) == source_rows(q)
+    source = await source_rows(q)
+    return bool(total == len(source) and await pg_rows(pool) == source)
 
 
 def sample(metric: object, **labels: str) -> float:
@@ -70,79 +54,91 @@ def sample(metric: object, **labels: str) -> float:
     return float(metric.labels(**labels)._value.get())  # type: ignore[attr-defined]
 
 
-async def test_rows_sharing_one_ts_split_across_pages(questdb: QuestDBEmulator, settings: QuestdbSettings,
+async def _true(value: bool) -> bool:
+    return value
+
+
+@pytest.mark.parametrize("page", [1, 2, 3, 7, 50])
+async def test_pages_never_skip_or_duplicate_equal_timestamps(questdb: Upstream, settings: QuestdbSettings,
+                                                              page: int) -> None:
+    """Groups of 1..9 rows on one ts, NULL ingested_at mixed in, read by next_page: each row once."""
+    n = 0
+    for g in range(10):
+        for k in range(g % 9 + 1):
+            await questdb.insert(Signal(NOW - timedelta(minutes=30, seconds=-g), asset=f"R{n}"), ingested=k != 4)
+            n += 1
+    await questdb.applied()
+    reader = make_reader(settings)
+    spec = PageSpec("tp_capital_signals", ("ts", "asset", "ingested_at"), "ts", "ingested_at")
+    cursor, seen, more = Cursor(), [], True
+    try:
+        while more:
+            rows, cursor, more = await next_page(reader, spec, cursor, NOW, page)
+            assert len(rows) <= page or rows[0][2] is None  # a group's NULL-tie rows come at once
+            seen += [r[1] for r in rows]
+    finally:
+        await reader.close()
+    assert sorted(seen) == sorted(f"R{i}" for i in range(n))
+
+
+async def test_rows_sharing_one_ts_split_across_pages(questdb: Upstream, settings: QuestdbSettings,
                                                       sink: PostgresSink, pool: asyncpg.Pool) -> None:
-    """12 rows on one ts and 7 on the next, pages of 5, ties in random order: none skipped or doubled."""
-    questdb.store.shuffle_ties = True
+    """12 rows on one ts and 7 on the next, pages of 5, a legacy row without ingested_at: none
+    skipped or doubled, then a later group larger than a page."""
     t1, t2 = NOW - timedelta(minutes=5), NOW - timedelta(minutes=4)
     for i in range(12):
-        insert(questdb, t1, asset=f"AAAA{i}")
+        await questdb.insert(Signal(t1, asset=f"AAAA{i}"))
     for i in range(7):
-        insert(questdb, t2, asset=f"BBBB{i}")
-    insert(questdb, t1, ingested=False, message="legacy row")
+        await questdb.insert(Signal(t2, asset=f"BBBB{i}"))
+    await questdb.insert(Signal(t1, raw_message="legacy row"), ingested=False)
     async with running(SignalsSource(settings), sink):
         await eventually(lambda: in_sync(questdb, pool), what="PG equal to QuestDB")
-        for i in range(6):  # a second group arriving later, again larger than a page
-            insert(questdb, NOW - timedelta(minutes=3), asset=f"CCCC{i}")
+        for i in range(6):
+            await questdb.insert(Signal(NOW - timedelta(minutes=3), asset=f"CCCC{i}"))
         await eventually(lambda: in_sync(questdb, pool), what="second group")
     assert await pool.fetchval(f"SELECT count(*) FROM {SIGNALS} WHERE signal_key LIKE 'h:%'") == 1
 
 
 async def test_late_rows_inside_lag_window_are_applied_and_counted(
-    questdb: QuestDBEmulator, settings: QuestdbSettings, sink: PostgresSink, pool: asyncpg.Pool
+    questdb: Upstream, settings: QuestdbSettings, sink: PostgresSink, pool: asyncpg.Pool
 ) -> None:
-    """A row inserted below the watermark (O3) is found by the rescan and counted as late."""
-    insert(questdb, NOW - timedelta(minutes=2))
-    insert(questdb, NOW - timedelta(minutes=1))
+    """A row whose ts lies below the watermark (QuestDB merges it in place) is found by the rescan
+    and counted as late."""
+    await questdb.insert(Signal(NOW - timedelta(minutes=2)))
+    await questdb.insert(Signal(NOW - timedelta(minutes=1)))
     source = SignalsSource(settings)
     before = sample(metrics.LATE_ROWS, stream=source.stream)
     async with running(source, sink) as runner:
         await eventually(lambda: in_sync(questdb, pool), what="initial rows")
         await eventually(lambda: _true(runner.state.caught_up), what="caught up")
         await eventually(lambda: _true(len(source._history) > 0), what="poll history")
-        insert(questdb, NOW - timedelta(minutes=1, seconds=30), asset="LATE1")
+        await questdb.insert(Signal(NOW - timedelta(minutes=1, seconds=30), asset="LATE1"))
         await eventually(lambda: in_sync(questdb, pool), what="late row applied")
         await eventually(lambda: _true(sample(metrics.LATE_ROWS, stream=source.stream) >= before + 1),
                          what="late row counted")
 
 
-async def _true(value: bool) -> bool:
-    return value
+async def _reconciled(checkpoint: object) -> dict[str, object] | None:
+    report = (checkpoint or {}).get("reconcile") if isinstance(checkpoint, dict) else None
+    return report if report and report.get("reason") != "baseline" else None
 
 
-async def upstream_delete(q: QuestDBEmulator, ingested_at: str, *, rename: bool = True) -> None:
-    """tp-capital's delete: copy to _deleted, then rebuild the table by CREATE AS / DROP / RENAME."""
-    cols = ("ts, channel, signal_type, asset, buy_min, buy_max, target_1, target_2, target_final, stop, "
-            "raw_message, source, ingested_at")
-    match = f"ingested_at = to_timestamp('{ingested_at}', 'yyyy-MM-ddTHH:mm:ss.SSSUUUZ')"
-    q.run_sql(f"INSERT INTO tp_capital_signals_deleted SELECT {cols}, now() FROM tp_capital_signals WHERE {match}")
-    q.run_sql(f"CREATE TABLE tp_capital_signals_tmp AS (SELECT {cols} FROM tp_capital_signals "
-              f"WHERE ingested_at != to_timestamp('{ingested_at}', 'x') OR ingested_at = null) "
-              "TIMESTAMP(ts) PARTITION BY DAY")
-    q.run_sql("DROP TABLE tp_capital_signals")
-    if rename:
-        q.run_sql("RENAME TABLE tp_capital_signals_tmp TO tp_capital_signals")
-
-
-async def test_delete_with_rebuild_mid_poll(questdb: QuestDBEmulator, settings: QuestdbSettings,
-                                            sink: PostgresSink, pool: asyncpg.Pool, dsn: str) -> None:
-    """The table vanishes mid-poll (transient, source_up 0), comes back with a new id: the deleted row
-    keeps its PG row with deleted_at, the rest stays, and a reconcile runs and reports."""
-    keys = [insert(questdb, NOW - timedelta(minutes=10 - i)) for i in range(6)]
+async def test_upstream_delete_mid_poll(questdb: Upstream, settings: QuestdbSettings, sink: PostgresSink,
+                                        pool: asyncpg.Pool, dsn: str) -> None:
+    """Upstream's delete: the table is missing between DROP and RENAME (transient, source_up 0),
+    then comes back rebuilt. The deleted row keeps its PG row with deleted_at, the rest stays, and
+    the reconcile the rebuild schedules waits for the WAL and finds nothing to repair."""
+    for i in range(6):
+        await questdb.insert(Signal(NOW - timedelta(minutes=10 - i), asset=f"DEL{i}"))
+    await questdb.applied()
+    keys = await questdb.keys()
     source = SignalsSource(settings, pg_dsn=dsn)
     async with running(source, sink) as runner:
         await eventually(lambda: in_sync(questdb, pool), what="initial rows")
-        gone = asyncio.Event()
-
-        async def rebuild(_: str) -> None:
-            await upstream_delete(questdb, keys[2], rename=False)
-            gone.set()
-
-        questdb.on_query = ("FROM tp_capital_signals WHERE ts >", rebuild)
-        insert(questdb, NOW - timedelta(minutes=1))
-        await gone.wait()
+        await questdb.copy_to_deleted(keys[2])
+        await questdb.rebuild_without(keys[2])
         await eventually(lambda: _true(sample(metrics.SOURCE_UP, stream=source.stream) == 0), what="source down")
-        questdb.run_sql("RENAME TABLE tp_capital_signals_tmp TO tp_capital_signals")
+        await questdb.finish_rebuild()
         await eventually(lambda: in_sync(questdb, pool), what="rows after rebuild")
         deleted = await eventually(
             lambda: pool.fetchval(f"SELECT deleted_at FROM {SIGNALS} WHERE signal_key = $1", keys[2]),
@@ -151,73 +147,96 @@ async def test_delete_with_rebuild_mid_poll(questdb: QuestDBEmulator, settings: 
         report = await eventually(lambda: _reconciled(runner.state.checkpoint), what="reconcile result")
         assert report["reason"] == "identity"
         assert report["mismatched_days"] == []
-    assert sample(metrics.SOURCE_UP, stream=source.stream) == 1
+        await eventually(lambda: _true(sample(metrics.SOURCE_UP, stream=source.stream) == 1), what="source up")
+    assert await pool.fetchval(f"SELECT count(*) FROM {SIGNALS}") == 6
 
 
-async def _reconciled(checkpoint: object) -> dict[str, object] | None:
-    report = (checkpoint or {}).get("reconcile") if isinstance(checkpoint, dict) else None
-    return report if report and report.get("reason") != "baseline" else None
+@pytest.fixture
+async def proxy(settings: QuestdbSettings) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy in front of the transport under test."""
+    front = TcpProxy(settings.http_port if settings.transport == "http" else settings.pg_port)
+    await front.start()
+    try:
+        yield front
+    finally:
+        await front.stop()
 
 
-async def test_down_500s_and_timeouts_lose_nothing(questdb: QuestDBEmulator, settings: QuestdbSettings,
-                                                   sink: PostgresSink, pool: asyncpg.Pool) -> None:
-    """500s, a slow server (client timeout) and a stopped server are retried; every row arrives."""
-    source = SignalsSource(settings)
+async def test_down_and_hanging_server_lose_nothing(questdb: Upstream, settings: QuestdbSettings,
+                                                    proxy: TcpProxy, sink: PostgresSink, pool: asyncpg.Pool) -> None:
+    """QuestDB hanging (client timeouts) and down (connections reset, then refused) are retried on
+    either transport; every row written meanwhile arrives."""
+    port = "http_port" if settings.transport == "http" else "pg_port"
+    source = SignalsSource(settings.model_copy(update={port: proxy.port}))
     retries = sample(metrics.RETRIES, component="questdb")
-    insert(questdb, NOW - timedelta(minutes=9))
+    await questdb.insert(Signal(NOW - timedelta(minutes=9)))
     async with running(source, sink):
         await eventually(lambda: in_sync(questdb, pool), what="first row")
-        questdb.fail_next = 3
-        insert(questdb, NOW - timedelta(minutes=8))
-        await eventually(lambda: in_sync(questdb, pool), what="after 500s")
-        await eventually(lambda: _true(sample(metrics.SOURCE_UP, stream=source.stream) == 1), what="up")
-        before_timeouts = sample(metrics.RETRIES, component="questdb")
-        questdb.delay = 1.5  # over request_timeout
-        insert(questdb, NOW - timedelta(minutes=7))
-        await eventually(lambda: _true(sample(metrics.RETRIES, component="questdb") >= before_timeouts + 2),
-                         what="timeouts retried")
+        proxy.hang()
+        await questdb.insert(Signal(NOW - timedelta(minutes=8)))
+        # Over PG wire psycopg first sends a cancel request (through the same hung proxy) and
+        # waits for it: a timed-out attempt takes about 10 s there, request_timeout over HTTP.
+        await eventually(lambda: _true(sample(metrics.RETRIES, component="questdb") >= retries + 1),
+                         timeout=30, what="timeout retried")
         assert sample(metrics.SOURCE_UP, stream=source.stream) == 0
-        questdb.delay = 0.0
-        await eventually(lambda: in_sync(questdb, pool), what="after timeouts")
-        await eventually(lambda: _true(sample(metrics.SOURCE_UP, stream=source.stream) == 1), what="up")
-        await questdb.stop()
-        await eventually(lambda: _true(sample(metrics.SOURCE_UP, stream=source.stream) == 0), what="down")
+        await proxy.cut()
         for i in range(4):
-            insert(questdb, NOW - timedelta(minutes=6, seconds=i))
-        await questdb.start()
-        await eventually(lambda: in_sync(questdb, pool), timeout=20, what="after restart")
-    assert sample(metrics.RETRIES, component="questdb") >= retries + 6
+            await questdb.insert(Signal(NOW - timedelta(minutes=6, seconds=i)))
+        await proxy.restore()
+        await eventually(lambda: in_sync(questdb, pool), timeout=20, what="after the outage")
+        await eventually(lambda: _true(sample(metrics.SOURCE_UP, stream=source.stream) == 1), what="up")
 
 
-async def test_nan_null_doubles_and_empty_messages(questdb: QuestDBEmulator, settings: QuestdbSettings,
+async def test_500_html_and_wrong_shape_answers_are_retried(questdb: Upstream, questdb_server: QuestdbServer,
+                                                            sink: PostgresSink, pool: asyncpg.Pool) -> None:
+    """What only a fake can produce over HTTP: 500s, a proxy's HTML page, JSON of the wrong shape.
+    Each is a transient failure (source_up 0, retried), never rows; then every row arrives."""
+    front = FaultyHttp(questdb_server.http_port)
+    await front.start()
+    settings = QuestdbSettings(http_port=front.port, poll_interval=0.05, safety_lag=0.5, page_size=5,
+                               request_timeout=2.0)
+    source = SignalsSource(settings)
+    try:
+        await questdb.insert(Signal(NOW - timedelta(minutes=9)))
+        async with running(source, sink):
+            await eventually(lambda: in_sync(questdb, pool), what="first row")
+            for i, fault in enumerate(("500", "html", "shape")):
+                front.fail(3, fault)  # type: ignore[arg-type]
+                await questdb.insert(Signal(NOW - timedelta(minutes=8 - i), asset=f"F{fault}"))
+                await eventually(lambda: _true(not front.pending), what=f"{fault} answers served")
+                await eventually(lambda: in_sync(questdb, pool), what=f"rows after {fault}")
+            await eventually(lambda: _true(sample(metrics.SOURCE_UP, stream=source.stream) == 1), what="up")
+    finally:
+        await front.stop()
+    assert front.faults_served == 9
+    assert await pool.fetchval(f"SELECT count(*) FROM {SIGNALS} WHERE asset = 'Fshape'") == 1
+
+
+async def test_nan_null_doubles_and_empty_messages(questdb: Upstream, settings: QuestdbSettings,
                                                    sink: PostgresSink, pool: asyncpg.Pool) -> None:
-    """NaN reads as null over /exec and lands as NULL; NULL doubles and '' messages survive."""
-    nan_key = insert(questdb, NOW - timedelta(minutes=3), buy_min="NaN", message="")
-    null_key = insert(questdb, NOW - timedelta(minutes=2), buy_min="null", message="it''s")
+    """NaN reads as null on both transports and lands as NULL; NULL doubles and '' messages survive."""
+    await questdb.insert(Signal(NOW - timedelta(minutes=3), asset="NAN", buy_min=float("nan"), raw_message=""))
+    await questdb.insert(Signal(NOW - timedelta(minutes=2), asset="NULL", buy_min=None, raw_message="it's"))
     async with running(SignalsSource(settings), sink):
         await eventually(lambda: in_sync(questdb, pool), what="rows")
-    rows = {r["signal_key"]: r for r in await pool.fetch(f"SELECT * FROM {SIGNALS}")}
-    assert rows[nan_key]["buy_min"] is None
-    assert rows[nan_key]["raw_message"] == ""
-    assert rows[null_key]["buy_min"] is None
-    assert rows[null_key]["raw_message"] == "it's"
+    rows = {r["asset"]: r for r in await pool.fetch(f"SELECT * FROM {SIGNALS}")}
+    assert rows["NAN"]["buy_min"] is None
+    assert rows["NAN"]["raw_message"] == ""
+    assert rows["NULL"]["buy_min"] is None
+    assert rows["NULL"]["raw_message"] == "it's"
 
 
 async def test_versioned_tables_latest_version_tombstone_and_no_token(
-    questdb: QuestDBEmulator, settings: QuestdbSettings, sink: PostgresSink, pool: asyncpg.Pool
+    questdb: Upstream, settings: QuestdbSettings, sink: PostgresSink, pool: asyncpg.Pool
 ) -> None:
     """Latest version per id wins, status='deleted' is kept as a tombstone, the token never leaves QuestDB."""
-    def bot(id_: str, status: str, minutes: int) -> None:
-        at = format_timestamp(NOW - timedelta(minutes=minutes))
-        questdb.run_sql(f"INSERT INTO telegram_bots VALUES ('{id_}', 'user_{id_}', 'SECRET-{id_}', 'sender', "
-                        f"'d', '{status}', '{at}', '{at}')")
-    bot("bot-1", "active", 10)
-    bot("bot-1", "inactive", 5)
-    bot("bot-2", "active", 9)
+    await questdb.append_bot("bot-1", "active", NOW - timedelta(minutes=10), token="SECRET-1")
+    await questdb.append_bot("bot-1", "inactive", NOW - timedelta(minutes=5), token="SECRET-1")
+    await questdb.append_bot("bot-2", "active", NOW - timedelta(minutes=9), token="SECRET-2")
     source = VersionedSource(settings, "telegram_bots")
     async with running(source, sink):
         await eventually(lambda: pool.fetchval("SELECT count(*) = 2 FROM signals.telegram_bots"), what="bots")
-        bot("bot-2", "deleted", 1)
+        await questdb.append_bot("bot-2", "deleted", NOW - timedelta(minutes=1), token="SECRET-2")
         await eventually(lambda: pool.fetchval(
             "SELECT status = 'deleted' FROM signals.telegram_bots WHERE id = 'bot-2'"), what="tombstone")
     assert await pool.fetchval("SELECT status FROM signals.telegram_bots WHERE id = 'bot-1'") == "inactive"
@@ -225,66 +244,55 @@ async def test_versioned_tables_latest_version_tombstone_and_no_token(
     assert "SECRET" not in dump
 
 
-async def test_pg_wire_reader_against_a_postgresql_stand_in(settings: QuestdbSettings, sink: PostgresSink,
-                                                           pool: asyncpg.Pool, dsn: str) -> None:
-    """The PG-wire transport on a `timestamp without time zone` table holding UTC (QuestDB's PG wire)."""
-    await pool.execute(
-        "CREATE TABLE public.tp_capital_signals (ts timestamp without time zone, channel varchar, "
-        "signal_type varchar, asset varchar, buy_min double precision, buy_max double precision, "
-        "target_1 double precision, target_2 double precision, target_final double precision, "
-        "stop double precision, raw_message varchar, source varchar, ingested_at timestamp without time zone)")
-    base = (NOW - timedelta(hours=1)).replace(tzinfo=None)
-    rows = [(base + timedelta(seconds=i // 4), "c", "Swing Trade", "VALEW591", float("nan") if i == 3 else 1.0,
-             None, 1.0, 2.0, 3.0, 0.5, "", "forwarder", base + timedelta(seconds=i // 4, microseconds=i))
-            for i in range(17)]
-    await pool.copy_records_to_table("tp_capital_signals", schema_name="public", records=rows)
-    await pool.execute("CREATE TABLE public.tp_capital_signals_deleted AS "
-                       "SELECT *, ts AS deleted_at FROM public.tp_capital_signals WITH NO DATA")
-    pg_settings = settings.model_copy(update={"transport": "pg"})
-    source = SignalsSource(pg_settings, PgWireReader(pg_settings, dsn=dsn))
-    async with running(source, sink):
-        await eventually(lambda: pool.fetchval(f"SELECT count(*) = 17 FROM {SIGNALS}"), what="17 rows")
-    first = await pool.fetchrow(f"SELECT ts, buy_min FROM {SIGNALS} ORDER BY ts, signal_key LIMIT 1")
-    assert first["ts"] == base.replace(tzinfo=UTC)
-    assert await pool.fetchval(f"SELECT count(*) FROM {SIGNALS} WHERE buy_min IS NULL") == 1
+async def generate_history(q: Upstream, rows: int, start: datetime, step_us: int) -> None:
+    """`rows` signals of upstream's shape, generated inside QuestDB (one INSERT … SELECT: a history
+    this size through one-row INSERTs would take minutes), `ingested_at` one second after `ts`."""
+    first = format_timestamp(start)
+    ingested = format_timestamp(start + timedelta(seconds=1))
+    await q.exec(
+        "INSERT INTO tp_capital_signals SELECT "
+        f"timestamp_sequence(to_timestamp('{first}', 'yyyy-MM-ddTHH:mm:ss.SSSUUUZ'), {step_us}) ts, "
+        "rnd_symbol('@TPCapital_Oficial', 'TP CAPITAL | OPCOES') channel, rnd_symbol('Swing Trade', 'Day Trade'), "
+        "rnd_symbol(200, 6, 8, 0) asset, rnd_double(2) * 10, rnd_double(2) * 10, rnd_double() * 10, "
+        "rnd_double() * 10, rnd_double() * 10, rnd_double() * 10, rnd_str(20, 120, 1) raw_message, "
+        "rnd_symbol('forwarder', 'ingestion') source, "
+        f"timestamp_sequence(to_timestamp('{ingested}', 'yyyy-MM-ddTHH:mm:ss.SSSUUUZ'), {step_us}) ingested_at "
+        f"FROM long_sequence({rows})"
+    )
+    await q.applied(60)
 
 
 @pytest.mark.e2e
-async def test_backfill_kill9_and_resume_equals_source(dsn: str, pool: asyncpg.Pool) -> None:
+async def test_backfill_kill9_and_resume_equals_source(questdb: Upstream, settings: QuestdbSettings,
+                                                       dsn: str, pool: asyncpg.Pool) -> None:
     """`syncd backfill` killed with SIGKILL mid-run, then run again: PG equals the source, no duplicates."""
     rows = 30_000
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.questdb", "--generated", str(rows), "--rate", "0.5"],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[3])
+    await generate_history(questdb, rows, NOW - timedelta(days=3), 7_000_000)
+    env = {**os.environ, "SYNCD_PG_DSN": dsn, "SYNCD_QUESTDB_HTTP_PORT": str(settings.http_port),
+           "SYNCD_QUESTDB_PG_PORT": str(settings.pg_port), "SYNCD_QUESTDB_TRANSPORT": settings.transport}
+    cmd = [str(Path(sys.executable).parent / "syncd"), "backfill", "questdb", "--table",
+           "tp_capital_signals", "--page-size", "500", "--no-progress"]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
-        assert emulator.stdout is not None
-        port = int(emulator.stdout.readline().split()[1])
-        env = {**os.environ, "SYNCD_PG_DSN": dsn, "QUESTDB_HTTP_PORT": str(port)}
-        cmd = [str(Path(sys.executable).parent / "syncd"), "backfill", "questdb", "--table",
-               "tp_capital_signals", "--page-size", "500", "--no-progress"]
-        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await eventually(lambda: pool.fetchval(f"SELECT count(*) > 3000 FROM {SIGNALS}"), timeout=60,
                          what="backfill under way")
+    finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-        partial = await pool.fetchval(f"SELECT count(*) FROM {SIGNALS}")
-        assert partial < rows
-        second = subprocess.run(cmd, env=env, capture_output=True, timeout=120, check=True)
-        summary = second.stdout.decode().strip().splitlines()[-1]
-        assert '"resumed":true' in summary
-    finally:
-        emulator.terminate()
-        emulator.wait()
-        if emulator.stdout is not None:
-            emulator.stdout.close()
+    partial = await pool.fetchval(f"SELECT count(*) FROM {SIGNALS}")
+    assert partial < rows
+    second = subprocess.run(cmd, env=env, capture_output=True, timeout=120, check=True, cwd=ROOT)
+    summary = second.stdout.decode().strip().splitlines()[-1]
+    assert '"resumed":true' in summary
     assert await pool.fetchval(f"SELECT count(*) FROM {SIGNALS}") == rows
     assert await pool.fetchval(f"SELECT count(DISTINCT (ts, signal_key)) FROM {SIGNALS}") == rows
+    assert await pg_rows(pool) == await source_rows(questdb)
     checkpoint = await pool.fetchval(
         "SELECT position FROM syncd.checkpoints WHERE stream = 'backfill:questdb:tp_capital_signals'")
     assert checkpoint["done"] is True
 
 
-async def test_verify_signals_per_day_names_the_day_that_differs(questdb: QuestDBEmulator, settings: QuestdbSettings,
+async def test_verify_signals_per_day_names_the_day_that_differs(questdb: Upstream, settings: QuestdbSettings,
                                                                 sink: PostgresSink, pool: asyncpg.Pool,
                                                                 dsn: str) -> None:
     """`syncd verify tp_capital_signals`: per day, counts and hashes; a changed PG row marks only its day."""
@@ -292,8 +300,8 @@ async def test_verify_signals_per_day_names_the_day_that_differs(questdb: QuestD
 
     yesterday = NOW - timedelta(days=1)
     for i in range(3):
-        insert(questdb, yesterday.replace(hour=10, minute=i))
-        insert(questdb, NOW - timedelta(seconds=30 + i))
+        await questdb.insert(Signal(yesterday.replace(hour=10, minute=i)))
+        await questdb.insert(Signal(NOW - timedelta(seconds=30 + i)))
     async with running(SignalsSource(settings, pg_dsn=dsn), sink):
         await eventually(lambda: in_sync(questdb, pool), what="rows copied")
     days = await verify_signals(settings, dsn, 2, datetime.now(UTC))
