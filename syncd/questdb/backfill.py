@@ -76,7 +76,8 @@ class Backfill:
         """`give_up_after`: seconds a transient failure is retried before the run ends (None: forever)."""
         self.settings, self.pool, self.table = settings, pool, table
         self.give_up_after = give_up_after
-        self.reader = reader or make_reader(settings)
+        # Pages keep QuestDB's texts: keys and hashes come from them (no datetime formatted per row).
+        self.reader = reader or make_reader(settings, keep_text=True)
         self.stream = stream_name(table)
         self.stats = BackfillStats(table)
 

@@ -23,7 +23,7 @@ from syncd.config import QuestdbSettings
 from syncd.errors import SourceUnavailable, TableMissing
 from syncd.model import Batch, Checkpoint, TableChanges
 from syncd.questdb.identity import Look, TableWatch
-from syncd.questdb.reader import SOURCE, QuestdbReader, format_timestamp, make_reader, parse_timestamp
+from syncd.questdb.reader import SOURCE, QuestdbReader, Rows, format_timestamp, make_reader, parse_timestamp
 from syncd.questdb.reconcile import Reconciler, reconcile_due
 from syncd.questdb.sql import (
     DELETED_TABLE,
@@ -38,6 +38,7 @@ from syncd.questdb.sql import (
     VersionedSpec,
     next_page,
     signal_row,
+    signal_row_text,
     versioned_row,
 )
 
@@ -278,7 +279,13 @@ class SignalsSource(QuestdbBase):
 
 def signal_changes(rows: list[tuple[Any, ...]], *, deleted: bool = False) -> TableChanges:
     """PG upserts for QuestDB signal rows (deleted-table rows carry `deleted_at` last)."""
-    pg_rows = [signal_row(r[:-1], r[-1]) for r in rows] if deleted else [signal_row(r) for r in rows]
+    texts = rows.texts if isinstance(rows, Rows) and not deleted else None
+    if texts is not None:
+        pg_rows = [signal_row_text(t, r) for t, r in zip(texts, rows, strict=True)]
+    elif deleted:
+        pg_rows = [signal_row(r[:-1], r[-1]) for r in rows]
+    else:
+        pg_rows = [signal_row(r) for r in rows]
     return TableChanges(SIGNALS_PG_TABLE, SIGNALS_PG_COLUMNS, SIGNALS_KEY, pg_rows)
 
 

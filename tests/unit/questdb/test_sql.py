@@ -5,6 +5,11 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from syncd.config import QuestdbSettings
 from syncd.errors import QueryRejected, TableMissing
@@ -12,12 +17,14 @@ from syncd.questdb.reader import classify_error
 from syncd.questdb.reconcile import reconcile_due
 from syncd.questdb.sql import (
     PageSpec,
+    canonical,
     group_query,
     hash_sum,
     range_query,
     row_hash,
     signal_key,
     signal_row,
+    signal_row_text,
 )
 
 T0 = datetime(2025, 10, 11, 12, 0, tzinfo=UTC)
@@ -75,3 +82,37 @@ def test_reconcile_due_after_the_scheduled_time_only() -> None:
     assert not reconcile_due(settings, {}, now)
     assert reconcile_due(settings, {"reconcile": {"at": "2025-10-10T03:00:00.000000Z"}}, now)
     assert not reconcile_due(settings, {"reconcile": {"at": "2025-10-11T02:45:00.000000Z"}}, now)
+
+
+def _reference(values: list[object]) -> bytes:
+    """The canonical form as first defined (per value: datetime → strftime text, NaN/±Inf → None):
+    stored row hashes were computed this way, so the fast path must give the same bytes."""
+    def one(v: object) -> object:
+        if isinstance(v, datetime):
+            return v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+    return orjson.dumps([one(v) for v in values])
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(), st.integers(-2**62, 2**62), st.text(),
+                          st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1),
+                                       timezones=st.just(UTC))), max_size=14))
+def test_canonical_row_is_the_stored_hash_definition(values: list[object]) -> None:
+    """Any row (UTC timestamps as the readers give them, NaN, ±Inf, None) canonicalises as before."""
+    assert canonical(values) == _reference(values)
+    assert row_hash(values) == blake2b(_reference(values), digest_size=16).digest()
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)), min_size=6, max_size=6),
+       st.text(), st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+       st.one_of(st.none(), st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1),
+                                         timezones=st.just(UTC))))
+def test_signal_row_from_exec_text_equals_signal_row(doubles: list[float | None], text: str, ts: datetime,
+                                                     ingested: datetime | None) -> None:
+    """The backfill's text path gives the PG row the datetime path gives, key and hash included."""
+    values = [ts, "@TPCapital_Oficial", None, text, *doubles, text, "forwarder", ingested]
+    as_sent = orjson.loads(orjson.dumps([v.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(v, datetime) else v
+                                         for v in values]))
+    assert signal_row_text(as_sent, values) == signal_row(values)
