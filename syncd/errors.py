@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class SyncdError(Exception):
@@ -97,15 +99,33 @@ class ModeChanged(SyncdError):
         self.name = name
 
 
-class BatchRejected(SyncdError):
-    """PostgreSQL refused the data of a batch (constraint, cardinality): a bug or a bad row, not transient."""
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """One row of a batch PostgreSQL refused on its own (found by bisecting the batch)."""
 
-    def __init__(self, stream: str, table: str, sqlstate: str, detail: str) -> None:
-        super().__init__(f"batch for {stream} rejected on {table} [{sqlstate}]: {detail}")
+    table: str
+    key: tuple[Any, ...]
+    """The row's primary key, in `TableChanges.key` order."""
+    row_hash: bytes
+    """Which version of the row was refused: a changed source record is tried again."""
+    sqlstate: str
+    reason: str
+
+
+class BatchRejected(SyncdError):
+    """PostgreSQL refused the data of a batch (constraint, cardinality): a bug or a bad row, not transient.
+
+    `rows` are the rows found to be refused on their own, when the batch could be bisected to them.
+    """
+
+    def __init__(self, stream: str, table: str, sqlstate: str, detail: str, rows: tuple[RejectedRow, ...] = ()) -> None:
+        found = f" ({len(rows)} row(s) refused on their own)" if rows else ""
+        super().__init__(f"batch for {stream} rejected on {table} [{sqlstate}]: {detail}{found}")
         self.stream = stream
         self.table = table
         self.sqlstate = sqlstate
         self.detail = detail
+        self.rows = rows
 
 
 class InvalidRecord(SyncdError, ValueError):

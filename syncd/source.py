@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
+from syncd.errors import BatchRejected
 from syncd.model import Batch
 
 
@@ -39,6 +40,11 @@ class Source(Health, Protocol):
 
     def committed(self, batch: Batch) -> None:
         """`batch` is durable in PostgreSQL: advance the in-memory position past it."""
+
+    def rejected(self, batch: Batch, error: BatchRejected) -> None:
+        """PostgreSQL refused `batch`: forget it; the next batch is built from the source's state then.
+
+        `error.rows` names the rows refused on their own: the next batch quarantines them."""
 
     @property
     def caught_up(self) -> bool:

@@ -19,9 +19,10 @@ from syncd.source import Health, Source
 
 log = structlog.get_logger(__name__)
 
-# A rejected batch is not transient, but the operator may fix its cause (schema, quarantine):
-# keep the checkpoint where it is and try again slowly rather than crash or skip.
-REJECTED_RETRY_SECONDS = 30.0
+# A rejected batch is not transient, but its cause may be fixed (the source, the schema): keep the
+# checkpoint where it is and let the source build the next batch from its state then. Without rows
+# to quarantine the rebuilt batch may be refused again: wait before it.
+REJECTED_RETRY_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -112,29 +113,36 @@ class StreamRunner:
     async def _apply(self, batch: Batch) -> None:
         self._idle.clear()
         try:
-            results = await self._apply_with_retry(batch)
+            results: dict[str, ApplyResult] | BatchRejected = await self._apply_with_retry(batch)
+        except BatchRejected as exc:
+            results = exc
         finally:
             self._idle.set()
+        if isinstance(results, BatchRejected):
+            await self._rejected(batch, results)
+            return
         self.source.committed(batch)
         self._record(batch, results)
 
     async def _apply_with_retry(self, batch: Batch) -> dict[str, ApplyResult]:
-        stream = batch.checkpoint.stream
-        while True:
-            try:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(Retryable),
-                    wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
-                    before_sleep=lambda rs: self._note_retry(rs.outcome.exception() if rs.outcome else None),
-                    reraise=True,
-                ):
-                    with attempt:
-                        return await self.sink.apply(batch)
-            except BatchRejected as exc:
-                metrics.BATCHES.labels(stream, "rejected").inc()
-                self.state.last_error = str(exc)
-                log.error("batch rejected; checkpoint kept, will retry", error=str(exc))
-                await asyncio.sleep(REJECTED_RETRY_SECONDS)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(Retryable),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+            before_sleep=lambda rs: self._note_retry(rs.outcome.exception() if rs.outcome else None),
+            reraise=True,
+        ):
+            with attempt:
+                return await self.sink.apply(batch)
+        raise AssertionError("unreachable: tenacity retries until success or reraises")
+
+    async def _rejected(self, batch: Batch, exc: BatchRejected) -> None:
+        """Never retry the refused batch itself: the source rebuilds it from its current state."""
+        metrics.BATCHES.labels(batch.checkpoint.stream, "rejected").inc()
+        self.state.last_error = str(exc)
+        log.error("batch rejected; checkpoint kept, the source rebuilds it", error=str(exc), rows=len(exc.rows))
+        if not exc.rows:
+            await asyncio.sleep(REJECTED_RETRY_SECONDS)
+        self.source.rejected(batch, exc)
 
     def _note_retry(self, exc: BaseException | None) -> None:
         metrics.RETRIES.labels("sink").inc()

@@ -31,6 +31,8 @@ Applied = dict[str, dict[str, bytes]]
 """Per collection: record key → row_hash of the version PostgreSQL holds."""
 Blocked = set[tuple[str, str]] | frozenset[tuple[str, str]]
 """(quarantine table, key) pairs whose changes wait."""
+Refused = Mapping[tuple[str, str], tuple[bytes, str]]
+"""(collection, key) → (row_hash, reason) of record versions PostgreSQL refused (`RejectedRow`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class Diff:
     quarantine: list[QuarantinedRecord] = field(default_factory=list)
     blocked: set[tuple[str, str]] = field(default_factory=set)
     """Keys this diff quarantined (blocked from now on)."""
+    refused: Refused = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -150,9 +153,13 @@ def content_hash(data: bytes) -> str:
     return sha256(data).hexdigest()
 
 
-def diff(version: FileVersion, specs: Sequence[TableSpec], applied: Applied, held: Held) -> Diff:
-    """Compare every collection of `version` with `applied`, skipping keys `held` blocks."""
-    result = Diff([])
+def diff(
+    version: FileVersion, specs: Sequence[TableSpec], applied: Applied, held: Held, refused: Refused | None = None
+) -> Diff:
+    """Compare every collection of `version` with `applied`, skipping keys `held` blocks.
+
+    A record version in `refused` is quarantined with PostgreSQL's reason instead of upserted."""
+    result = Diff([], refused=refused or {})
     with gc_paused():
         for spec in specs:
             result.tables.append(_diff_table(spec, version.collection(spec), applied, held, result))
@@ -230,6 +237,10 @@ def _upsert(out: TableDiff, key: str, record: Any, digest: bytes, where: str, re
     table = quarantine_table(out.spec)
     if isinstance(record, Poison):
         _quarantine(result, table, key, record, f"{where}: {record.reason}")
+        return
+    refused = result.refused.get((out.spec.collection, key))
+    if refused is not None and refused[0] == digest:
+        _quarantine(result, table, key, record, f"{where}: PostgreSQL refused it: {refused[1]}")
         return
     try:
         out.upserts.append(out.spec.to_row(record, digest))

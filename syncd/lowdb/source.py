@@ -30,7 +30,7 @@ from watchfiles._rust_notify import RustNotify
 from syncd import metrics
 from syncd.config import LowdbSettings
 from syncd.database import connect
-from syncd.errors import UnreadableFile
+from syncd.errors import BatchRejected, UnreadableFile
 from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes
 from syncd.lowdb.reader import VersionReader
 from syncd.model import Batch, Checkpoint
@@ -71,6 +71,7 @@ class LowdbSource:
         self._held = Held(frozenset(), frozenset())
         self._position: dict[str, Any] = {}
         self._pending: tuple[Diff, bool] | None = None
+        self._refused: dict[tuple[str, str], tuple[bytes, str]] = {}
         self._holding: frozenset[tuple[str, str]] | None = None
         self._caught_up = False
         self._failing = False
@@ -135,9 +136,19 @@ class LowdbSource:
             self._pending = None
         self._position = dict(batch.checkpoint.position)
         self._caught_up = True
+        self._refused.clear()  # quarantined now, or changed since: either way no longer ours to hold
         if batch.quarantine:
             # Re-read the held count now: a quiet file would otherwise report it at its next change.
             self._wake.set()
+
+    def rejected(self, batch: Batch, error: BatchRejected) -> None:
+        """Forget the refused batch and re-read the file; its refused rows will be quarantined."""
+        self._pending = None
+        for row in error.rows:
+            spec = next((s for s in self.specs if s.table == row.table and s.key_of(str(row.key[-1])) == row.key), None)
+            if spec is not None:
+                self._refused[(spec.collection, str(row.key[-1]))] = (row.row_hash, f"[{row.sqlstate}] {row.reason}")
+        self._mark_dirty()
 
     # -- one cycle: read, diff, guard --------------------------------------------------------
 
@@ -150,7 +161,7 @@ class LowdbSource:
         version = await self._read()
         if version is None:
             return None if self._caught_up or self.path.exists() else self._missing_file_batch(observed)
-        result = await asyncio.to_thread(diff, version, self.specs, self._applied, self._held)
+        result = await asyncio.to_thread(diff, version, self.specs, self._applied, self._held, dict(self._refused))
         for record in result.quarantine:
             log.warning(
                 "record quarantined", path=str(self.path), table=record.table, key=record.key, reason=record.reason

@@ -12,7 +12,8 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ import structlog
 
 from syncd import metrics
 from syncd.config import QuestdbSettings
-from syncd.errors import SourceUnavailable, TableMissing
+from syncd.errors import BatchRejected, SourceUnavailable, TableMissing
 from syncd.model import Batch, Checkpoint, TableChanges
 from syncd.questdb.identity import Look, TableWatch
 from syncd.questdb.reader import SOURCE, QuestdbReader, Rows, format_timestamp, make_reader, parse_timestamp
@@ -63,6 +64,8 @@ class QuestdbBase:
         self._last_ok: float | None = None
         self._caught_up = False
         self._failures = 0
+        self._committed: dict[str, Any] = {}
+        self._rewind = False
 
     @property
     def caught_up(self) -> bool:
@@ -82,10 +85,17 @@ class QuestdbBase:
     async def open(self, checkpoint: Mapping[str, Any] | None) -> None:
         """Resume from the committed position."""
         self.position = dict(checkpoint or {})
+        self._committed = dict(self.position)
 
     def committed(self, batch: Batch) -> None:
         """The batch is durable: its checkpoint is now our position."""
         self.position = dict(batch.checkpoint.position)
+        self._committed = dict(self.position)
+
+    def rejected(self, batch: Batch, error: BatchRejected) -> None:
+        """Rewind to the committed position: the poll in progress ends and the next one re-reads."""
+        self.position = dict(self._committed)
+        self._rewind = True
 
     async def close(self) -> None:
         """Close the reader."""
@@ -116,15 +126,25 @@ class QuestdbBase:
         """Poll forever; transient failures back off and retry, never end the stream."""
         while True:
             try:
-                async for batch in self.poll():
-                    yield batch
-                self._ok()
+                async with aclosing(self.poll()) as batches:
+                    async for batch in batches:
+                        yield batch
+                        if self._rewind:
+                            break
+                if not self._rewind:
+                    self._ok()
             except SourceUnavailable as exc:
                 await self._backoff(exc)
                 continue
+            if self._rewind:
+                # QuestDB rows are never quarantined: a refused page waits and is read again.
+                self._rewind = False
+                self._failures += 1
+                await asyncio.sleep(backoff(self._failures))
+                continue
             await asyncio.sleep(self.settings.poll_interval)
 
-    def poll(self) -> AsyncIterator[Batch]:
+    def poll(self) -> AsyncGenerator[Batch, None]:
         """One poll cycle's batches (overridden)."""
         raise NotImplementedError
 
@@ -174,7 +194,7 @@ class SignalsSource(QuestdbBase):
         await self.reconciler.close()
         await super().close()
 
-    async def poll(self) -> AsyncIterator[Batch]:
+    async def poll(self) -> AsyncGenerator[Batch, None]:
         """One cycle: identity check, pages to now - lag, deletes, rescan, reconcile."""
         observed = time.monotonic()
         now = await self.source_now()
@@ -304,7 +324,7 @@ class VersionedSource(QuestdbBase):
         self.spec: VersionedSpec = VERSIONED[table]
         self._last_full = 0.0
 
-    async def poll(self) -> AsyncIterator[Batch]:
+    async def poll(self) -> AsyncGenerator[Batch, None]:
         """Re-read the latest versions when count or max(updated_at) moved (or periodically)."""
         observed = time.monotonic()
         await self.source_now()

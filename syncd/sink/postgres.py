@@ -26,6 +26,7 @@ import structlog
 from syncd.database import Connection
 from syncd.errors import BatchRejected, Fenced, ModeChanged, SinkUnavailable
 from syncd.model import ApplyResult, Batch, Checkpoint, Row, TableChanges
+from syncd.sink.culprits import about_rows, culprits
 
 log = structlog.get_logger(__name__)
 
@@ -122,13 +123,36 @@ class PostgresSink:
         except asyncpg.UniqueViolationError as exc:
             if fast:
                 raise _FastPathMissed from exc
-            raise classify(exc, stream=stream, table=table) from exc
+            raise await self._with_culprits(batch, classify(exc, stream=stream, table=table)) from exc
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             error = classify(exc, stream=stream, table=table)
             if isinstance(error, Fenced):
                 raise Fenced(self.epoch, str(exc)) from exc
-            raise error from exc
+            raise await self._with_culprits(batch, error) from exc
         return results
+
+    async def _with_culprits(self, batch: Batch, error: Exception) -> Exception:
+        """A rejection naming the rows refused on their own, when it is about a table's rows."""
+        if not isinstance(error, BatchRejected) or not about_rows(error.sqlstate):
+            return error
+        changes = next((c for c in batch.tables if c.table == error.table and c.upserts), None)
+        if changes is None:
+            return error
+        try:
+            rows = await culprits(self._pool, changes, self._probe)
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("could not bisect a rejected batch", table=error.table, error=repr(exc))
+            return error
+        if rows:
+            log.warning("rows refused by PostgreSQL found", table=error.table, rows=len(rows))
+        return BatchRejected(error.stream, error.table, error.sqlstate, error.detail, tuple(rows))
+
+    async def _probe(self, conn: Connection, changes: TableChanges) -> None:
+        """The upserts of `changes` alone, as `apply` runs them (through the merge)."""
+        u = _deduplicated(changes)
+        info = await self._table_info(conn, changes.table)
+        [highest] = await self._prelude(conn, Batch(Checkpoint("", "", {}), [changes]), [u], [info])
+        await _upsert(conn, u, info, highest, fast=False)
 
     async def _prelude(
         self, conn: Connection, batch: Batch, upserts: Sequence[_Upserts], infos: Sequence[_TableInfo]

@@ -92,7 +92,8 @@ def test_no_import_circles() -> None:
 def test_the_checker_sees_a_circle() -> None:
     graph = import_graph()
     graph["syncd.model"] = graph["syncd.model"] | {"syncd.sink.postgres"}
-    assert ["syncd.model", "syncd.sink.postgres"] in circles(graph)
+    # Other modules on a path from the sink back to the model join the circle too.
+    assert any({"syncd.model", "syncd.sink.postgres"} <= set(circle) for circle in circles(graph))
 
 
 def test_no_modules_sharing_a_prefix() -> None:

@@ -128,3 +128,57 @@ async def test_large_values_within_the_limit_are_stored_losslessly(
     async with running(LowdbSource(LowdbSettings(name="workspace", path=path, layout="workspace"), pool=pool), sink):
         await eventually(equals(pool, [big, item("a")]), timeout=30, what="large record stored")
     assert await held(pool) == []
+
+
+async def test_a_row_postgresql_refuses_is_quarantined_and_the_rest_flows(
+    pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path
+) -> None:
+    """A rule only PostgreSQL knows (a CHECK added by hand): the batch is bisected, the row held."""
+    await pool.execute("ALTER TABLE workspace.workspace_items ADD CONSTRAINT no_forbidden CHECK (title <> 'forbidden')")
+    path = tmp_path / "library.json"
+    a, b, p = item("a"), item("b"), item("p", "fine")
+    write(path, [a, b, p])
+    async with running(LowdbSource(LowdbSettings(name="workspace", path=path, layout="workspace"), pool=pool), sink):
+        await eventually(equals(pool, [a, b, p]), what="initial file in PG")
+        a = {**a, "title": "edited in the same version"}
+        write(path, [a, b, {**p, "title": "forbidden"}])
+        [entry] = await eventually(lambda: held(pool), what="refused row quarantined")
+        assert entry.key == "p"
+        assert entry.reason.startswith("items[2]: PostgreSQL refused it: [23514]")
+        assert "no_forbidden" in entry.reason
+        await eventually(equals(pool, [a, b, p]), what="the rest of that version applied")
+        p = {**p, "title": "allowed"}
+        write(path, [a, b, p])
+        async with pool.acquire() as conn:
+            await q.resolve(conn, [entry.id], "replayed")
+        await eventually(equals(pool, [a, b, p]), what="fixed record applied")
+
+
+async def test_a_rejected_batch_is_rebuilt_from_the_file_so_a_fix_flows(
+    pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal no row is blamed for: the batch is never retried as built, the fixed file flows."""
+    monkeypatch.setattr("syncd.stream.REJECTED_RETRY_SECONDS", 0.2)
+    path = tmp_path / "library.json"
+    a, b = item("a"), item("b")
+    write(path, [a, b])
+    source = LowdbSource(LowdbSettings(name="workspace", path=path, layout="workspace"), pool=pool)
+    async with running(source, sink) as runner:
+        await eventually(equals(pool, [a, b]), what="initial file in PG")
+        await pool.execute(
+            """CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN IF NEW.title = 'refused' THEN RAISE EXCEPTION 'refused by a trigger'; END IF;
+               RETURN NEW; END $$;
+               CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON workspace.workspace_items
+                  FOR EACH ROW EXECUTE FUNCTION public.refuse()"""
+        )
+        write(path, [{**a, "title": "refused"}, b])
+        await eventually(lambda: _async("refused by a trigger" in (runner.state.last_error or "")), what="rejected")
+        a = {**a, "title": "accepted"}
+        write(path, [a, b])
+        await eventually(equals(pool, [a, b]), what="the fixed file applied without a restart")
+    assert await held(pool) == []
+
+
+async def _async(value: Any) -> Any:
+    return value
