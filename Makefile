@@ -105,7 +105,7 @@ $(BENCH_STAMP):
 	touch $@
 
 # Every scenario, bench/results/<date>.json, then the README's figures rendered from that file.
-bench: $(STAMP) $(BENCH_STAMP)
+bench: $(STAMP) $(BENCH_STAMP) $(QUESTDB_JARS)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.readme
 

@@ -21,23 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import lowdb_latency, lowdb_scale, questdb_backfill, reporting, sink
-from bench.harness import Bench, Line, server
+from bench.harness import Bench, server
 from bench.results import Results
 
 Scenario = Callable[[Bench], Awaitable[None]]
-
-
-async def _questdb(bench: Bench) -> None:
-    """The QuestDB scenarios report single-run Measures: recorded as one-sample lines."""
-    rows = 50_000 if bench.quick else 300_000
-    for m in await questdb_backfill.run(bench.dsn, rows):
-        bench.lines.append(Line("questdb", m.scenario, m.method, "rows/s", m.rows, (m.rate,), _load(), -1.0, {},
-                                f"single run; {m.note}".rstrip("; ")))
-
-
-def _load() -> tuple[float, float]:
-    load = os.getloadavg()[0]
-    return load, load
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -45,7 +32,7 @@ SCENARIOS: dict[str, Scenario] = {
     "lowdb": lowdb_latency.run,
     "lowdb-scale": lowdb_scale.run,
     "reporting": reporting.run,
-    "questdb": _questdb,
+    "questdb": questdb_backfill.run,
 }
 
 

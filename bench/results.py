@@ -151,7 +151,22 @@ def _wall(r: Results) -> list[Verdict]:
     return [Verdict("make bench wall time (every scenario)", "< 20 min", f"{seconds / 60:.1f} min", seconds < 1200)]
 
 
+def _questdb_backfill(r: Results) -> list[Verdict]:
+    out = []
+    scenario = next((line["scenario"] for line in r.section("questdb") if line["method"] == "raw COPY"), None)
+    raw = r.line("questdb", scenario, "raw COPY") if scenario else None
+    for method in ("syncd backfill via /exec", "syncd backfill via PG wire"):
+        line = r.line("questdb", scenario, method) if scenario else None
+        name = f"QuestDB {method} vs raw COPY"
+        if line is None or raw is None:
+            out.append(Verdict(name, ">= 0.6x", "-", None))
+            continue
+        ratio = line["median"] / raw["median"]
+        out.append(Verdict(name, ">= 0.6x", f"{ratio:.2f}x", ratio >= 0.6))
+    return out
+
+
 TARGETS: tuple[Callable[[Results], list[Verdict]], ...] = (
-    _sink_vs_copy, _sink_vs_dlt, _lowdb_latency, _lowdb_memory, _reporting, _wall,
+    _sink_vs_copy, _sink_vs_dlt, _lowdb_latency, _lowdb_memory, _reporting, _questdb_backfill, _wall,
 )
 """Checks, in the order of the final table; a scenario's own targets are added here."""

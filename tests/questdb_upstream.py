@@ -13,7 +13,7 @@ import math
 import time
 from base64 import b64encode
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -189,6 +189,23 @@ class Upstream:
             f"INSERT INTO telegram_channels VALUES ({_quote(id_)}, {_quote('label ' + id_)}, -100123, 'source', "
             f"'d', {_quote(status)}, {signals}, {stamp}, {stamp}, {stamp})"
         )
+
+    async def generate(self, rows: int, start: datetime, step_us: int) -> None:
+        """`rows` signals of upstream's shape generated inside QuestDB in one INSERT … SELECT (a
+        history this size through one-row INSERTs would take minutes), `ts` every `step_us` from
+        `start`, `ingested_at` one second after its `ts`; waits until they are applied."""
+        first, ingested = iso_us(start), iso_us(start + timedelta(seconds=1))
+        await self.exec(
+            "INSERT INTO tp_capital_signals SELECT "
+            f"timestamp_sequence(to_timestamp('{first}', '{_US}'), {step_us}) ts, "
+            "rnd_symbol('@TPCapital_Oficial', 'TP CAPITAL | OPCOES') channel, rnd_symbol('Swing Trade', 'Day Trade'), "
+            "rnd_symbol(200, 6, 8, 0) asset, rnd_double(2) * 10, rnd_double(2) * 10, rnd_double() * 10, "
+            "rnd_double() * 10, rnd_double() * 10, rnd_double() * 10, rnd_str(20, 120, 1) raw_message, "
+            "rnd_symbol('forwarder', 'ingestion') source, "
+            f"timestamp_sequence(to_timestamp('{ingested}', '{_US}'), {step_us}) ingested_at "
+            f"FROM long_sequence({rows})"
+        )
+        await self.applied(max(60.0, rows / 20_000))
 
     async def applied(self, timeout: float = 10.0) -> None:
         """Wait until every WAL transaction of every table is applied (writerTxn = sequencerTxn)."""

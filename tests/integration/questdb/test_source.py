@@ -244,30 +244,12 @@ async def test_versioned_tables_latest_version_tombstone_and_no_token(
     assert "SECRET" not in dump
 
 
-async def generate_history(q: Upstream, rows: int, start: datetime, step_us: int) -> None:
-    """`rows` signals of upstream's shape, generated inside QuestDB (one INSERT … SELECT: a history
-    this size through one-row INSERTs would take minutes), `ingested_at` one second after `ts`."""
-    first = format_timestamp(start)
-    ingested = format_timestamp(start + timedelta(seconds=1))
-    await q.exec(
-        "INSERT INTO tp_capital_signals SELECT "
-        f"timestamp_sequence(to_timestamp('{first}', 'yyyy-MM-ddTHH:mm:ss.SSSUUUZ'), {step_us}) ts, "
-        "rnd_symbol('@TPCapital_Oficial', 'TP CAPITAL | OPCOES') channel, rnd_symbol('Swing Trade', 'Day Trade'), "
-        "rnd_symbol(200, 6, 8, 0) asset, rnd_double(2) * 10, rnd_double(2) * 10, rnd_double() * 10, "
-        "rnd_double() * 10, rnd_double() * 10, rnd_double() * 10, rnd_str(20, 120, 1) raw_message, "
-        "rnd_symbol('forwarder', 'ingestion') source, "
-        f"timestamp_sequence(to_timestamp('{ingested}', 'yyyy-MM-ddTHH:mm:ss.SSSUUUZ'), {step_us}) ingested_at "
-        f"FROM long_sequence({rows})"
-    )
-    await q.applied(60)
-
-
 @pytest.mark.e2e
 async def test_backfill_kill9_and_resume_equals_source(questdb: Upstream, settings: QuestdbSettings,
                                                        dsn: str, pool: asyncpg.Pool) -> None:
     """`syncd backfill` killed with SIGKILL mid-run, then run again: PG equals the source, no duplicates."""
     rows = 30_000
-    await generate_history(questdb, rows, NOW - timedelta(days=3), 7_000_000)
+    await questdb.generate(rows, NOW - timedelta(days=3), 7_000_000)
     env = {**os.environ, "SYNCD_PG_DSN": dsn, "SYNCD_QUESTDB_HTTP_PORT": str(settings.http_port),
            "SYNCD_QUESTDB_PG_PORT": str(settings.pg_port), "SYNCD_QUESTDB_TRANSPORT": settings.transport}
     cmd = [str(Path(sys.executable).parent / "syncd"), "backfill", "questdb", "--table",
