@@ -22,6 +22,7 @@ import structlog
 
 from syncd import metrics
 from syncd.config import Config, LowdbSettings
+from syncd.cutover import clients, handover
 from syncd.cutover import state as cutover
 from syncd.cutover.housekeeping import Housekeeping
 from syncd.cutover.reverse import ReverseSync
@@ -65,6 +66,8 @@ class Daemon:
         self._sink: PostgresSink | None = None
         self._files: dict[str, tuple[cutover.Mode, asyncio.Task[None] | None]] = {}
         """Per LowDB file: the mode it runs in and the task running it (none once retired)."""
+        self._clients: dict[str, list[clients.ClientReport]] = {}
+        """Per LowDB file: its cutover clients, as last read from the registry."""
         self._housekeeping: Housekeeping | None = None
         self._streams_started = False
         self._last_cutover_check = 0.0
@@ -147,22 +150,32 @@ class Daemon:
         return task
 
     async def _follow_cutover(self) -> None:
-        """Run each LowDB file's forward stream in mirror, its reverse path in pg-primary, nothing once retired."""
+        """Run each LowDB file's forward stream while the file is the truth, its reverse path while PG is,
+        nothing once retired; read the cutover clients' reports; return orphaned handovers."""
         now = time.monotonic()
         if now - self._last_cutover_check < CUTOVER_POLL_SECONDS:
             return
         self._last_cutover_check = now
         assert self._pool is not None
         assert self._housekeeping is not None
+        names = [e.name for e in self.config.lowdb]
         try:
             async with self._pool.acquire() as conn:
-                modes = await cutover.modes(conn, [e.name for e in self.config.lowdb])
+                modes = await cutover.modes(conn, names)
+                for name in [n for n, m in modes.items() if m in cutover.HANDOVER_MODES]:
+                    if await handover.recover_orphan(conn, name, f"syncd:{self._instance}"):
+                        modes = await cutover.modes(conn, names)
+                self._clients = await clients.reports(conn, names)
         except PG_ERRORS as exc:
             log.warning("could not read cutover modes; files keep their current mode", error=str(exc))
             return
+        clients.record_metrics(self._clients)
         for entry in self.config.lowdb:
-            if entry.name not in self._files or self._files[entry.name][0] != modes[entry.name]:
+            running = self._files.get(entry.name)
+            if running is None or _stream_kind(running[0]) != _stream_kind(modes[entry.name]):
                 await self._run_file(entry, modes[entry.name])
+            else:
+                self._files[entry.name] = (modes[entry.name], running[1])
         self._housekeeping.tick(modes)
         if not self._streams_started:
             self._streams_started = True
@@ -176,9 +189,9 @@ class Daemon:
         assert self._pool is not None
         assert self._sink is not None
         runner: Runner | None = None
-        if mode == cutover.MIRROR:
+        if mode in cutover.FORWARD_MODES:
             runner = StreamRunner(LowdbSource(entry, pool=self._pool), self._sink)
-        elif mode == cutover.PG_PRIMARY:
+        elif mode in cutover.REVERSE_MODES:
             runner = ReverseSync(entry, self._pool)
         self._files[entry.name] = (mode, self._launch(runner) if runner is not None else None)
         log.info("lowdb file running in its cutover mode", stream=entry.name, mode=mode)
@@ -259,6 +272,7 @@ class Daemon:
             "epoch": self._leadership.epoch,
             "streams": {r.state.stream: r.state.as_json() for r in self._runners.values()},
             "cutover": {name: mode for name, (mode, _) in self._files.items()},
+            "clients": {name: [c.as_json() for c in found] for name, found in self._clients.items()},
         }
 
     def _summary(self) -> dict[str, Any]:
@@ -286,6 +300,13 @@ class Daemon:
             self.force_exit = True
             raise SystemExit(128 + sig)
         self.should_exit = True
+
+
+def _stream_kind(mode: cutover.Mode) -> str:
+    """Which of a file's streams runs in `mode`: a handover keeps the stream of the mode it left."""
+    if mode in cutover.FORWARD_MODES:
+        return "forward"
+    return "reverse" if mode in cutover.REVERSE_MODES else "none"
 
 
 async def _close_pool(pool: asyncpg.Pool, timeout: float) -> None:

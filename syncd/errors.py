@@ -147,6 +147,15 @@ class CutoverRefused(SyncdError):
         self.reasons = reasons
 
 
+class HandoverAborted(SyncdError):
+    """A handover inside promote or rollback could not complete; the file went back to its old mode."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"handover of {name} aborted: {reason}")
+        self.name = name
+        self.reason = reason
+
+
 class BackupError(SyncdError):
     """A backup or restore step failed; `step` names it (pg_dump, manifest, …)."""
 

@@ -132,6 +132,31 @@ RELAY_ACKED_TXID = Gauge(
     registry=REGISTRY,
 )
 
+CUTOVER_CLIENTS = Gauge(
+    "syncd_cutover_clients",
+    "Cutover clients (Node services) connected to a LowDB file, by the mode each routes by.",
+    ["file", "mode"],
+    registry=REGISTRY,
+)
+CUTOVER_SHADOW_MISMATCHES = Gauge(
+    "syncd_cutover_shadow_mismatches",
+    "Shadow reads the connected clients found PostgreSQL disagreeing with, since they entered shadow.",
+    ["file", "table"],
+    registry=REGISTRY,
+)
+CUTOVER_HOLD_SECONDS_MAX = Gauge(
+    "syncd_cutover_hold_seconds_max",
+    "Longest time a connected client held a write during a handover.",
+    ["file"],
+    registry=REGISTRY,
+)
+CUTOVER_HOLDS_TIMED_OUT = Gauge(
+    "syncd_cutover_holds_timed_out",
+    "Writes the connected clients failed because a handover outlasted their hold bound.",
+    ["file"],
+    registry=REGISTRY,
+)
+
 
 STREAM_GAUGES = (EVENT_LAG, LAST_SUCCESS, SECONDS_SINCE_LAST_SUCCESS, QUARANTINE_RECORDS, MASS_DELETE_HELD, SOURCE_UP)
 """Gauges describing a running stream: meaningless once it stops (retired file, standby)."""

@@ -1,4 +1,4 @@
-"""`syncd cutover status|promote|rollback|retire`: one LowDB file's mode, and its transitions."""
+"""`syncd cutover status|shadow|promote|rollback|retire`: one LowDB file's mode, its transitions and its clients."""
 
 from __future__ import annotations
 
@@ -22,38 +22,61 @@ from syncd.cli.console import (
     with_pool,
 )
 from syncd.config import LowdbSettings, parse_duration
-from syncd.cutover import state, transitions
+from syncd.cutover import clients, state, transitions
 
 
 @click.group("cutover", cls=CommandGroup)
 def cutover_group() -> None:
-    """Per LowDB file: mirror → promote → pg-primary → retire, and rollback to mirror."""
+    """Per LowDB file: mirror → (shadow →) promote → pg-primary → retire, and rollback to mirror."""
 
 
 @cutover_group.command("status")
 @config_option
 @click.argument("names", nargs=-1)
 def status_command(config_path: Path | None, names: tuple[str, ...]) -> None:
-    """Mode, reverse-path backlog and recent transitions of each file."""
+    """Mode, reverse-path backlog, recent transitions and the connected cutover clients of each file."""
     config = load_config(config_path)
     entries = resolve_files(config, names)
+    Row = tuple[str, state.Mode, int, list[state.Transition], list[clients.ClientReport]]
 
-    async def go(pool: asyncpg.Pool) -> list[tuple[str, state.Mode, int, list[state.Transition]]]:
+    async def go(pool: asyncpg.Pool) -> list[Row]:
         async with pool.acquire() as conn:
             modes = await state.modes(conn, [e.name for e in entries])
+            found = await clients.reports(conn, [e.name for e in entries])
             rows = []
             for e in entries:
                 backlog = await outbox.pending(conn, state.reverse_consumer(e.name))
-                rows.append((e.name, modes[e.name], backlog, await state.history(conn, e.name, 5)))
+                rows.append((e.name, modes[e.name], backlog, await state.history(conn, e.name, 5), found[e.name]))
             return rows
 
     table = Table(title="syncd cutover")
     for column in ("file", "mode", "reverse backlog", "last transitions"):
         table.add_column(column)
-    for name, mode, backlog, history in run_async(with_pool(config, go)):
+    listed = Table(title="cutover clients")
+    for column in ("file", "client", "connected", "mode", "writes", "holds", "longest hold", "timed out", "shadow"):
+        listed.add_column(column)
+    for name, mode, backlog, history, found in run_async(with_pool(config, go)):
         recent = "; ".join(f"{t.at:%Y-%m-%d %H:%M} {t.from_mode}→{t.to_mode} by {t.actor}" for t in history)
         table.add_row(name, mode, str(backlog), recent)
-    Console(width=160).print(table)
+        for c in found:
+            listed.add_row(name, *_client_cells(c))
+    console = Console(width=160)
+    console.print(table)
+    console.print(listed if listed.row_count else "no cutover client has registered")
+
+
+def _client_cells(c: clients.ClientReport) -> list[str]:
+    mismatches = ", ".join(f"{t}: {n}" for t, n in sorted(c.shadow_mismatches.items()) if n) or "0 mismatches"
+    return [
+        c.label,
+        "yes" if c.connected else f"no (last seen {c.seen_at:%H:%M:%S})",
+        c.mode,
+        c.writes,
+        str(c.holds),
+        f"{c.hold_ms_max:.0f} ms",
+        str(c.holds_timed_out),
+        f"{c.shadow_reads} reads, {mismatches}",
+    ]
 
 
 def _transition(
@@ -64,25 +87,45 @@ def _transition(
     # A refusal (CutoverRefused) reaches the boundary: one line listing every reason, exit 1.
     outcome = run_async(with_pool(config, lambda pool: act(pool, entry)))
     extra = f", {outcome.written_back} record(s) written back" if outcome.written_back else ""
+    if outcome.handover_seconds is not None:
+        extra += f", handover {outcome.handover_seconds * 1000:.0f} ms with {outcome.clients} client(s)"
     click.echo(f"{outcome.name}: {outcome.from_mode} → {outcome.to_mode}{extra}")
+
+
+_HANDOVER_HELP = "Abort (and stay in the old mode) unless every client stopped writing within this."
+
+
+@cutover_group.command("shadow")
+@config_option
+@click.argument("name")
+def shadow_command(config_path: Path | None, name: str) -> None:
+    """mirror → shadow: the clients serve LowDB and also read PostgreSQL and compare (`rollback` ends it)."""
+    _transition(config_path, name, lambda pool, e: transitions.shadow(pool, e, actor=actor()))
 
 
 @cutover_group.command("promote")
 @config_option
 @click.argument("name")
 @click.option("--max-lag", default="5s", show_default=True, help="Wait at most this long for the file to be applied.")
-def promote_command(config_path: Path | None, name: str, max_lag: str) -> None:
-    """mirror → pg-primary. Refused unless verify is clean, lag is under --max-lag and nothing is quarantined."""
-    bound = parse_duration(max_lag)
-    _transition(config_path, name, lambda pool, e: transitions.promote(pool, e, actor=actor(), max_lag=bound))
+@click.option("--handover-timeout", default="2s", show_default=True, help=_HANDOVER_HELP)
+def promote_command(config_path: Path | None, name: str, max_lag: str, handover_timeout: str) -> None:
+    """mirror|shadow → pg-primary. Refused unless verify is clean, lag is under --max-lag, nothing is
+    quarantined and no client's shadow reads disagree; the clients' writes are held during the handover."""
+    bound, timeout = parse_duration(max_lag), parse_duration(handover_timeout)
+    _transition(
+        config_path, name, lambda pool, e: transitions.promote(pool, e, actor=actor(), max_lag=bound, timeout=timeout)
+    )
 
 
 @cutover_group.command("rollback")
 @config_option
 @click.argument("name")
-def rollback_command(config_path: Path | None, name: str) -> None:
-    """pg-primary → mirror: flush PG's changes into the file and verify both sides equal first."""
-    _transition(config_path, name, lambda pool, e: transitions.rollback(pool, e, actor=actor()))
+@click.option("--handover-timeout", default="2s", show_default=True, help=_HANDOVER_HELP)
+def rollback_command(config_path: Path | None, name: str, handover_timeout: str) -> None:
+    """pg-primary → mirror: the clients stop writing PG, PG's changes are flushed into the file and both
+    sides verified equal first. shadow → mirror: shadow reads end."""
+    timeout = parse_duration(handover_timeout)
+    _transition(config_path, name, lambda pool, e: transitions.rollback(pool, e, actor=actor(), timeout=timeout))
 
 
 @cutover_group.command("retire")

@@ -1,4 +1,5 @@
-"""The leader's periodic chores: LowDB parity for `syncd_verify_mismatch_rows`, outbox pruning.
+"""The leader's periodic chores: LowDB parity for `syncd_verify_mismatch_rows`, outbox and cutover
+client registry pruning.
 
 Parity is only measured on a settled file (mirror: PostgreSQL has applied the version on disk;
 pg-primary: the reverse path has no backlog), so a change in flight never raises a false alarm.
@@ -15,7 +16,8 @@ import structlog
 
 from syncd import outbox
 from syncd.config import LowdbSettings
-from syncd.cutover.state import MIRROR, PG_PRIMARY, Mode, reverse_consumer
+from syncd.cutover import clients
+from syncd.cutover.state import FORWARD_MODES, MIRROR, PG_PRIMARY, Mode, reverse_consumer
 from syncd.cutover.verify import FileParity, record_metrics, verify_file
 from syncd.database import Connection
 from syncd.errors import UnreadableFile
@@ -32,7 +34,7 @@ async def verify_settled(conn: Connection, entry: LowdbSettings, mode: Mode) -> 
     """Parity of a settled file, or None while a change is in flight (or the file is retired)."""
     specs = specs_for_layout(entry.layout, entry.collections)
     version = await asyncio.to_thread(read_file, entry.path, [s.collection for s in specs])
-    if mode == MIRROR:
+    if mode in FORWARD_MODES:
         applied = await conn.fetchval(
             "SELECT position ->> 'sha' FROM syncd.checkpoints WHERE source = 'lowdb' AND stream = $1", entry.name
         )
@@ -81,6 +83,9 @@ class Housekeeping:
                     pruned = await outbox.prune(conn)
                     if pruned:
                         log.info("outbox pruned", rows=pruned)
+                    gone = await clients.prune(conn)
+                    if gone:
+                        log.info("cutover clients gone for a day forgotten", clients=gone)
                 if verify:
                     await self._verify(conn, modes)
         except ERRORS as exc:

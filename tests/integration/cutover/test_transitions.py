@@ -71,13 +71,16 @@ async def test_promote_refused_before_any_apply(pool: asyncpg.Pool, tmp_path: Pa
 async def test_promote_switches_mode_logs_it_and_stops_forward_batches(
     pool: asyncpg.Pool, sink: PostgresSink, mirrored: LowdbSettings
 ) -> None:
-    """pg-primary is logged with the actor; a LowDB batch after it fails with ModeChanged."""
+    """The handover and pg-primary are logged with the actor; a LowDB batch after it fails with ModeChanged."""
     outcome = await transitions.promote(pool, mirrored, actor=ACTOR, max_lag=1.0)
-    assert (outcome.from_mode, outcome.to_mode) == ("mirror", "pg-primary")
-    assert await mode_and_log(pool) == ("pg-primary", 1)
-    log = await pool.fetchrow("SELECT from_mode, to_mode, actor FROM syncd.cutover_log")
-    assert dict(log) == {"from_mode": "mirror", "to_mode": "pg-primary", "actor": ACTOR}
-    with pytest.raises(CutoverRefused, match="promote needs mode mirror, it is pg-primary"):
+    assert (outcome.from_mode, outcome.to_mode, outcome.clients) == ("mirror", "pg-primary", 0)
+    assert await mode_and_log(pool) == ("pg-primary", 2)
+    log = await pool.fetch("SELECT from_mode, to_mode, actor FROM syncd.cutover_log ORDER BY id")
+    assert [dict(r) for r in log] == [
+        {"from_mode": "mirror", "to_mode": "switching", "actor": ACTOR},
+        {"from_mode": "switching", "to_mode": "pg-primary", "actor": ACTOR},
+    ]
+    with pytest.raises(CutoverRefused, match="promote needs mode mirror or shadow, it is pg-primary"):
         await transitions.promote(pool, mirrored, actor=ACTOR, max_lag=1.0)
 
     write_file(mirrored.path, [*ITEMS, item("late")])
@@ -95,7 +98,7 @@ async def test_rollback_flushes_pg_changes_into_the_file_then_mirrors(
     await pool.execute("UPDATE workspace.workspace_items SET title = 'from the api' WHERE id = '1'")
     outcome = await transitions.rollback(pool, mirrored, actor=ACTOR)
     assert outcome.written_back == 1
-    assert await mode_and_log(pool) == ("mirror", 2)
+    assert await mode_and_log(pool) == ("mirror", 4)
     assert await pool.fetchval("SELECT count(*) FROM syncd.outbox_consumers") == 0
     records = orjson.loads(mirrored.path.read_bytes())["items"]
     assert [r["title"] for r in records if r["id"] == "1"] == ["from the api"]
@@ -109,7 +112,7 @@ async def test_rollback_flushes_pg_changes_into_the_file_then_mirrors(
 
 async def test_rollback_refused_outside_pg_primary(pool: asyncpg.Pool, mirrored: LowdbSettings) -> None:
     """Only a promoted file can roll back."""
-    with pytest.raises(CutoverRefused, match="rollback needs mode pg-primary, it is mirror"):
+    with pytest.raises(CutoverRefused, match="rollback needs mode pg-primary or shadow, it is mirror"):
         await transitions.rollback(pool, mirrored, actor=ACTOR)
 
 
@@ -119,7 +122,7 @@ async def test_retire_waits_for_the_window(pool: asyncpg.Pool, mirrored: LowdbSe
     with pytest.raises(CutoverRefused, match=r"the rollback window is 24\.0 h"):
         await transitions.retire(pool, mirrored, actor=ACTOR, window=24 * 3600)
     await transitions.retire(pool, mirrored, actor=ACTOR, window=0)
-    assert await mode_and_log(pool) == ("retired", 2)
+    assert await mode_and_log(pool) == ("retired", 3)
     async with pool.acquire() as conn:
         with pytest.raises(LookupError):
             await outbox.read(conn, state.reverse_consumer("workspace"))
