@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 node-deps:
-	@if command -v npm >/dev/null; then $(MAKE) -s -C tests/e2e/node install; \
+	@if command -v npm >/dev/null; then $(MAKE) -s -C tests/e2e/node install && $(MAKE) -s -C clients/node build; \
 	 else echo "npm not found: node end-to-end tests will be skipped"; fi
 
 # promtool for the alert-rule tests: Debian's prometheus package unpacked under .tools/, never

@@ -1,0 +1,91 @@
+// The Workspace API's PostgreSQL strategy (node-postgres), as upstream-workspace-api.md §3 describes
+// it, on syncd's tables. Rows map to the API shape with the snake_case columns and the camelCase keys
+// side by side. New ids come from the service, in LowDB's own format (`item-<epoch>-<rand>`).
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+
+const COLUMNS = "id, title, description, category, priority, status, tags, created_at, updated_at, created_by, updated_by, metadata";
+const CAMEL = { createdAt: "created_at", updatedAt: "updated_at", createdBy: "created_by", updatedBy: "updated_by" };
+const WRITABLE = new Set(["title", "description", "category", "priority", "status", "tags", "metadata", ...Object.values(CAMEL)]);
+
+export function toApi(row) {
+  return {
+    ...row,
+    id: String(row.id),
+    tags: row.tags ?? [],
+    metadata: row.metadata ?? {},
+    createdAt: row.created_at,
+    updatedAt: row.updated_at ?? row.created_at,
+    createdBy: row.created_by,
+    updatedBy: row.updated_by,
+  };
+}
+
+export class PgStorage {
+  constructor(connectionString) {
+    this.pool = new pg.Pool({ connectionString, max: 4, options: "-c search_path=workspace,public" });
+  }
+
+  async init() {
+    await this.pool.query("SELECT 1");
+  }
+
+  async getItems() {
+    const { rows } = await this.pool.query(`SELECT ${COLUMNS} FROM workspace_items ORDER BY created_at DESC`);
+    return rows.map(toApi);
+  }
+
+  async getItem(id) {
+    const { rows } = await this.pool.query(`SELECT ${COLUMNS} FROM workspace_items WHERE id = $1`, [id]);
+    return rows[0] ? toApi(rows[0]) : null;
+  }
+
+  async createItem(item) {
+    const now = new Date();
+    const id = item.id ?? `item-${Date.now()}-${randomBytes(5).toString("base64url").slice(0, 7).toLowerCase()}`;
+    const { rows } = await this.pool.query(
+      `INSERT INTO workspace_items (id, title, description, category, priority, status, tags, created_at, updated_at,
+                                    created_by, updated_by, metadata)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING ${COLUMNS}`,
+      [id, item.title, item.description ?? "", item.category, item.priority ?? "medium", item.status ?? "new",
+       item.tags ?? [], now, now, item.createdBy ?? null, null, item.metadata ?? {}],
+    );
+    return toApi(rows[0]);
+  }
+
+  async updateItem(id, updates) {
+    const sets = [];
+    const values = [];
+    for (const [key, value] of Object.entries(updates)) {
+      const column = CAMEL[key] ?? key;
+      if (!WRITABLE.has(column) || column === "updated_at") continue;
+      values.push(value);
+      sets.push(`${column} = $${values.length}`);
+    }
+    values.push(new Date());
+    sets.push(`updated_at = $${values.length}`);
+    values.push(id);
+    const { rows } = await this.pool.query(
+      `UPDATE workspace_items SET ${sets.join(", ")} WHERE id = $${values.length} RETURNING ${COLUMNS}`,
+      values,
+    );
+    return rows[0] ? toApi(rows[0]) : null;
+  }
+
+  async deleteItem(id) {
+    const { rowCount } = await this.pool.query("DELETE FROM workspace_items WHERE id = $1", [id]);
+    return rowCount > 0;
+  }
+
+  async getCategories() {
+    const { rows } = await this.pool.query(
+      `SELECT id, name, description, color, display_order, active FROM workspace_categories
+        WHERE active ORDER BY display_order`,
+    );
+    return rows;
+  }
+
+  async close() {
+    await this.pool.end();
+  }
+}

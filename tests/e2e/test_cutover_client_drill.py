@@ -1,0 +1,164 @@
+"""The Node services' switch, end to end: the Workspace-shaped Express service through the cutover client,
+under steady mixed load from another process, goes mirror → shadow → promote → pg-primary → rollback →
+mirror → promote with the real daemon and the real `syncd cutover` commands.
+
+No request fails, no acknowledged write is lost, every answer shows the worker's own last write
+(checked by the load process as it goes), reads come from the store of their moment, and at each
+settled step (load paused) PostgreSQL equals the file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from syncd.config import LowdbSettings
+from syncd.database import connect
+from tests.e2e.daemon import DaemonProcess, write_config
+from tests.e2e.test_cutover_drill import equal, syncd
+from tests.e2e.test_lowdb_writers import NODE, node_modules
+from tests.e2e.workspace_service import Load, Service
+
+__all__ = ["node_modules"]
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(NODE is None, reason="node is not installed: the service cannot run"),
+    pytest.mark.timeout(300),
+]
+
+RATE = 260.0
+"""Requests per second the load asks for; the drill asserts at least 200 were served."""
+
+
+class Drill:
+    """The running pieces of one drill and the moments the service's client followed each mode."""
+
+    def __init__(self, daemon: DaemonProcess, service: Service, load: Load, settings: LowdbSettings, dsn: str) -> None:
+        self.daemon = daemon
+        self.service = service
+        self.load = load
+        self.settings = settings
+        self.dsn = dsn
+        self.config = daemon.config
+        self.moments: list[tuple[str, float, float]] = []
+        """(mode, command started, client seen in the mode)."""
+
+    async def until(self, check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
+        """Poll `check` with the daemon's deadline helper (fails with its log)."""
+        await self.daemon.until(check, timeout, what)
+
+    async def client_in(self, mode: str) -> bool:
+        """The service's cutover client routes by `mode`."""
+        return (await self.service.health())["mode"] == mode
+
+    async def step(self, command: str, mode: str) -> str:
+        """Run `syncd cutover COMMAND workspace`, wait for the client to follow; the command's output."""
+        started = time.time()
+        done = await syncd("cutover", command, "workspace", dsn=self.dsn, config=self.config)
+        assert done.returncode == 0, f"{command}: {done.stderr}\n{self.service.output()[-3000:]}"
+        await self.until(lambda: self.client_in(mode), f"the client in {mode}")
+        self.moments.append((mode, started, time.time()))
+        return done.stdout
+
+    async def settled(self) -> None:
+        """Pause the load and wait until PostgreSQL equals the file; then resume."""
+        await self.load.command("pause")
+
+        async def in_sync() -> bool:
+            return await equal(self.dsn, self.settings)
+
+        await self.until(in_sync, "PostgreSQL equal to the file")
+        await self.load.command("resume")
+
+    async def status_clients(self) -> list[dict[str, Any]]:
+        """The clients /status lists for the file."""
+        clients: list[dict[str, Any]] = (await self.daemon.get("/status"))[1]["clients"]["workspace"]
+        return clients
+
+
+def reads_from(reads: list[list[Any]], after: float, before: float) -> set[str]:
+    """The stores that served the reads started after `after` and finished before `before`."""
+    return {store for start, end, store in reads if start > after and end < before}
+
+
+async def load_is_writing(dsn: str, count: int) -> bool:
+    """The load has created at least `count` items (they reached PostgreSQL)."""
+    conn = await connect(dsn)
+    try:
+        n: int = await conn.fetchval("SELECT count(*) FROM workspace.workspace_items WHERE description = 'load'")
+        return n >= count
+    finally:
+        await conn.close()
+
+
+async def run_drill(dsn: str, tmp_path: Path, storage: dict[str, str]) -> None:
+    """The whole drill with the service's PostgreSQL storage client chosen by `storage`."""
+    path = tmp_path / "library.json"
+    settings = LowdbSettings(name="workspace", path=path, layout="workspace")
+    config = write_config(
+        tmp_path / "syncd.toml", f'\n[[lowdb]]\nname = "workspace"\npath = "{path}"\nlayout = "workspace"\n'
+    )
+    service = Service(tmp_path, {"DB_PATH": str(path), "DATABASE_URL": dsn, "HOLD_BOUND_MS": "5000", **storage})
+    await service.start()  # its LowDB client writes the file with the default categories
+    daemon = DaemonProcess(config, dsn).start()
+    load = Load(service.url, RATE, tmp_path / "load.json")
+    drill = Drill(daemon, service, load, settings, dsn)
+    try:
+        await daemon.leading()
+        await drill.until(lambda: drill.client_in("mirror"), "the client in mirror")
+        await drill.until(lambda: load_is_writing(dsn, 20), "the load's items in PostgreSQL")
+        await drill.settled()
+
+        await drill.step("shadow", "shadow")
+
+        async def compared() -> bool:
+            return (await service.health())["shadowReads"] >= 30
+
+        await drill.until(compared, "shadow reads compared")
+        assert (await service.health())["shadowMismatches"] == {}
+        (listed,) = await drill.status_clients()
+        assert (listed["connected"], listed["mode"], listed["writes"]) == (True, "shadow", "lowdb")
+
+        out = await drill.step("promote", "pg-primary")
+        assert "handover" in out and "1 client(s)" in out, out
+        await drill.settled()
+        await drill.step("rollback", "mirror")
+        await drill.settled()
+        await drill.step("promote", "pg-primary")
+        await drill.settled()
+        report = await load.stop()
+        status = await service.health()
+    finally:
+        load.kill()
+        assert service.stop() == 0, service.output()[-3000:]
+        assert daemon.stop() == 0, daemon.output()[-3000:]
+
+    assert report["failures"] == [], report["failures"][:20]
+    served = report["requests"] / (report["stopped"] - report["started"] - report["paused"])
+    assert served >= 200, f"only {served:.0f} requests/s"
+    assert status["holds"] > 0 and status["holdsTimedOut"] == 0, status
+
+    # Reads came from the store of their moment (between the client following a mode and the next command).
+    (_, _, shadow_seen), (_, promote1, pg1), (_, rollback, mirror_seen), (_, promote2, pg2) = drill.moments
+    assert reads_from(report["reads"], 0, promote1) == {"lowdb"}
+    assert reads_from(report["reads"], pg1, rollback) == {"pg"}
+    assert reads_from(report["reads"], mirror_seen, promote2) == {"lowdb"}
+    assert reads_from(report["reads"], pg2, time.time()) == {"pg"}
+
+    # Nothing lost: the file (and PostgreSQL, equal to it) holds every live item as last written, no deleted one.
+    items = {r["id"]: r for r in orjson.loads(path.read_bytes())["items"]}
+    for key, fields in report["live"].items():
+        assert {f: items[key][f] for f in fields} == fields, key
+    assert not set(report["deleted"]) & set(items)
+    assert len(report["live"]) + len(report["deleted"]) > 50
+
+
+async def test_drill_with_the_node_postgres_storage_client(dsn: str, tmp_path: Path) -> None:
+    """The service's PostgreSQL strategy on node-postgres."""
+    await run_drill(dsn, tmp_path, {"STORAGE": "pg"})
