@@ -51,14 +51,18 @@ class Service:
 
     def stop(self) -> int:
         """SIGTERM and wait; the service closes the cutover client (and says goodbye in the registry)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.terminate()
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.terminate()
         try:
             return self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
     def output(self) -> str:
         """What the service logged."""
@@ -94,7 +98,10 @@ class Load:
         return report
 
     def kill(self) -> None:
-        """End it if it still runs (test teardown)."""
+        """End it if it still runs, and close its pipes (test teardown)."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()

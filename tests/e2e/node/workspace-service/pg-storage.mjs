@@ -24,6 +24,8 @@ export function toApi(row) {
 export class PgStorage {
   constructor(connectionString) {
     this.pool = new pg.Pool({ connectionString, max: 4, options: "-c search_path=workspace,public" });
+    // An idle connection PostgreSQL dropped: the pool replaces it on the next query.
+    this.pool.on("error", (error) => console.error(JSON.stringify({ event: "pg pool error", error: String(error) })));
   }
 
   async init() {
