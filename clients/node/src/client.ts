@@ -263,9 +263,10 @@ export class CutoverClient<S extends StorageClient> {
       this.acked = handoverId;
       await session.report({ ...this.report(), mode, writes: "held" });
     }
+    // While this client does not write the file, syncd may (the reverse path): its copy goes stale.
+    if (target !== "lowdb") this.reloadLowdb = true;
     if (this.locked !== null && this.locked !== target) {
       await session.unlock(this.locked);
-      if (this.locked === "lowdb") this.reloadLowdb = true; // someone else may write the file now
       this.locked = null;
     }
     if (target !== null && this.locked !== target) {
@@ -361,7 +362,7 @@ export class CutoverClient<S extends StorageClient> {
   private lost(error: Error): void {
     this.session = null;
     this.writes = null;
-    if (this.locked === "lowdb") this.reloadLowdb = true;
+    this.reloadLowdb = true; // the file may change while we cannot follow
     this.locked = null;
     this.failed("session lost", error);
     this.retry();
