@@ -20,6 +20,7 @@ import pytest
 from syncd.config import LowdbSettings
 from syncd.database import connect
 from tests.e2e.daemon import DaemonProcess, write_config
+from tests.e2e.prisma import generate, prisma_env, prisma_project
 from tests.e2e.test_cutover_drill import equal, syncd
 from tests.e2e.test_lowdb_writers import NODE, node_modules
 from tests.e2e.workspace_service import Load, Service
@@ -171,3 +172,9 @@ async def run_drill(dsn: str, tmp_path: Path, storage: dict[str, str]) -> None:
 async def test_drill_with_the_node_postgres_storage_client(dsn: str, tmp_path: Path) -> None:
     """The service's PostgreSQL strategy on node-postgres."""
     await run_drill(dsn, tmp_path, {"STORAGE": "pg"})
+
+
+async def test_drill_with_a_prisma_7_storage_client(dsn: str, tmp_path: Path) -> None:
+    """The same service with its PostgreSQL strategy written with Prisma 7 (driver adapter pg) over the same tables."""
+    client = generate(prisma_project(tmp_path), prisma_env(tmp_path, dsn))
+    await run_drill(dsn, tmp_path, {"STORAGE": "prisma", "PRISMA_CLIENT": str(client)})

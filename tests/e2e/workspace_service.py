@@ -12,7 +12,7 @@ from typing import IO, Any
 import aiohttp
 import orjson
 
-from tests.e2e.prisma import NODE_DIR
+from tests.e2e.prisma import NODE_BIN, NODE_DIR
 
 SERVER = NODE_DIR / "workspace-service" / "server.mjs"
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,9 +33,11 @@ class Service:
 
     async def start(self) -> Service:
         """Spawn it and wait for its "listening PORT" line."""
+        # tsx for the Prisma storage client: `prisma generate` writes TypeScript.
+        runner = str(NODE_BIN / "tsx") if self.env.get("STORAGE") == "prisma" else "node"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                ["node", str(SERVER)], cwd=SERVER.parent, env=self.env, stdout=subprocess.PIPE, stderr=log
+                [runner, str(SERVER)], cwd=SERVER.parent, env=self.env, stdout=subprocess.PIPE, stderr=log
             )
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(_line, self.proc.stdout), 60)

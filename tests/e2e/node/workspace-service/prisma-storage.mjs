@@ -1,0 +1,89 @@
+// The Workspace API's PostgreSQL strategy written with the Prisma 7 client (the proposal's ORM) over
+// the same tables as pg-storage.mjs, answering in the same API shape (snake_case columns beside the
+// camelCase keys), so the cutover client is shown to work with either.
+import { randomBytes } from "node:crypto";
+import { pathToFileURL } from "node:url";
+import { PrismaPg } from "@prisma/adapter-pg";
+
+const ITEM = {
+  id: true, title: true, description: true, category: true, priority: true, status: true, tags: true,
+  createdAt: true, updatedAt: true, createdBy: true, updatedBy: true, metadata: true,
+};
+const UPDATABLE = new Set(["title", "description", "category", "priority", "status", "tags", "metadata"]);
+
+function toApi(item) {
+  return {
+    ...item,
+    created_at: item.createdAt,
+    updated_at: item.updatedAt,
+    created_by: item.createdBy,
+    updated_by: item.updatedBy,
+    updatedAt: item.updatedAt ?? item.createdAt,
+  };
+}
+
+export class PrismaStorage {
+  static async create(clientModule, connectionString) {
+    const { PrismaClient } = await import(pathToFileURL(clientModule).href);
+    return new PrismaStorage(new PrismaClient({ adapter: new PrismaPg({ connectionString }) }));
+  }
+
+  constructor(prisma) {
+    this.prisma = prisma;
+  }
+
+  async init() {
+    await this.prisma.$connect();
+  }
+
+  async getItems() {
+    return (await this.prisma.workspaceItem.findMany({ select: ITEM, orderBy: { createdAt: "desc" } })).map(toApi);
+  }
+
+  async getItem(id) {
+    const item = await this.prisma.workspaceItem.findUnique({ where: { id }, select: ITEM });
+    return item ? toApi(item) : null;
+  }
+
+  async createItem(item) {
+    const now = new Date();
+    const data = {
+      id: item.id ?? `item-${Date.now()}-${randomBytes(5).toString("base64url").slice(0, 7).toLowerCase()}`,
+      title: item.title,
+      description: item.description ?? "",
+      category: item.category,
+      priority: item.priority ?? "medium",
+      status: item.status ?? "new",
+      tags: item.tags ?? [],
+      createdAt: now,
+      updatedAt: now,
+      createdBy: item.createdBy ?? null,
+      metadata: item.metadata ?? {},
+    };
+    return toApi(await this.prisma.workspaceItem.create({ data, select: ITEM }));
+  }
+
+  async updateItem(id, updates) {
+    const data = Object.fromEntries(Object.entries(updates).filter(([key]) => UPDATABLE.has(key)));
+    const { count } = await this.prisma.workspaceItem.updateMany({ where: { id }, data: { ...data, updatedAt: new Date() } });
+    return count ? this.getItem(id) : null;
+  }
+
+  async deleteItem(id) {
+    const { count } = await this.prisma.workspaceItem.deleteMany({ where: { id } });
+    return count > 0;
+  }
+
+  async getCategories() {
+    const categories = await this.prisma.workspaceCategory.findMany({
+      where: { active: true },
+      orderBy: { displayOrder: "asc" },
+      select: { id: true, name: true, description: true, color: true, displayOrder: true, active: true },
+    });
+    return categories.map(({ displayOrder, ...c }) => ({ ...c, display_order: displayOrder }));
+  }
+
+  async close() {
+    await this.prisma.$disconnect();
+  }
+}
