@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 
 from syncd import audit
-from syncd.cli.console import config_option, on_connection
+from syncd.cli.console import Column, config_option, grid, on_connection, out
 from syncd.database import Connection
 
 _VALUE_WIDTH = 60
@@ -42,24 +42,29 @@ def audit_command(config_path: Path | None, table: str, key: str, limit: int, as
         for entry in entries:
             click.echo(orjson.dumps({"table": qualified, "key": key, **entry.to_json()}).decode())
         return
-    Console(width=160).print(history_table(qualified, key, entries))
+    out().print(history_table(qualified, key, entries))
+
+
+AUDIT_COLUMNS = (Column("change (UTC)", keep=True), Column("field: old → new"))
 
 
 def history_table(table: str, key: str, entries: list[audit.AuditEntry]) -> Table:
-    """Render a record's history as a rich table, one row per change."""
-    result = Table(title=f"syncd audit {table} {key} ({len(entries)} change(s))")
-    for column in ("at", "op", "origin", "txid", "changed fields", "old → new"):
-        result.add_column(column, overflow="fold")
-    for e in entries:
-        result.add_row(
-            e.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-            e.op,
-            e.origin,
-            "" if e.txid is None else str(e.txid),
-            _WHOLE_ROW.get(e.op) or ", ".join(e.changed_fields),
-            "\n".join(f"{name}: {_value(c.old)} → {_value(c.new)}" for name, c in e.changes.items()),
-        )
-    return result
+    """Render a record's history, one row per change: when/op/origin/txid, then each field's old → new.
+
+    Two columns, so the values get most of an 80-column terminal; `--json` has every detail.
+    """
+    rows = [(_when(e), _changes(e)) for e in entries]
+    return grid(f"syncd audit {table} {key} ({len(entries)} change(s))", AUDIT_COLUMNS, rows)
+
+
+def _when(e: audit.AuditEntry) -> str:
+    at = e.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"{at}\n{e.op} by {e.origin}" + ("" if e.txid is None else f"\ntxid {e.txid}")
+
+
+def _changes(e: audit.AuditEntry) -> str:
+    lines = [_WHOLE_ROW[e.op]] if e.op in _WHOLE_ROW else []
+    return "\n".join(lines + [f"{name}: {_value(c.old)} → {_value(c.new)}" for name, c in e.changes.items()])
 
 
 def _value(value: Any) -> str:

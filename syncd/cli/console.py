@@ -15,13 +15,17 @@ import os
 import socket
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 import click
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
+from rich.table import Table
 
 from syncd import logs
 from syncd.config import Config, LowdbSettings
@@ -218,6 +222,37 @@ async def with_pool(config: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]
 def out() -> Console:
     """The console tables go to: the terminal's width, 80 columns when piped (rich's rule, COLUMNS wins)."""
     return Console()
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a `grid`: `keep` cells (names, ids, keys) are never cut or folded; `right` for numbers."""
+
+    name: str
+    keep: bool = False
+    right: bool = False
+
+
+def grid(title: str, columns: Sequence[Column], rows: Iterable[Sequence[str]]) -> Table:
+    """A table that reads at 80 columns and piped: light rules, kept columns whole, the others fold.
+
+    A kept column gets its widest cell as minimum width, so rich shrinks (folds) the free-text
+    columns instead of ellipsizing a stream name or a key.
+    """
+    cells = [list(r) for r in rows]
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, min_width=cell_len(title))
+    for i, c in enumerate(columns):
+        widest = max((cell_len(line) for r in cells for line in r[i].splitlines()), default=0)
+        table.add_column(
+            c.name,
+            no_wrap=c.keep,
+            min_width=max(widest, *(cell_len(w) for w in c.name.split())) if c.keep else None,
+            overflow="fold",
+            justify="right" if c.right else "left",
+        )
+    for r in cells:
+        table.add_row(*r)
+    return table
 
 
 def actor() -> str:

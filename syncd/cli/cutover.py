@@ -8,15 +8,16 @@ from typing import Any
 
 import asyncpg
 import click
-from rich.console import Console
-from rich.table import Table
 
 from syncd import outbox
 from syncd.cli.console import (
+    Column,
     CommandGroup,
     actor,
     config_option,
+    grid,
     load_config,
+    out,
     resolve_files,
     run_async,
     with_pool,
@@ -49,20 +50,34 @@ def status_command(config_path: Path | None, names: tuple[str, ...]) -> None:
                 rows.append((e.name, modes[e.name], backlog, await state.history(conn, e.name, 5), found[e.name]))
             return rows
 
-    table = Table(title="syncd cutover")
-    for column in ("file", "mode", "reverse backlog", "last transitions"):
-        table.add_column(column)
-    listed = Table(title="cutover clients")
-    for column in ("file", "client", "connected", "mode", "writes", "holds", "longest hold", "timed out", "shadow"):
-        listed.add_column(column)
+    rows: list[tuple[str, ...]] = []
+    listed: list[tuple[str, ...]] = []
     for name, mode, backlog, history, found in run_async(with_pool(config, go)):
-        recent = "; ".join(f"{t.at:%Y-%m-%d %H:%M} {t.from_mode}→{t.to_mode} by {t.actor}" for t in history)
-        table.add_row(name, mode, str(backlog), recent)
-        for c in found:
-            listed.add_row(name, *_client_cells(c))
-    console = Console(width=160)
-    console.print(table)
-    console.print(listed if listed.row_count else "no cutover client has registered")
+        recent = "\n".join(f"{t.at:%Y-%m-%d %H:%M} {t.from_mode}→{t.to_mode} by {t.actor}" for t in history)
+        rows.append((name, mode, str(backlog), recent))
+        listed.extend((name, *_client_cells(c)) for c in found)
+    console = out()
+    console.print(grid("syncd cutover", CUTOVER_COLUMNS, rows))
+    console.print(grid("cutover clients", CLIENT_COLUMNS, listed) if listed else "no cutover client has registered")
+
+
+CUTOVER_COLUMNS = (
+    Column("file", keep=True),
+    Column("mode", keep=True),
+    Column("reverse backlog", right=True),
+    Column("last transitions (UTC)"),
+)
+CLIENT_COLUMNS = (
+    Column("file", keep=True),
+    Column("client", keep=True),
+    Column("connected"),
+    Column("mode", keep=True),
+    Column("writes"),
+    Column("holds", right=True),
+    Column("longest hold", right=True),
+    Column("timed out", right=True),
+    Column("shadow"),
+)
 
 
 def _client_cells(c: clients.ClientReport) -> list[str]:

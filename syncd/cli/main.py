@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 import orjson
-from rich.table import Table
+from rich.console import Group
+from rich.text import Text
 
 from syncd import logs
 from syncd import migrate as migrations
@@ -19,8 +20,10 @@ from syncd.cli.console import (
     EXIT_CLEAN,
     EXIT_MISMATCH,
     Boundary,
+    Column,
     config_option,
     debug_requested,
+    grid,
     load_config,
     on_connection,
     out,
@@ -88,12 +91,9 @@ def migrate(config_path: Path | None, show_status: bool, dry_run: bool) -> None:
 
 def _print_migration_status(states: list[migrations.MigrationStatus]) -> None:
     counts = {state: sum(s.state == state for s in states) for state in ("applied", "pending", "edited", "unknown")}
-    table = Table(title="syncd migrate --status")
-    for column in ("migration", "state", "applied at"):
-        table.add_column(column, no_wrap=column != "migration", overflow="fold")
-    for s in states:
-        table.add_row(s.version, s.state, "-" if s.applied_at is None else f"{s.applied_at:%Y-%m-%d %H:%M:%S}")
-    out().print(table)
+    rows = [(s.version, s.state, "-" if s.applied_at is None else f"{s.applied_at:%Y-%m-%d %H:%M:%S}") for s in states]
+    columns = (Column("migration", keep=True), Column("state", keep=True), Column("applied at", keep=True))
+    out().print(grid("syncd migrate --status", columns, rows))
     click.echo(", ".join(f"{n} {state}" for state, n in counts.items() if n or state != "unknown"))
 
 
@@ -115,31 +115,47 @@ def status(config_path: Path | None, as_json: bool) -> None:
     out().print(status_table(document))
 
 
-def status_table(document: dict[str, Any]) -> Table:
-    """Render a /status document as a rich table, one row per stream."""
+STATUS_COLUMNS = (
+    Column("stream", keep=True),
+    Column("mode", keep=True),
+    Column("caught up"),
+    Column("lag s", right=True),
+    Column("since ok s", right=True),
+    Column("rows i/u/d", right=True),
+    Column("held", right=True),
+)
+
+
+def status_table(document: dict[str, Any]) -> Group:
+    """Render a /status document: one table row per stream, then each stream's last error on a line of its own."""
     role = "leader" if document.get("leader") else "standby"
-    version = document.get("version", "?")
-    table = Table(title=f"syncd {version} {document.get('instance', '?')} ({role}, epoch {document.get('epoch')})")
-    columns = ("stream", "mode", "caught up", "lag s", "since success s", "rows i/u/d", "quarantined", "last error")
-    for column in columns:
-        table.add_column(column)
-    for name, stream in document.get("streams", {}).items():
-        rows = stream.get("rows_applied", {})
-        table.add_row(
-            name,
-            str(stream.get("mode")),
-            "yes" if stream.get("caught_up") else "no",
-            _fmt(stream.get("event_lag_seconds")),
-            _fmt(stream.get("seconds_since_last_success")),
-            f"{rows.get('insert', 0)}/{rows.get('update', 0)}/{rows.get('delete', 0)}",
-            str(stream.get("quarantined", 0)),
-            str(stream.get("last_error") or ""),
+    title = (
+        f"syncd {document.get('version', '?')} {document.get('instance', '?')} ({role}, epoch {document.get('epoch')})"
+    )
+    streams: dict[str, dict[str, Any]] = document.get("streams", {})
+    rows = []
+    for name, stream in streams.items():
+        applied = stream.get("rows_applied", {})
+        rows.append(
+            (
+                name,
+                str(stream.get("mode")),
+                "yes" if stream.get("caught_up") else "no",
+                _seconds(stream.get("event_lag_seconds")),
+                _seconds(stream.get("seconds_since_last_success")),
+                f"{applied.get('insert', 0)}/{applied.get('update', 0)}/{applied.get('delete', 0)}",
+                str(stream.get("quarantined", 0)),
+            )
         )
-    return table
+    errors = [Text(f"{name}: last error: {s['last_error']}") for name, s in streams.items() if s.get("last_error")]
+    return Group(grid(title, STATUS_COLUMNS, rows), *errors)
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _seconds(value: float | None) -> str:
+    """Seconds in at most 6 characters: 0.012, 9.87, 948, 12345."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
 
 for command in (

@@ -9,7 +9,16 @@ import orjson
 from rich.table import Table
 
 from syncd import quarantine as q
-from syncd.cli.console import CommandGroup, config_option, load_config, on_connection, out, stream_names
+from syncd.cli.console import (
+    Column,
+    CommandGroup,
+    config_option,
+    grid,
+    load_config,
+    on_connection,
+    out,
+    stream_names,
+)
 from syncd.database import Connection
 from syncd.errors import ProblemFound
 
@@ -67,21 +76,20 @@ def _entry_json(e: q.Entry) -> dict[str, object]:
     }
 
 
+QUARANTINE_COLUMNS = (Column("id, status, UTC", keep=True), Column("stream, table, key", keep=True), Column("reason"))
+
+
 def _table(entries: list[q.Entry]) -> Table:
-    table = Table(title=f"syncd quarantine ({len(entries)} shown)")
-    for column in ("id", "stream", "table", "key", "status", "created", "reason"):
-        table.add_column(column)
-    for e in entries:
-        table.add_row(
-            str(e.id),
-            e.stream,
-            e.table_name,
-            str(e.key),
-            e.status,
-            e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+    """One row per record, its facts stacked in cells, so the reason keeps a third of 80 columns."""
+    rows = [
+        (
+            f"{e.id} {e.status}\n{e.created_at:%Y-%m-%d}\n{e.created_at:%H:%M:%S}",
+            f"{e.stream}\n{e.table_name}\n{e.key}",
             e.reason,
         )
-    return table
+        for e in entries
+    ]
+    return grid(f"syncd quarantine ({len(entries)} shown)", QUARANTINE_COLUMNS, rows)
 
 
 def _resolve(config_path: Path | None, ids: tuple[int, ...], resolution: q.Resolution) -> None:

@@ -11,14 +11,16 @@ from typing import Any
 import asyncpg
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 
 from syncd.cli.console import (
     EXIT_CLEAN,
     EXIT_MISMATCH,
+    Column,
     config_option,
+    grid,
     load_config,
+    out,
     resolve_files,
     run_async,
     with_pool,
@@ -72,16 +74,14 @@ def _print_parities(files: list[FileParity], days: list[DayParity], as_json: boo
         for day in days:
             click.echo(orjson.dumps({"table": "signals.tp_capital_signals", **dataclasses.asdict(day)}).decode())
         return
-    console = Console(width=160)
+    console = out()
     for parity in files:
         console.print(parity_table(parity))
     if days:
-        table = Table(title="verify signals.tp_capital_signals (QuestDB vs PostgreSQL, per day)")
-        for column in ("day", "questdb rows", "pg rows", "hash"):
-            table.add_column(column)
-        for d in days:
-            table.add_row(d.day, str(d.source_rows), str(d.pg_rows), "equal" if d.clean else "DIFFERENT")
-        console.print(table)
+        columns = (Column("day", keep=True), Column("questdb rows", right=True), Column("pg rows", right=True))
+        rows = [(d.day, str(d.source_rows), str(d.pg_rows), "equal" if d.clean else "DIFFERENT") for d in days]
+        title = "verify signals.tp_capital_signals (QuestDB vs PostgreSQL, per day)"
+        console.print(grid(title, (*columns, Column("hash", keep=True)), rows))
 
 
 def parity_json(parity: FileParity) -> dict[str, Any]:
@@ -111,11 +111,18 @@ def parity_json(parity: FileParity) -> dict[str, Any]:
 def parity_table(parity: FileParity) -> Table:
     """A FileParity as a rich table, one row per table."""
     verdict = "clean" if parity.clean else f"{parity.mismatched_rows} mismatching row(s)"
-    table = Table(title=f"verify {parity.name} ({parity.path}): {verdict}")
-    for column in ("table", "file rows", "pg rows", "mismatch", "keys (first ones)"):
-        table.add_column(column)
+    rows = []
     for t in parity.tables:
         keys = [f"+pg:{k}" for k in t.missing_in_pg] + [f"+file:{k}" for k in t.missing_in_source]
         keys += [f"~{k}" for k in t.differing] + [f"!{k}" for k in t.invalid]
-        table.add_row(t.table, str(t.source_rows), str(t.pg_rows), str(t.mismatched_rows), " ".join(keys))
-    return table
+        rows.append((t.table, str(t.source_rows), str(t.pg_rows), str(t.mismatched_rows), " ".join(keys)))
+    return grid(f"verify {parity.name} ({parity.path}): {verdict}", PARITY_COLUMNS, rows)
+
+
+PARITY_COLUMNS = (
+    Column("table", keep=True),
+    Column("file rows", right=True),
+    Column("pg rows", right=True),
+    Column("mismatch", right=True),
+    Column("keys (first ones)"),
+)

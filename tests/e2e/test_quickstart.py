@@ -87,6 +87,11 @@ def test_readme_quick_start_from_a_fresh_clone(clone: Path) -> None:
                                  capture_output=True, text=True, timeout=120, check=False)
             assert ran.returncode == 0, f"{command}: exit {ran.returncode}\n{ran.stdout}\n{ran.stderr}"
             assert ran.stdout.strip(), f"{command}: printed nothing"
+            if command.startswith("syncd "):  # piped: every table fits 80 columns
+                assert max(len(line) for line in ran.stdout.splitlines()) <= 80, f"{command}:\n{ran.stdout}"
+            if command == "syncd status":
+                assert re.search(r"^ ?workspace +mirror ", ran.stdout, re.MULTILINE), ran.stdout
+                assert re.search(r"^ ?documentation +mirror ", ran.stdout, re.MULTILINE), ran.stdout
     finally:
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the first shell
         make.wait(60)

@@ -84,6 +84,7 @@ async def test_table_output_with_bare_name_and_limit(history_dsn: str) -> None:
     for origin in ("syncd", "app", "idea-bank"):
         assert origin in out
     assert '"First" → "Second"' in out
+    assert max(len(line) for line in out.splitlines()) <= 80, "piped, the table fits 80 columns"
 
     limited = await asyncio.to_thread(syncd_audit, history_dsn, "workspace_items", "it-1", "--limit", "2", "--json")
     assert limited.returncode == 0, limited.stderr
