@@ -16,6 +16,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+
 from bench.harness import Bench, Sample, fresh_database
 from tests.e2e.daemon import DaemonProcess, write_config
 from tests.e2e.test_cutover_drill import syncd
