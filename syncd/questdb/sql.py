@@ -1,8 +1,8 @@
 """QuestDB table specs, the SQL the poller issues, the page cursor, and row → PG row mapping.
 
-Every query here is valid on QuestDB and on PostgreSQL (the PG-wire stand-in): `LIMIT n` only
-(QuestDB has no OFFSET, PostgreSQL no `LIMIT a,b`), ISO literals with `Z` (PostgreSQL ignores the
-zone for `timestamp without time zone`), no `systimestamp()`.
+Every query is plain QuestDB SQL that runs unchanged over `/exec` and PG wire: `LIMIT n` only
+(QuestDB has no OFFSET), timestamps as ISO literals with `Z` rather than bind parameters, no
+`systimestamp()` (it changes per call and must not filter the designated timestamp).
 """
 
 from __future__ import annotations
