@@ -70,27 +70,22 @@ CUTOVER_COLUMNS = (
 CLIENT_COLUMNS = (
     Column("file", keep=True),
     Column("client", keep=True),
-    Column("connected"),
     Column("mode", keep=True),
-    Column("writes"),
-    Column("holds", right=True),
-    Column("longest hold", right=True),
-    Column("timed out", right=True),
-    Column("shadow"),
+    Column("writes", keep=True),
+    Column("holds"),
+    Column("shadow reads"),
 )
 
 
 def _client_cells(c: clients.ClientReport) -> list[str]:
-    mismatches = ", ".join(f"{t}: {n}" for t, n in sorted(c.shadow_mismatches.items()) if n) or "0 mismatches"
+    gone = "" if c.connected else f" (gone since {c.seen_at:%H:%M:%S})"
+    mismatches = ", ".join(f"{n} in {t}" for t, n in sorted(c.shadow_mismatches.items()) if n) or "none"
     return [
-        c.label,
-        "yes" if c.connected else f"no (last seen {c.seen_at:%H:%M:%S})",
+        c.label + gone,
         c.mode,
         c.writes,
-        str(c.holds),
-        f"{c.hold_ms_max:.0f} ms",
-        str(c.holds_timed_out),
-        f"{c.shadow_reads} reads, {mismatches}",
+        f"{c.holds}, longest {c.hold_ms_max:.0f} ms, {c.holds_timed_out} timed out",
+        f"{c.shadow_reads}, mismatches: {mismatches}",
     ]
 
 

@@ -144,6 +144,17 @@ async def setup(dsn: str, tmp_path: Path) -> AsyncIterator[Setup]:
 
 async def test_a_handover_timing_out_leaves_every_side_in_mirror(setup: Setup) -> None:
     """A client that never lets go of the LowDB writers' lock: promote aborts after the timeout."""
+    # Before: the client is seen by the metrics and by `syncd cutover status`.
+    gauge = 'syncd_cutover_clients{file="workspace",mode="mirror"} 1.0'
+
+    async def counted() -> bool:
+        return gauge in (await setup.daemon.get("/metrics"))[1]
+
+    await setup.daemon.until(counted, 10, "the client in the metrics")
+    listed = await syncd("cutover", "status", "workspace", dsn=setup.dsn, config=setup.daemon.config)
+    assert listed.returncode == 0, listed.stderr
+    assert "workspace-api@" in listed.stdout, listed.stdout
+
     setup.freeze()
     done = await syncd("cutover", "promote", "workspace", "--handover-timeout", "1s", dsn=setup.dsn,
                        config=setup.daemon.config)
