@@ -3,8 +3,9 @@
 `TcpProxy` forwards a loopback port to the server (HTTP or PG wire) and can `cut()` it (connections
 reset, then refused: QuestDB down), `hang()` it (accepted, never answered: a client timeout) and
 `restore()` it. `FaultyHttp` is an HTTP front that forwards `/exec` to the real server and answers
-the next N requests with a fault instead: a 500, an HTML error page (a proxy's), or JSON of the
-wrong shape. Everything else comes from the real server.
+the next N requests with a fault instead: a 500, an HTML error page (a proxy's), JSON of the wrong
+shape, a clock read with no row, a value of the wrong type, a refusal of our SQL, or no answer at
+all (a hang). Everything else comes from the real server.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from tests.questdb_server import free_port
 
-Fault = Literal["500", "html", "shape"]
+Fault = Literal["500", "html", "shape", "array", "empty", "cell", "refused", "hang"]
 
 
 class TcpProxy:
@@ -98,6 +99,7 @@ class FaultyHttp:
         self.faults_served = 0
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._never = asyncio.Event()
 
     def fail(self, count: int, fault: Fault) -> None:
         """Answer the next `count` requests with `fault`."""
@@ -114,6 +116,7 @@ class FaultyHttp:
 
     async def stop(self) -> None:
         """Stop listening, close the upstream session."""
+        self._never.set()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -122,7 +125,10 @@ class FaultyHttp:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.pending:
             self.faults_served += 1
-            return _fault(self.pending.pop(0))
+            fault = self.pending.pop(0)
+            if fault == "hang":
+                await self._never.wait()  # the client's timeout ends it; stop() releases it
+            return _fault(fault)
         assert self._session is not None
         async with self._session.get(self.target + request.path, params=request.query) as answer:
             body = await answer.read()
@@ -136,5 +142,13 @@ def _fault(fault: Fault) -> web.Response:
         return web.Response(
             status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"
         )
+    if fault == "array":
+        return web.json_response([])
+    if fault == "empty":  # what crashed the clock read: valid, but no row to read now() from
+        return web.json_response({"query": "", "columns": [{"name": "now", "type": "TIMESTAMP"}], "dataset": []})
+    if fault == "cell":
+        return web.json_response({"query": "", "columns": [{"name": "now", "type": "TIMESTAMP"}], "dataset": [[7]]})
+    if fault == "refused":
+        return web.json_response({"query": "", "error": "Invalid column: ingested_at", "position": 7}, status=400)
     # 200 with a body QuestDB never sends: a dataset without columns, rows of the wrong width.
     return web.json_response({"query": "", "dataset": [[1, 2, 3]], "count": 1})

@@ -83,12 +83,12 @@ def _rebuilt(state: TableState, position: Mapping[str, Any]) -> str | None:
 
 async def table_state(reader: QuestdbReader, table: str) -> TableState:
     """Read id, WAL position and count of `table` (the count last: it then holds every applied row)."""
-    wal = (await reader.query(f"SELECT writerTxn, sequencerTxn FROM wal_tables() WHERE name = '{table}'")).rows
+    wal = await reader.query(f"SELECT writerTxn, sequencerTxn FROM wal_tables() WHERE name = '{table}'")
     table_id = await _table_id(reader, table)
-    count = int((await reader.query(f"SELECT count(*) FROM {table}")).rows[0][0])
-    if not wal:
+    count = (await reader.query(f"SELECT count(*) FROM {table}")).value(int)
+    if not wal.rows:
         return TableState(table_id, None, None, count)
-    return TableState(table_id, int(wal[0][0]), int(wal[0][1]), count)
+    return TableState(table_id, wal.value(int, 0, 0), wal.value(int, 0, 1), count)
 
 
 async def _table_id(reader: QuestdbReader, table: str) -> int | None:

@@ -5,6 +5,11 @@ timestamps as aware UTC datetimes, NULL/NaN/±Inf doubles as None. Failures are 
 table (QuestDB's rebuild window) is `TableMissing`, anything transient `SourceUnavailable`, a
 refused query `QueryRejected`. Error text is classified, never SQLSTATE: QuestDB's PG wire sends
 `00000` for every error.
+
+An `/exec` answer is validated where it is read (`ExecAnswer`, `ExecError`): a body that is not
+JSON (a proxy's HTML page), JSON of another shape, a row not as wide as the columns or a value
+not of its column's type is `SourceUnavailable` with what was wrong, never rows; so is a value a
+caller reads with `Result.value` that is not there or not of the kind it needs.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from operator import itemgetter
+from typing import Any, Protocol, Self, TypeVar
 
 import aiohttp
 import orjson
 import psycopg
+from pydantic import BaseModel, ConfigDict, SkipValidation, ValidationError, model_validator
 
 from syncd.config import QuestdbSettings
 from syncd.errors import QueryRejected, SourceUnavailable, TableMissing
@@ -28,6 +35,17 @@ from syncd.errors import QueryRejected, SourceUnavailable, TableMissing
 SOURCE = "questdb"
 _MISSING = re.compile(r"table does not exist \[table=([^\]]+)\]")
 _TS_TYPES = frozenset({"TIMESTAMP", "DATE", "TIMESTAMP_NS"})
+T = TypeVar("T")
+_NUMBER: frozenset[type] = frozenset({float, int, type(None)})
+_INTEGER: frozenset[type] = frozenset({int, type(None)})
+_TEXT: frozenset[type] = frozenset({str, type(None)})
+_CELLS: dict[str, frozenset[type]] = {
+    **dict.fromkeys(("DOUBLE", "FLOAT"), _NUMBER),
+    **dict.fromkeys(("LONG", "INT", "SHORT", "BYTE"), _INTEGER),
+    "BOOLEAN": frozenset({bool}),
+    **dict.fromkeys(("STRING", "SYMBOL", "VARCHAR", "CHAR", "UUID", "IPv4", "LONG256", *_TS_TYPES), _TEXT),
+}
+"""The JSON values `/exec` sends for a column of each QuestDB type (null for NULL); others unchecked."""
 
 
 class Rows(list[tuple[Any, ...]]):
@@ -55,6 +73,63 @@ class Result:
     def column(self, name: str) -> int:
         """Position of column `name`."""
         return self.columns.index(name)
+
+    def value(self, kind: type[T], row: int = 0, column: int = 0) -> T:
+        """The value at (`row`, `column`), which must be a `kind`; SourceUnavailable when it is not."""
+        found = self.maybe(kind, row, column)
+        if found is None:
+            raise SourceUnavailable(SOURCE, f"answer holds NULL where a {kind.__name__} belongs")
+        return found
+
+    def maybe(self, kind: type[T], row: int = 0, column: int = 0) -> T | None:
+        """The value at (`row`, `column`): a `kind` or NULL; SourceUnavailable when it is neither."""
+        try:
+            found = self.rows[row][column]
+        except IndexError:
+            where = f"row {row}, column {column}"
+            raise SourceUnavailable(SOURCE, f"answer has no {where} ({len(self.rows)} rows)") from None
+        if found is not None and (not isinstance(found, kind) or (kind is int and isinstance(found, bool))):
+            raise SourceUnavailable(SOURCE, f"answer holds {found!r} where a {kind.__name__} belongs")
+        return found
+
+
+class ExecColumn(BaseModel):
+    """One column of an `/exec` answer."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    type: str
+
+
+class ExecAnswer(BaseModel):
+    """The body `/exec` answers a SELECT with: columns, then rows exactly that wide and typed."""
+
+    columns: tuple[ExecColumn, ...]
+    dataset: SkipValidation[list[list[Any]]]
+    """Checked per column below, in C-speed passes: a page may hold a hundred thousand values."""
+
+    @model_validator(mode="after")
+    def _rows_fit(self) -> Self:
+        rows, width = self.dataset, len(self.columns)
+        if not isinstance(rows, list) or not set(map(type, rows)) <= {list}:
+            raise ValueError("dataset is not a list of rows")
+        if not set(map(len, rows)) <= {width}:
+            raise ValueError(f"a row is not {width} values wide")
+        for i, column in enumerate(self.columns):
+            allowed = _CELLS.get(column.type)
+            wrong = set(map(type, map(itemgetter(i), rows))) - allowed if allowed is not None and rows else set()
+            if wrong:
+                found = ", ".join(sorted(t.__name__ for t in wrong))
+                raise ValueError(f"column {column.name} ({column.type}) holds {found}")
+        return self
+
+
+class ExecError(BaseModel):
+    """The body `/exec` answers a refused query with."""
+
+    error: str
+    position: int | str | None = None
+    errorPos: int | str | None = None
 
 
 class QuestdbReader(Protocol):
@@ -123,25 +198,36 @@ class HttpReader:
     def _decode(self, sql: str, status: int, body: bytes) -> Result:
         try:
             document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise SourceUnavailable(SOURCE, f"HTTP {status}, body is not JSON") from exc
-        if status >= 500 or not isinstance(document, dict):
-            detail = document.get("error", "") if isinstance(document, dict) else "not a JSON object"
+        except orjson.JSONDecodeError:
+            raise SourceUnavailable(SOURCE, f"HTTP {status}, body is not JSON: {_snippet(body)}", defer=0.5) from None
+        refused = _error(document)
+        if status >= 500 or (status >= 300 and refused is None):
+            detail = refused.error if refused is not None else _snippet(body)
             raise SourceUnavailable(SOURCE, f"HTTP {status}: {detail}", defer=0.5)
-        if "error" in document:
-            position = document.get("position", document.get("errorPos"))
-            raise classify_error(sql, str(document["error"]), _int_or_none(position))
-        names, types, dataset = _shape(document, status)
-        stamps = _decoders(types)
+        if refused is not None:
+            position = refused.position if refused.position is not None else refused.errorPos
+            raise classify_error(sql, refused.error, _int_or_none(position))
+        try:
+            answer = ExecAnswer.model_validate(document)
+        except ValidationError as exc:
+            raise SourceUnavailable(SOURCE, f"HTTP {status}, not a QuestDB answer: {_first(exc)}", defer=0.5) from None
+        names = tuple(c.name for c in answer.columns)
+        types = tuple(c.type for c in answer.columns)
+        return Result(names, types, self._rows(answer.dataset, _decoders(types), names))
+
+    def _rows(self, dataset: list[list[Any]], stamps: list[int], names: Sequence[str]) -> Rows:
         rows = Rows()
         for raw in dataset:
             row = raw.copy() if self._keep_text else raw
             for i in stamps:
-                row[i] = parse_timestamp(row[i])
+                try:
+                    row[i] = parse_timestamp(row[i])
+                except ValueError:
+                    raise SourceUnavailable(SOURCE, f"column {names[i]}: not a timestamp: {row[i]!r}") from None
             rows.append(tuple(row))
         if self._keep_text:
             rows.texts = dataset
-        return Result(names, types, rows)
+        return rows
 
     async def close(self) -> None:
         """Close the HTTP session."""
@@ -150,18 +236,27 @@ class HttpReader:
             self._session = None
 
 
-def _shape(document: Any, status: int) -> tuple[tuple[str, ...], tuple[str, ...], list[list[Any]]]:
-    """Names, types and rows of a SELECT answer; a body of another shape (a proxy's, a bug's) is
-    a transient failure, never rows."""
+def _error(document: Any) -> ExecError | None:
+    """The refusal an answer carries, if it is one."""
+    if not isinstance(document, dict) or "error" not in document:
+        return None
     try:
-        columns, dataset = document["columns"], document["dataset"]
-        names = tuple(str(c["name"]) for c in columns)
-        types = tuple(str(c["type"]) for c in columns)
-        if not isinstance(dataset, list) or any(not isinstance(r, list) or len(r) != len(names) for r in dataset):
-            raise TypeError("rows do not match the columns")
-    except (KeyError, TypeError) as exc:
-        raise SourceUnavailable(SOURCE, f"HTTP {status}, unexpected JSON shape: {exc}", defer=0.5) from exc
-    return names, types, dataset
+        return ExecError.model_validate(document)
+    except ValidationError:
+        return None
+
+
+def _first(exc: ValidationError) -> str:
+    """The first thing wrong with an answer, where it was: one line for a log."""
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or "body"
+    return f"{where}: {error['msg']}" + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
+
+
+def _snippet(body: bytes) -> str:
+    """The start of a body, printable, for a log line."""
+    text = " ".join(body[:120].decode("utf-8", "replace").split())
+    return repr(text + ("…" if len(body) > 120 else ""))
 
 
 def _int_or_none(value: object) -> int | None:

@@ -21,10 +21,10 @@ import structlog
 
 from syncd import metrics
 from syncd.config import QuestdbSettings
-from syncd.errors import BatchRejected, SourceUnavailable, TableMissing
+from syncd.errors import BatchRejected, QueryRejected, SourceUnavailable, TableMissing
 from syncd.model import Batch, Checkpoint, TableChanges
 from syncd.questdb.identity import Look, TableWatch
-from syncd.questdb.reader import SOURCE, QuestdbReader, Rows, format_timestamp, make_reader, parse_timestamp
+from syncd.questdb.reader import SOURCE, QuestdbReader, Rows, format_timestamp, make_reader
 from syncd.questdb.reconcile import Reconciler, reconcile_due
 from syncd.questdb.sql import (
     DELETED_TABLE,
@@ -104,8 +104,7 @@ class QuestdbBase:
     async def source_now(self) -> datetime:
         """QuestDB's `now()`; records the skew to our clock (source minus local)."""
         local = time.time()
-        result = await self.reader.query("SELECT now()")
-        now: datetime = result.rows[0][0]
+        now = (await self.reader.query("SELECT now()")).value(datetime)
         self.skew = now.timestamp() - (local + time.time()) / 2
         metrics.CLOCK_SKEW.labels(SOURCE).set(self.skew)
         return now
@@ -135,6 +134,10 @@ class QuestdbBase:
                     self._ok()
             except SourceUnavailable as exc:
                 await self._backoff(exc)
+                continue
+            except QueryRejected as exc:
+                # Our SQL against their table: a column renamed or dropped upstream. Down, retried.
+                await self._backoff(SourceUnavailable(SOURCE, str(exc), defer=5.0))
                 continue
             if self._rewind:
                 # QuestDB rows are never quarantined: a refused page waits and is read again.
@@ -328,8 +331,9 @@ class VersionedSource(QuestdbBase):
         """Re-read the latest versions when count or max(updated_at) moved (or periodically)."""
         observed = time.monotonic()
         await self.source_now()
-        stat = (await self.reader.query(f"SELECT count(*), max(updated_at) FROM {self.table}")).rows[0]
-        marker = {"count": stat[0], "max_updated_at": None if stat[1] is None else format_timestamp(stat[1])}
+        stat = await self.reader.query(f"SELECT count(*), max(updated_at) FROM {self.table}")
+        newest = stat.maybe(datetime, 0, 1)
+        marker = {"count": stat.value(int), "max_updated_at": None if newest is None else format_timestamp(newest)}
         periodic = time.monotonic() - self._last_full >= self.settings.rescan_interval
         if marker == self.position.get("marker") and not periodic:
             return
@@ -339,7 +343,7 @@ class VersionedSource(QuestdbBase):
         rows = [versioned_row(r) for r in result.rows if r[0]]
         self.position["marker"] = marker
         changes = TableChanges(self.spec.pg_table, (*self.spec.columns, "row_hash"), ("id",), rows)
-        yield self.batch([changes], parse_timestamp(marker["max_updated_at"]), observed)
+        yield self.batch([changes], newest, observed)
 
 
 def build_questdb_sources(settings: QuestdbSettings, pg_dsn: str | None) -> list[QuestdbBase]:
