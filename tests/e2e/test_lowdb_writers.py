@@ -63,12 +63,16 @@ async def pg_matches_file(dsn: str, path: Path) -> bool:
         items = orjson.loads(path.read_bytes())["items"]
     except (OSError, orjson.JSONDecodeError, KeyError):
         return False
+    return await pg_holds(dsn, {r["id"]: r for r in items})
+
+
+async def pg_holds(dsn: str, want: dict[str, dict[str, Any]]) -> bool:
+    """PostgreSQL's items are exactly `want` by id: content (through the inverse) and row_hash."""
     conn = await connect(dsn)
     try:
         rows = await conn.fetch("SELECT * FROM workspace.workspace_items")
     finally:
         await conn.close()
-    want = {r["id"]: r for r in items}
     got = {r["id"]: r for r in rows}
     if want.keys() != got.keys():
         return False

@@ -19,11 +19,9 @@ import pytest
 
 from syncd import quarantine as q
 from syncd.database import connect
-from syncd.tables import lowdb_record_from_row, record_hash, workspace_items
 from tests.e2e.daemon import DaemonProcess, write_config
-from tests.e2e.test_lowdb_writers import NODE, NODE_DIR, pg_matches_file
+from tests.e2e.test_lowdb_writers import NODE, NODE_DIR, pg_holds, pg_matches_file
 
-ITEMS = workspace_items("items")
 SYNCD = Path(sys.executable).with_name("syncd")
 
 pytestmark = [
@@ -51,20 +49,6 @@ def write(path: Path, ops: list[dict[str, Any]]) -> None:
     """lowdb@7's writer, one write per op (Python's json passes the lone surrogate as an escape)."""
     args = [str(NODE), str(NODE_DIR / "writer-v7.mjs"), str(path), json.dumps(ops)]
     subprocess.run(args, check=True, timeout=60, cwd=NODE_DIR)
-
-
-async def pg_holds(dsn: str, want: dict[str, dict[str, Any]]) -> bool:
-    """PostgreSQL's items are exactly `want` (content and row_hash)."""
-    conn = await connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT * FROM workspace.workspace_items")
-    finally:
-        await conn.close()
-    got = {r["id"]: r for r in rows}
-    return got.keys() == want.keys() and all(
-        bytes(got[k]["row_hash"]) == record_hash(v) and lowdb_record_from_row(ITEMS, got[k]) == v
-        for k, v in want.items()
-    )
 
 
 async def held(dsn: str) -> list[q.Entry]:
