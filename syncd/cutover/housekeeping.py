@@ -21,7 +21,7 @@ from syncd.cutover.state import FORWARD_MODES, MIRROR, PG_PRIMARY, Mode, reverse
 from syncd.cutover.verify import FileParity, record_metrics, verify_file
 from syncd.database import Connection
 from syncd.errors import UnreadableFile
-from syncd.lowdb.diff import read_file
+from syncd.lowdb.reader import read_version
 from syncd.tables import specs_for_layout
 
 log = structlog.get_logger(__name__)
@@ -33,7 +33,7 @@ ERRORS = (OSError, UnreadableFile, asyncpg.PostgresError, asyncpg.InterfaceError
 async def verify_settled(conn: Connection, entry: LowdbSettings, mode: Mode) -> FileParity | None:
     """Parity of a settled file, or None while a change is in flight (or the file is retired)."""
     specs = specs_for_layout(entry.layout, entry.collections)
-    version = await asyncio.to_thread(read_file, entry.path, [s.collection for s in specs])
+    version = await asyncio.to_thread(read_version, entry.path, specs)
     if mode in FORWARD_MODES:
         applied = await conn.fetchval(
             "SELECT position ->> 'sha' FROM syncd.checkpoints WHERE source = 'lowdb' AND stream = $1", entry.name

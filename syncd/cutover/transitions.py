@@ -39,7 +39,7 @@ from syncd.cutover.state import (
 from syncd.cutover.verify import FileParity, verify_file
 from syncd.database import Connection
 from syncd.errors import CutoverRefused, HandoverAborted, UnreadableFile
-from syncd.lowdb.diff import read_file
+from syncd.lowdb.reader import read_version
 from syncd.tables import specs_for_layout
 
 ROLLBACK_ATTEMPTS = 3
@@ -221,7 +221,7 @@ async def _settle(pool: asyncpg.Pool, settings: LowdbSettings, max_lag: float) -
     deadline = time.monotonic() + max_lag
     while time.monotonic() < deadline:
         try:
-            version = await asyncio.to_thread(read_file, settings.path, [s.collection for s in specs])
+            version = await asyncio.to_thread(read_version, settings.path, specs)
         except (UnreadableFile, OSError):
             return  # verify reports it, with the reason
         applied = await pool.fetchval(

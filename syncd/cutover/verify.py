@@ -23,7 +23,10 @@ from syncd import metrics
 from syncd.config import LowdbSettings, QuestdbSettings
 from syncd.database import Connection
 from syncd.errors import InvalidRecord
-from syncd.lowdb.diff import FileVersion, read_file
+from syncd.lowdb.diff import FileVersion
+from syncd.lowdb.reader import read_version
+from syncd.lowdb.records import Records
+from syncd.poison import Poison
 from syncd.questdb.reconcile import DayParity, Reconciler
 from syncd.questdb.source import SignalsSource
 from syncd.questdb.sql import day_bounds
@@ -98,10 +101,17 @@ def bucket_hashes(digests: Mapping[str, bytes]) -> list[int]:
 
 
 def file_digests(spec: TableSpec, records: Any) -> tuple[Digests, list[str]]:
-    """Content digests of a collection's valid records by key, and the keys the spec rejects."""
+    """Content digests of a collection's valid records by key, and the keys the spec rejects.
+
+    `records` is the parsed list, or the per-record read's `Records` (whose poison is invalid too)."""
+    if isinstance(records, Records):
+        records = [records.record(i) for i in range(len(records))]
     digests: Digests = {}
     invalid: list[str] = []
     for record in records if isinstance(records, list) else []:
+        if isinstance(record, Poison):
+            invalid.append(record.key or "<no id>")
+            continue
         key = spec.record_key(record)
         try:
             row = spec.to_row(record, b"")
@@ -161,10 +171,10 @@ async def verify_file(conn: Connection, settings: LowdbSettings, version: FileVe
     """Compare the file (its current version unless given) with PostgreSQL, table by table."""
     specs = specs_for_layout(settings.layout, settings.collections)
     if version is None:
-        version = await asyncio.to_thread(read_file, settings.path, [s.collection for s in specs])
+        version = await asyncio.to_thread(read_version, settings.path, specs)
     tables = []
     for spec in specs:
-        source, invalid = await asyncio.to_thread(file_digests, spec, version.document.get(spec.collection, []))
+        source, invalid = await asyncio.to_thread(file_digests, spec, version.collection(spec))
         label = f"{spec.table}:{spec.collection}" if spec.document else spec.table
         tables.append(compare(label, source, await pg_digests(conn, spec), invalid))
     return FileParity(settings.name, settings.path, tuple(tables), version.position["sha"])

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from syncd.lowdb.diff import FileVersion, content_hash, gc_paused, parse_version, position, read_bytes
+from syncd.errors import UnreadableFile
+from syncd.lowdb.diff import FileVersion, content_hash, gc_paused, parse_version, position, read_bytes, read_file
 from syncd.lowdb.records import Records
 from syncd.lowdb.slices import SEPARATOR, changed_window, slice_file, split_records
 from syncd.tables import TableSpec
@@ -97,6 +98,18 @@ class VersionReader:
                 return None
             records[collection] = found
         return _Seen(data, sliced.document, records, sliced.bodies)
+
+
+def read_version(path: Path, specs: Sequence[TableSpec]) -> FileVersion:
+    """The file parsed whole or, when orjson refuses it, per record with its poison set apart.
+
+    For the one-off readers (verify): the whole parse is the fast path, and the per-record read
+    finds which records a file nobody could parse whole holds that Node still reads.
+    """
+    try:
+        return read_file(path, [s.collection for s in specs])
+    except UnreadableFile:
+        return VersionReader(specs).read(path)
 
 
 def _settled(records: dict[str, Records]) -> dict[str, Records]:

@@ -18,6 +18,7 @@ import pytest
 
 from syncd import quarantine as q
 from syncd.config import LowdbSettings
+from syncd.cutover.verify import verify_file
 from syncd.lowdb.source import LowdbSource
 from syncd.sink.postgres import PostgresSink
 from tests.integration.conftest import eventually, running
@@ -88,6 +89,13 @@ async def test_poison_is_quarantined_the_file_flows_and_the_fix_flows(
         write(path, [a, b, {**p, **fields}], patch)
         await eventually(equals(pool, [a, b, p]), what="edit of another record applied")
         assert runner.state.last_error is None
+        # verify reads the file per record when it must: only the poisoned key differs (invalid, or
+        # for a file orjson still parses whole, PostgreSQL's older version of it), nothing else.
+        async with pool.acquire() as conn:
+            parity = await verify_file(conn, settings)
+        [items] = [t for t in parity.tables if t.table == "workspace.workspace_items"]
+        assert {*items.invalid, *items.differing} == {"p"}
+        assert items.missing_in_pg == ()
         # The owner fixes the record, the operator replays it: it flows, no restart.
         p = {**p, "title": "fixed"}
         write(path, [a, b, p])
