@@ -16,7 +16,6 @@ next to the LowDB file. Quarantined keys stay blocked until `syncd quarantine re
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
@@ -25,7 +24,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from watchfiles._rust_notify import RustNotify
+from watchfiles import Change, awatch
 
 from syncd import metrics
 from syncd.config import LowdbSettings
@@ -46,6 +45,10 @@ READ_RETRY_DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 POLL_SECONDS = 1.0
 """Re-check cadence while something waits: a held mass delete, blocked keys, an unreadable file."""
 WATCH_TIMEOUT_MS = 500
+WATCH_STEP_MS = 1
+"""watchfiles returns a group of events once no new one came for this long."""
+WATCH_GROUP_MS = 50
+"""...or once the group has lasted this long (a long in-place write keeps producing events)."""
 
 
 class LowdbSource:
@@ -77,8 +80,9 @@ class LowdbSource:
         self._failing = False
         self._dirty_at: float | None = None
         self._wake = asyncio.Event()
-        self._stop = threading.Event()
-        self._notify: RustNotify | None = None
+        self._stop = asyncio.Event()
+        self._settle: asyncio.TimerHandle | None = None
+        self._settling_since: float | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     @property
@@ -89,7 +93,8 @@ class LowdbSource:
     @property
     def in_sync_at(self) -> float | None:
         """Now, while the last version read is applied and no change, hold or failure is pending."""
-        pending = self._dirty_at is not None or self._pending is not None or self._holding is not None
+        pending = self._dirty_at is not None or self._settle is not None
+        pending = pending or self._pending is not None or self._holding is not None
         return time.time() if self._caught_up and not (pending or self._failing) else None
 
     @property
@@ -101,18 +106,17 @@ class LowdbSource:
         """Start watching, then load what PostgreSQL holds; the file is read by `batches()`."""
         self._position = dict(checkpoint or {})
         # Watch before the first read, so a write landing between the two is never missed.
-        if self.settings.poll_interval is None:
-            self._notify = RustNotify([str(self.path.parent)], False, False, 50, False, False)
-            watching = self._watch()
-        else:
-            watching = self._poll(self.settings.poll_interval)
+        watching = self._watch() if self.settings.poll_interval is None else self._poll(self.settings.poll_interval)
         self._watcher = asyncio.create_task(watching, name=f"watch:{self.stream}")
+        await asyncio.sleep(0)  # the task's first step creates the inotify watch (awatch opens it at once)
         self._applied = await self._load_applied()
         self._dirty_at = time.monotonic()
 
     async def close(self) -> None:
         """Stop the watcher thread and the private connection."""
         self._stop.set()
+        if self._settle is not None:
+            self._settle.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -291,15 +295,42 @@ class LowdbSource:
         self._wake.clear()
 
     async def _watch(self) -> None:
-        """Turn directory events for our file (or its allow flag) into wake-ups."""
-        assert self._notify is not None
-        step_ms = max(1, int(self.settings.debounce * 1000 / 4))
-        debounce_ms = max(step_ms, int(self.settings.debounce * 1000 * 2.5))
+        """Turn directory events for our file (or its allow flag) into wake-ups.
+
+        A rename onto the file (lowdb@7: `added`) puts a complete version in place: read it at once.
+        A write in place (lowdb@1: `modified`) may still be going on: read once the file has been
+        quiet for `debounce`; every further event restarts that wait, so the read sees the final
+        version (and a half-written one is retried by `_read`).
+        """
         names = {self.path.name, self.allow_path.name}
-        while not self._stop.is_set():
-            changes = await asyncio.to_thread(self._notify.watch, debounce_ms, step_ms, WATCH_TIMEOUT_MS, self._stop)
-            if isinstance(changes, set) and any(Path(p).name in names for _, p in changes):
+        async for changes in awatch(
+            self.path.parent,
+            watch_filter=lambda _, path: Path(path).name in names,
+            debounce=WATCH_GROUP_MS,
+            step=WATCH_STEP_MS,
+            stop_event=self._stop,
+            rust_timeout=WATCH_TIMEOUT_MS,
+            recursive=False,
+        ):
+            if any(change == Change.added or Path(path).name != self.path.name for change, path in changes):
                 self._mark_dirty()
+            else:
+                self._settle_then_mark()
+
+    def _settle_then_mark(self) -> None:
+        """Mark dirty once no further event came for `debounce` (observed from the first event)."""
+        since = time.monotonic()
+        if self._settle is not None:
+            self._settle.cancel()
+            since = self._settling_since or since
+        self._settling_since = since
+        self._settle = asyncio.get_running_loop().call_later(self.settings.debounce, self._settled)
+
+    def _settled(self) -> None:
+        self._settle = None
+        self._dirty_at = self._dirty_at or self._settling_since
+        self._settling_since = None
+        self._wake.set()
 
     async def _poll(self, interval: float) -> None:
         """Stat the file and its allow flag every `interval`; a changed identity is a wake-up."""

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from itertools import compress
 from operator import itemgetter, not_
 from typing import Any
 
 import asyncpg
+import orjson
 import structlog
 
 from syncd.database import Connection
@@ -72,6 +74,9 @@ class _TableInfo:
         return kind.startswith(_PYTHON_ORDERED)
 
 
+SMALL_BATCH = 100
+"""Up to this many rows a table's upserts go as one JSON statement (fewer round trips than stages)."""
+
 _PYTHON_ORDERED = ("timestamp", "date", "bigint", "integer", "smallint", "numeric", "double precision", "real")
 
 
@@ -118,8 +123,6 @@ class PostgresSink:
                     results[table] += await self._delete(conn, changes)
                 table = "syncd.quarantine"
                 await _quarantine(conn, batch)
-                table = "syncd.checkpoints"
-                await _save_checkpoint(conn, batch.checkpoint, self.epoch)
         except asyncpg.UniqueViolationError as exc:
             if fast:
                 raise _FastPathMissed from exc
@@ -151,13 +154,20 @@ class PostgresSink:
         """The upserts of `changes` alone, as `apply` runs them (through the merge)."""
         u = _deduplicated(changes)
         info = await self._table_info(conn, changes.table)
-        [highest] = await self._prelude(conn, Batch(Checkpoint("", "", {}), [changes]), [u], [info])
+        batch = Batch(Checkpoint("", "", {}), [changes])
+        [highest] = await self._prelude(conn, batch, [u], [info], save_checkpoint=False)
         await _upsert(conn, u, info, highest, fast=False)
 
     async def _prelude(
-        self, conn: Connection, batch: Batch, upserts: Sequence[_Upserts], infos: Sequence[_TableInfo]
+        self,
+        conn: Connection,
+        batch: Batch,
+        upserts: Sequence[_Upserts],
+        infos: Sequence[_TableInfo],
+        *,
+        save_checkpoint: bool = True,
     ) -> list[Any]:
-        """One statement: settings, fence, mirror check, partitions and per-table key probes.
+        """One statement: settings, fence, mirror check, partitions, per-table key probes, checkpoint.
 
         Returns, per table, the highest stored leading key inside the batch's range (None if none).
         """
@@ -169,8 +179,9 @@ class PostgresSink:
             parts.append(f"syncd.require_mirror(${len(args)})")
         probes: list[int | None] = []
         for u, info in zip(upserts, infos, strict=True):
-            if not u.rows:
-                probes.append(None)
+            probes.append(None)
+            probed = len(u.rows) > SMALL_BATCH
+            if not (u.rows and (info.partitioned or probed)):
                 continue
             args += [min(u.leads), max(u.leads)]
             lo, hi = f"${len(args) - 1}", f"${len(args)}"
@@ -178,9 +189,22 @@ class PostgresSink:
             if info.partitioned:
                 # The partition key is the leading key column (signals: ts).
                 parts.append(f"signals.ensure_partitions('{table}'::regclass, {lo}, {hi})")
-            probes.append(len(parts))
-            parts.append(f"(SELECT max({lead}) FROM {table} WHERE {lead} BETWEEN {lo} AND {hi})")
-        row = await conn.fetchrow("SELECT " + ", ".join(f"{p} AS p{i}" for i, p in enumerate(parts)), *args)
+            if probed:
+                probes[-1] = len(parts)
+                parts.append(f"(SELECT max({lead}) FROM {table} WHERE {lead} BETWEEN {lo} AND {hi})")
+        checkpoint = ""
+        if save_checkpoint:
+            cp = batch.checkpoint
+            args += [cp.source, cp.stream, cp.position]
+            n = len(args)
+            # The checkpoint rides along: the transaction commits it with the rows or not at all.
+            checkpoint = f"""WITH checkpoint AS (
+                INSERT INTO syncd.checkpoints (source, stream, position, epoch) VALUES (${n - 2}, ${n - 1}, ${n}, $2)
+                ON CONFLICT (source, stream)
+                DO UPDATE SET position = excluded.position, epoch = excluded.epoch, updated_at = now() RETURNING 1)"""
+            parts.append("(SELECT count(*) FROM checkpoint)")
+        columns = ", ".join(f"{p} AS p{i}" for i, p in enumerate(parts))
+        row = await conn.fetchrow(f"{checkpoint} SELECT {columns}", *args)
         assert row is not None
         return [None if i is None else row[i] for i in probes]
 
@@ -246,6 +270,8 @@ async def _upsert(conn: Connection, u: _Upserts, info: _TableInfo, highest: Any,
     """Rows above the highest stored key go in by COPY, the rest through the merge."""
     if not u.rows:
         return ApplyResult()
+    if len(u.rows) <= SMALL_BATCH:
+        return await _upsert_small(conn, u)
     fresh, known = _split_fresh(u, highest) if fast else ([], u.rows)
     if not fresh:
         return await _merge(conn, u.changes, known)
@@ -270,6 +296,42 @@ def _split(table: str) -> tuple[str, str]:
 
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
+
+
+async def _upsert_small(conn: Connection, u: _Upserts) -> ApplyResult:
+    """A few rows (an edit): one statement carrying them as JSON, instead of stages and COPYs."""
+    changes = u.changes
+    cols = ", ".join(_ident(c) for c in changes.columns)
+    updates = ", ".join(f"{_ident(c)} = excluded.{_ident(c)}" for c in changes.columns if c not in changes.key)
+    document = orjson.dumps([dict(zip(changes.columns, row, strict=True)) for row in u.rows], default=_json_value)
+    keys = ", ".join(_ident(k) for k in changes.key)
+    same_key = " AND ".join(f"e.{_ident(k)} = u.{_ident(k)}" for k in changes.key)
+    # Every part of one statement sees the table as it was before it: `existed` tells updates apart.
+    row = await conn.fetchrow(
+        f"""WITH rows AS (SELECT {cols} FROM jsonb_populate_recordset(NULL::{changes.table}, $1::text::jsonb)),
+                 existed AS (SELECT {keys} FROM {changes.table} WHERE ({keys}) IN (SELECT {keys} FROM rows)),
+                 upserted AS (
+                     INSERT INTO {changes.table} AS t ({cols}) SELECT {cols} FROM rows
+                     ON CONFLICT ({keys}) DO UPDATE SET {updates}, synced_at = now()
+                     WHERE t.row_hash IS DISTINCT FROM excluded.row_hash
+                     RETURNING {keys})
+            SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT FROM existed e WHERE {same_key})) AS inserted,
+                   count(*) AS touched
+              FROM upserted u""",
+        document.decode(),
+    )
+    assert row is not None
+    inserted, updated = row["inserted"], row["touched"] - row["inserted"]
+    return ApplyResult(inserted=inserted, updated=updated, unchanged=len(u.rows) - inserted - updated)
+
+
+def _json_value(value: Any) -> str:
+    """JSON for what orjson leaves out: bytes as bytea's hex text, decimals as their digits."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")
 
 
 def _split_fresh(u: _Upserts, highest: Any) -> tuple[Sequence[Row], Sequence[Row]]:
@@ -383,17 +445,4 @@ async def _quarantine(conn: Connection, batch: Batch) -> None:
         """INSERT INTO syncd.quarantine (source, stream, table_name, key, raw, reason, position)
            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
         [(cp.source, cp.stream, q.table, q.key, q.raw, q.reason, cp.position) for q in batch.quarantine],
-    )
-
-
-async def _save_checkpoint(conn: Connection, checkpoint: Checkpoint, epoch: int) -> None:
-    await conn.execute(
-        """INSERT INTO syncd.checkpoints (source, stream, position, epoch)
-           VALUES ($1, $2, $3, $4)
-           ON CONFLICT (source, stream)
-           DO UPDATE SET position = excluded.position, epoch = excluded.epoch, updated_at = now()""",
-        checkpoint.source,
-        checkpoint.stream,
-        checkpoint.position,
-        epoch,
     )

@@ -12,7 +12,7 @@ import pytest
 
 from syncd.errors import Fenced, SinkUnavailable
 from syncd.model import ApplyResult, Batch, Checkpoint, TableChanges
-from syncd.sink.postgres import PostgresSink
+from syncd.sink.postgres import SMALL_BATCH, PostgresSink
 
 ITEMS = "workspace.workspace_items"
 ITEM_COLUMNS = ("id", "title", "category", "priority", "status", "tags", "created_at", "extra", "row_hash")
@@ -150,7 +150,7 @@ async def test_a_key_committed_between_probe_and_copy_is_merged_not_rejected(poo
     sink = PostgresSink(pool, await leader_epoch(pool))
     columns = ("ts", "signal_key", "asset", "row_hash")
     ts = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
-    rows = [(ts + timedelta(seconds=i), f"k{i}", "PETR4", b"h") for i in range(3)]
+    rows = [(ts + timedelta(seconds=i), f"k{i}", "PETR4", b"h") for i in range(SMALL_BATCH + 1)]
     table = "signals.tp_capital_signals"
     await pool.execute(f"SELECT signals.ensure_partitions('{table}', $1, $1)", ts)
     other = await pool.acquire()
@@ -166,8 +166,8 @@ async def test_a_key_committed_between_probe_and_copy_is_merged_not_rejected(poo
         result = (await asyncio.wait_for(applying, 30))[table]
     finally:
         await pool.release(other)
-    assert result == ApplyResult(inserted=2, updated=1)
-    assert await pool.fetchval(f"SELECT string_agg(asset, ',' ORDER BY ts) FROM {table}") == "PETR4,PETR4,PETR4"
+    assert result == ApplyResult(inserted=SMALL_BATCH, updated=1)
+    assert await pool.fetchval(f"SELECT count(*) FROM {table} WHERE asset = 'PETR4'") == SMALL_BATCH + 1
 
 
 async def _blocked_on_lock(pool: asyncpg.Pool) -> None:
@@ -176,3 +176,18 @@ async def _blocked_on_lock(pool: asyncpg.Pool) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the COPY never waited for the other writer's key")
+
+
+async def test_large_batches_take_the_copy_and_merge_paths_with_the_same_results(pool: asyncpg.Pool) -> None:
+    """Above SMALL_BATCH rows: direct COPY on first load, key stage + merge after; counts and events exact."""
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    n = SMALL_BATCH * 2
+    first = batch([item(f"{i:04d}", "a") for i in range(n)])
+    assert (await sink.apply(first))[ITEMS] == ApplyResult(inserted=n)
+    assert (await sink.apply(first))[ITEMS] == ApplyResult(unchanged=n)
+    changed = [item(f"{i:04d}", "b" if i % 10 == 0 else "a") for i in range(n)] + [item("new", "x")]
+    result = (await sink.apply(batch(changed, deletes=["0001"], position=2)))[ITEMS]
+    assert result == ApplyResult(inserted=1, updated=n // 10, unchanged=n - n // 10, deleted=1)
+    assert await pool.fetchval(f"SELECT count(*) FROM {ITEMS} WHERE title = 'b'") == n // 10
+    ops = await pool.fetch("SELECT op, count(*) FROM syncd.outbox GROUP BY op ORDER BY op")
+    assert [tuple(r) for r in ops] == [("delete", 1), ("insert", n + 1), ("update", n // 10)]
