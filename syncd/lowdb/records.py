@@ -21,6 +21,11 @@ from syncd.lowdb.slices import SEPARATOR, parse_slice
 from syncd.poison import diagnose, too_large
 from syncd.tables import TableSpec, canonical, record_hash
 
+KEEP_PARSED = 1_000
+"""Parsed records a read keeps for the diff. A parsed record takes several times its JSON's bytes:
+a first read of a 500k-record file keeping them all would hold gigabytes until the diff, which
+re-parses the slice of any record beyond these instead."""
+
 
 class Records:
     """Keys and hashes of a collection's records in file order; `record(i)` loads one record."""
@@ -53,7 +58,14 @@ class Records:
         assert isinstance(parsed, Mapping)
         if i in parsed:
             return parsed[i]
-        keyed = _keyed(self.spec, self.slices[i])
+        piece = self.slices[i]
+        if len(piece) <= self.spec.max_record_bytes:
+            # Keyed and hashed when read: only the record itself is wanted now.
+            try:
+                return parse_slice(piece)
+            except orjson.JSONDecodeError:
+                pass
+        keyed = _keyed(self.spec, piece)
         assert keyed is not None, "a slice that was read once reads again"
         return keyed[0]
 
@@ -119,7 +131,9 @@ class Records:
             keyed = _keyed(spec, slices[i])
             if keyed is None:
                 return None
-            fresh[i], key, digest = keyed
+            record, key, digest = keyed
+            if len(fresh) < KEEP_PARSED:
+                fresh[i] = record
             keys.append(key)
             digests.append(digest)
         keys += prior.keys[len(old) - tail :]
