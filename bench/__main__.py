@@ -29,15 +29,15 @@ Scenario = Callable[[Bench], Awaitable[None]]
 
 SCENARIOS: dict[str, Scenario] = {
     "sink": sink.run,
+    "reporting": reporting.run,
     "lowdb": lowdb_latency.run,
     "lowdb-scale": lowdb_scale.run,
-    "reporting": reporting.run,
     "questdb": questdb_backfill.run,
     "cutover": cutover_handover.run,
 }
 
 
-def _document(bench: Bench, started: float, complete: bool) -> dict[str, Any]:
+def _document(bench: Bench, started: float, complete: bool, failed: dict[str, str]) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).date().isoformat(),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -45,7 +45,8 @@ def _document(bench: Bench, started: float, complete: bool) -> dict[str, Any]:
                     "python": platform.python_version(), "load_at_end": os.getloadavg()},
         "repeats": bench.repeats,
         "quick": bench.quick,
-        "complete": complete,
+        "complete": complete and not failed,
+        "failed": failed,
         "wall_seconds": round(time.monotonic() - started, 1),
         "lines": [line.as_json() for line in bench.lines],
         "tables": bench.tables,
@@ -58,15 +59,20 @@ async def main(only: list[str], quick: bool, save: bool) -> Results:
     with server() as dsn:
         bench = Bench(dsn, quick=quick)
         await bench.find_server()
+        failed: dict[str, str] = {}
         for name, scenario in SCENARIOS.items():
             if only and name not in only:
                 continue
             print(f"== {name}", flush=True)
-            await scenario(bench)
-            results = Results(_document(bench, started, complete=False))
+            try:
+                await scenario(bench)
+            except Exception as exc:  # one broken scenario must not void the others' figures
+                failed[name] = f"{type(exc).__name__}: {exc}"
+                print(f"!! {name} failed: {failed[name]}", flush=True)
+            results = Results(_document(bench, started, False, failed))
             if save and not quick:
                 results.save()
-    results = Results(_document(bench, started, complete=not only and not quick))
+    results = Results(_document(bench, started, not only and not quick, failed))
     if save and not quick:
         print(f"results: {results.save()}")
     return results

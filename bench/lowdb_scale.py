@@ -68,7 +68,7 @@ async def run(bench: Bench) -> None:
                 daemon, port = start_daemon(work, path, dsn)
                 try:
                     with PeakRss(daemon.pid) as peak:
-                        await wait_ready(port, daemon, deadline=300)
+                        await wait_ready(port, daemon, deadline=900)
                         seconds = time.perf_counter() - started
                 finally:
                     daemon.terminate()

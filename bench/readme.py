@@ -27,6 +27,8 @@ BLOCK = re.compile(r"(<!-- bench:(\w+):([\w -]+) -->\n)(.*?)(<!-- /bench -->)", 
 def _number(value: Any, unit: str = "") -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "-" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
     if unit == "rows/s" or abs(value) >= 1000:
         return f"{value:,.0f}"
     if unit == "s" and abs(value) < 1:

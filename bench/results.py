@@ -146,7 +146,7 @@ def _reporting(r: Results) -> list[Verdict]:
 def _wall(r: Results) -> list[Verdict]:
     seconds = r.document.get("wall_seconds")
     complete = r.document.get("complete", False)
-    if seconds is None or not complete:
+    if seconds is None or not complete:  # a partial run says nothing about the whole
         return [Verdict("make bench wall time (every scenario)", "< 20 min", "-", None)]
     return [Verdict("make bench wall time (every scenario)", "< 20 min", f"{seconds / 60:.1f} min", seconds < 1200)]
 
