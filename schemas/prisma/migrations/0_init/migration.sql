@@ -770,149 +770,135 @@ CREATE TABLE reporting.signals_channel_asset_rollup (
 CREATE UNIQUE INDEX signals_channel_asset_rollup_key
     ON reporting.signals_channel_asset_rollup (source, channel, asset) NULLS NOT DISTINCT;
 
--- The statements folding one statement's rows into the rollups, in order. `src` yields
--- (sign, <signal row>): +1 for new rows, -1 for old rows. The trigger EXECUTEs them itself: a
--- transition table is visible only to the trigger function's own queries.
+-- The statements folding one statement's rows into the rollups, in order: one for an INSERT or
+-- COPY, three when rows were removed too (bounds, then emptied groups, each seeing the one before).
+-- `src` yields (sign, <signal row>): +1 for new rows, -1 for old rows. The trigger EXECUTEs them
+-- itself: a transition table is visible only to the trigger function's own queries.
 CREATE FUNCTION reporting.signal_fold_statements(src text, removes boolean) RETURNS SETOF text
 LANGUAGE plpgsql IMMUTABLE AS $fn$
 DECLARE
     -- Per-row contributions: live rows (deleted_at IS NULL) count as signals, others as deleted.
-    c text := format($q$
+    -- dd: per day x channel x asset (live rows); cd: per source x channel x day; ad: per source x
+    -- channel x asset. new_/gone_ min and max: the bounds the statement's new and old live rows had.
+    deltas text := format($q$
         c AS (SELECT x.sign, x.ts, x.channel, x.asset, x.source, (x.ts AT TIME ZONE 'UTC')::date AS day,
                      x.deleted_at IS NULL AS live,
                      x.buy_min IS NOT NULL OR x.buy_max IS NOT NULL AS has_buy,
                      coalesce(x.target_1, x.target_2, x.target_final) IS NOT NULL AS has_target,
                      x.stop IS NOT NULL AS has_stop,
-                     ((x.target_1 - e.entry) / e.entry * 100)::numeric AS t1_pct,
-                     ((x.stop - e.entry) / e.entry * 100)::numeric AS stop_pct,
+                     CASE WHEN e.entry > 0 THEN ((x.target_1 - e.entry) / e.entry * 100)::numeric END AS t1_pct,
+                     CASE WHEN e.entry > 0 THEN ((x.stop - e.entry) / e.entry * 100)::numeric END AS stop_pct,
                      e.entry > 0 AS priced
                 FROM (%s) x
-               CROSS JOIN LATERAL (SELECT coalesce((x.buy_min + x.buy_max) / 2, x.buy_min, x.buy_max) AS entry) e)
+               CROSS JOIN LATERAL (SELECT coalesce((x.buy_min + x.buy_max) / 2, x.buy_min, x.buy_max) AS entry) e),
+        dd AS (SELECT day, channel, asset,
+                      sum(sign) AS signals,
+                      min(ts) FILTER (WHERE sign > 0) AS new_min, max(ts) FILTER (WHERE sign > 0) AS new_max,
+                      min(ts) FILTER (WHERE sign < 0) AS gone_min, max(ts) FILTER (WHERE sign < 0) AS gone_max,
+                      coalesce(sum(sign) FILTER (WHERE has_buy), 0) AS with_buy_range,
+                      coalesce(sum(sign) FILTER (WHERE has_target), 0) AS with_target,
+                      coalesce(sum(sign) FILTER (WHERE has_stop), 0) AS with_stop,
+                      coalesce(sum(sign * t1_pct) FILTER (WHERE priced AND t1_pct IS NOT NULL), 0) AS t1_sum,
+                      coalesce(sum(sign) FILTER (WHERE priced AND t1_pct IS NOT NULL), 0) AS t1_n,
+                      coalesce(sum(sign * stop_pct) FILTER (WHERE priced AND stop_pct IS NOT NULL), 0) AS stop_sum,
+                      coalesce(sum(sign) FILTER (WHERE priced AND stop_pct IS NOT NULL), 0) AS stop_n
+                 FROM c WHERE live GROUP BY day, channel, asset),
+        cd AS (SELECT source, channel, day,
+                      coalesce(sum(sign) FILTER (WHERE live), 0) AS signals,
+                      coalesce(sum(sign) FILTER (WHERE NOT live), 0) AS deleted,
+                      min(ts) FILTER (WHERE sign > 0 AND live) AS new_min,
+                      max(ts) FILTER (WHERE sign > 0 AND live) AS new_max,
+                      min(ts) FILTER (WHERE sign < 0 AND live) AS gone_min,
+                      max(ts) FILTER (WHERE sign < 0 AND live) AS gone_max
+                 FROM c GROUP BY source, channel, day),
+        ad AS (SELECT source, channel, asset, sum(sign) AS signals FROM c WHERE live GROUP BY source, channel, asset)
         $q$, src);
-    -- A group's bound needs recomputing when a removed live row held it and no new live row reaches it.
-    daily_delta text := $q$
-        d AS (SELECT day, channel, asset,
-                     sum(sign) AS signals,
-                     min(ts) FILTER (WHERE sign > 0) AS new_min, max(ts) FILTER (WHERE sign > 0) AS new_max,
-                     min(ts) FILTER (WHERE sign < 0) AS gone_min, max(ts) FILTER (WHERE sign < 0) AS gone_max,
-                     coalesce(sum(sign) FILTER (WHERE has_buy), 0) AS with_buy_range,
-                     coalesce(sum(sign) FILTER (WHERE has_target), 0) AS with_target,
-                     coalesce(sum(sign) FILTER (WHERE has_stop), 0) AS with_stop,
-                     coalesce(sum(sign * t1_pct) FILTER (WHERE priced AND t1_pct IS NOT NULL), 0) AS t1_sum,
-                     coalesce(sum(sign) FILTER (WHERE priced AND t1_pct IS NOT NULL), 0) AS t1_n,
-                     coalesce(sum(sign * stop_pct) FILTER (WHERE priced AND stop_pct IS NOT NULL), 0) AS stop_sum,
-                     coalesce(sum(sign) FILTER (WHERE priced AND stop_pct IS NOT NULL), 0) AS stop_n
-                FROM c WHERE live GROUP BY day, channel, asset)
-        $q$;
-    channel_delta text := $q$
-        d AS (SELECT source, channel, day,
-                     coalesce(sum(sign) FILTER (WHERE live), 0) AS signals,
-                     coalesce(sum(sign) FILTER (WHERE NOT live), 0) AS deleted,
-                     min(ts) FILTER (WHERE sign > 0 AND live) AS new_min,
-                     max(ts) FILTER (WHERE sign > 0 AND live) AS new_max,
-                     min(ts) FILTER (WHERE sign < 0 AND live) AS gone_min,
-                     max(ts) FILTER (WHERE sign < 0 AND live) AS gone_max
-                FROM c GROUP BY source, channel, day)
-        $q$;
-    -- The live signals of one rollup group's day, for a bound that must be recomputed.
+    -- A bound is recomputed when a removed live row held it and no new live row reaches as far.
+    stale_min text := 'd.gone_min <= r.first_ts AND (d.new_min IS NULL OR d.new_min > d.gone_min)';
+    stale_max text := 'd.gone_max >= r.last_ts AND (d.new_max IS NULL OR d.new_max < d.gone_max)';
+    -- The live signals of one rollup group's day (a primary-key range scan).
     one_day text := $q$
         FROM signals.tp_capital_signals t
         WHERE t.ts >= r.day::timestamp AT TIME ZONE 'UTC' AND t.ts < (r.day + 1)::timestamp AT TIME ZONE 'UTC'
           AND t.deleted_at IS NULL AND t.channel IS NOT DISTINCT FROM r.channel
         $q$;
+    same_daily text := 'r.day = d.day AND r.channel IS NOT DISTINCT FROM d.channel AND r.asset IS NOT DISTINCT FROM d.asset';
+    same_chan text := 'r.day = d.day AND r.channel IS NOT DISTINCT FROM d.channel AND r.source IS NOT DISTINCT FROM d.source';
+    same_asset text := 'r.source IS NOT DISTINCT FROM d.source AND r.channel IS NOT DISTINCT FROM d.channel '
+                       'AND r.asset IS NOT DISTINCT FROM d.asset';
 BEGIN
     RETURN NEXT format($q$
-        WITH %s, %s
-        INSERT INTO reporting.signals_daily_rollup AS r
-        SELECT day, channel, asset, signals, new_min, new_max, with_buy_range, with_target, with_stop,
-               t1_sum, t1_n, stop_sum, stop_n
-          FROM d
-        ON CONFLICT (day, channel, asset) DO UPDATE
-           SET signals = r.signals + excluded.signals,
-               first_ts = least(r.first_ts, excluded.first_ts),
-               last_ts = greatest(r.last_ts, excluded.last_ts),
-               with_buy_range = r.with_buy_range + excluded.with_buy_range,
-               with_target = r.with_target + excluded.with_target,
-               with_stop = r.with_stop + excluded.with_stop,
-               target_1_pct_sum = r.target_1_pct_sum + excluded.target_1_pct_sum,
-               target_1_pct_n = r.target_1_pct_n + excluded.target_1_pct_n,
-               stop_pct_sum = r.stop_pct_sum + excluded.stop_pct_sum,
-               stop_pct_n = r.stop_pct_n + excluded.stop_pct_n
-        $q$, c, daily_delta);
-    RETURN NEXT format($q$
-        WITH %s, d AS (SELECT source, channel, asset, sum(sign) AS signals FROM c WHERE live
-                        GROUP BY source, channel, asset)
-        INSERT INTO reporting.signals_channel_asset_rollup AS r SELECT * FROM d
-        ON CONFLICT (source, channel, asset) DO UPDATE SET signals = r.signals + excluded.signals
-        $q$, c);
-    RETURN NEXT format($q$
-        WITH %s, %s
-        INSERT INTO reporting.signals_channel_day_rollup AS r
-        SELECT source, channel, day, signals, deleted, new_min, new_max FROM d
-        ON CONFLICT (source, channel, day) DO UPDATE
-           SET signals = r.signals + excluded.signals,
-               deleted = r.deleted + excluded.deleted,
-               first_ts = least(r.first_ts, excluded.first_ts),
-               last_ts = greatest(r.last_ts, excluded.last_ts)
-        $q$, c, channel_delta);
+        WITH %s,
+        daily AS (
+            INSERT INTO reporting.signals_daily_rollup AS r
+            SELECT day, channel, asset, signals, new_min, new_max, with_buy_range, with_target, with_stop,
+                   t1_sum, t1_n, stop_sum, stop_n
+              FROM dd
+            ON CONFLICT (day, channel, asset) DO UPDATE
+               SET signals = r.signals + excluded.signals,
+                   first_ts = least(r.first_ts, excluded.first_ts),
+                   last_ts = greatest(r.last_ts, excluded.last_ts),
+                   with_buy_range = r.with_buy_range + excluded.with_buy_range,
+                   with_target = r.with_target + excluded.with_target,
+                   with_stop = r.with_stop + excluded.with_stop,
+                   target_1_pct_sum = r.target_1_pct_sum + excluded.target_1_pct_sum,
+                   target_1_pct_n = r.target_1_pct_n + excluded.target_1_pct_n,
+                   stop_pct_sum = r.stop_pct_sum + excluded.stop_pct_sum,
+                   stop_pct_n = r.stop_pct_n + excluded.stop_pct_n
+            RETURNING 1),
+        assets AS (
+            INSERT INTO reporting.signals_channel_asset_rollup AS r SELECT * FROM ad
+            ON CONFLICT (source, channel, asset) DO UPDATE SET signals = r.signals + excluded.signals
+            RETURNING 1),
+        channels AS (
+            INSERT INTO reporting.signals_channel_day_rollup AS r
+            SELECT source, channel, day, signals, deleted, new_min, new_max FROM cd
+            ON CONFLICT (source, channel, day) DO UPDATE
+               SET signals = r.signals + excluded.signals,
+                   deleted = r.deleted + excluded.deleted,
+                   first_ts = least(r.first_ts, excluded.first_ts),
+                   last_ts = greatest(r.last_ts, excluded.last_ts)
+            RETURNING 1)
+        SELECT (SELECT count(*) FROM daily) + (SELECT count(*) FROM assets) + (SELECT count(*) FROM channels)
+        $q$, deltas);
     IF NOT removes THEN
         RETURN;
     END IF;
     RETURN NEXT format($q$
-        WITH %s, %s
-        UPDATE reporting.signals_daily_rollup r
-           SET first_ts = CASE WHEN d.gone_min <= r.first_ts AND (d.new_min IS NULL OR d.new_min > d.gone_min)
-                               THEN (SELECT min(t.ts) %s AND t.asset IS NOT DISTINCT FROM r.asset)
-                               ELSE r.first_ts END,
-               last_ts = CASE WHEN d.gone_max >= r.last_ts AND (d.new_max IS NULL OR d.new_max < d.gone_max)
-                              THEN (SELECT max(t.ts) %s AND t.asset IS NOT DISTINCT FROM r.asset)
-                              ELSE r.last_ts END
-          FROM d
-         WHERE r.day = d.day AND r.channel IS NOT DISTINCT FROM d.channel AND r.asset IS NOT DISTINCT FROM d.asset
-           AND r.signals > 0
-           AND (d.gone_min <= r.first_ts AND (d.new_min IS NULL OR d.new_min > d.gone_min)
-                OR d.gone_max >= r.last_ts AND (d.new_max IS NULL OR d.new_max < d.gone_max))
-        $q$, c, daily_delta, one_day, one_day);
+        WITH %1$s,
+        daily AS (
+            UPDATE reporting.signals_daily_rollup r
+               SET first_ts = CASE WHEN %2$s THEN (SELECT min(t.ts) %4$s AND t.asset IS NOT DISTINCT FROM r.asset)
+                                   ELSE r.first_ts END,
+                   last_ts = CASE WHEN %3$s THEN (SELECT max(t.ts) %4$s AND t.asset IS NOT DISTINCT FROM r.asset)
+                                  ELSE r.last_ts END
+              FROM dd d
+             WHERE %5$s AND r.signals > 0 AND (%2$s OR %3$s)
+            RETURNING 1),
+        channels AS (
+            UPDATE reporting.signals_channel_day_rollup r
+               SET first_ts = CASE WHEN %2$s THEN (SELECT min(t.ts) %4$s AND t.source IS NOT DISTINCT FROM r.source)
+                                   ELSE r.first_ts END,
+                   last_ts = CASE WHEN %3$s THEN (SELECT max(t.ts) %4$s AND t.source IS NOT DISTINCT FROM r.source)
+                                  ELSE r.last_ts END
+              FROM cd d
+             WHERE %6$s AND r.signals > 0 AND (%2$s OR %3$s)
+            RETURNING 1)
+        SELECT (SELECT count(*) FROM daily) + (SELECT count(*) FROM channels)
+        $q$, deltas, stale_min, stale_max, one_day, same_daily, same_chan);
+    -- Groups this statement emptied go (a channel's day keeps its deleted count, without bounds).
     RETURN NEXT format($q$
-        WITH %s, %s
-        UPDATE reporting.signals_channel_day_rollup r
-           SET first_ts = CASE WHEN d.gone_min <= r.first_ts AND (d.new_min IS NULL OR d.new_min > d.gone_min)
-                               THEN (SELECT min(t.ts) %s AND t.source IS NOT DISTINCT FROM r.source)
-                               ELSE r.first_ts END,
-               last_ts = CASE WHEN d.gone_max >= r.last_ts AND (d.new_max IS NULL OR d.new_max < d.gone_max)
-                              THEN (SELECT max(t.ts) %s AND t.source IS NOT DISTINCT FROM r.source)
-                              ELSE r.last_ts END
-          FROM d
-         WHERE r.day = d.day AND r.channel IS NOT DISTINCT FROM d.channel AND r.source IS NOT DISTINCT FROM d.source
-           AND r.signals > 0
-           AND (d.gone_min <= r.first_ts AND (d.new_min IS NULL OR d.new_min > d.gone_min)
-                OR d.gone_max >= r.last_ts AND (d.new_max IS NULL OR d.new_max < d.gone_max))
-        $q$, c, channel_delta, one_day, one_day);
-    -- Groups this statement emptied: no row (a channel's day keeps its deleted count, without bounds).
-    RETURN NEXT format($q$
-        WITH %s, %s
-        DELETE FROM reporting.signals_daily_rollup r USING d
-         WHERE r.day = d.day AND r.channel IS NOT DISTINCT FROM d.channel AND r.asset IS NOT DISTINCT FROM d.asset
-           AND r.signals = 0
-        $q$, c, daily_delta);
-    RETURN NEXT format($q$
-        WITH %s, d AS (SELECT DISTINCT source, channel, asset FROM c WHERE sign < 0)
-        DELETE FROM reporting.signals_channel_asset_rollup r USING d
-         WHERE r.source IS NOT DISTINCT FROM d.source AND r.channel IS NOT DISTINCT FROM d.channel
-           AND r.asset IS NOT DISTINCT FROM d.asset AND r.signals = 0
-        $q$, c);
-    RETURN NEXT format($q$
-        WITH %s, d AS (SELECT DISTINCT source, channel, day FROM c WHERE sign < 0)
-        DELETE FROM reporting.signals_channel_day_rollup r USING d
-         WHERE r.source IS NOT DISTINCT FROM d.source AND r.channel IS NOT DISTINCT FROM d.channel
-           AND r.day = d.day AND r.signals = 0 AND r.deleted = 0
-        $q$, c);
-    RETURN NEXT format($q$
-        WITH %s, d AS (SELECT DISTINCT source, channel, day FROM c WHERE sign < 0)
-        UPDATE reporting.signals_channel_day_rollup r SET first_ts = NULL, last_ts = NULL FROM d
-         WHERE r.source IS NOT DISTINCT FROM d.source AND r.channel IS NOT DISTINCT FROM d.channel
-           AND r.day = d.day AND r.signals = 0 AND r.first_ts IS NOT NULL
-        $q$, c);
+        WITH %1$s,
+        daily AS (DELETE FROM reporting.signals_daily_rollup r USING dd d WHERE %2$s AND r.signals = 0 RETURNING 1),
+        assets AS (DELETE FROM reporting.signals_channel_asset_rollup r USING ad d
+                    WHERE %4$s AND r.signals = 0 RETURNING 1),
+        gone AS (DELETE FROM reporting.signals_channel_day_rollup r USING cd d
+                  WHERE %3$s AND r.signals = 0 AND r.deleted = 0 RETURNING 1),
+        unbounded AS (UPDATE reporting.signals_channel_day_rollup r SET first_ts = NULL, last_ts = NULL FROM cd d
+                       WHERE %3$s AND r.signals = 0 AND r.deleted > 0 AND r.first_ts IS NOT NULL RETURNING 1)
+        SELECT (SELECT count(*) FROM daily) + (SELECT count(*) FROM assets) + (SELECT count(*) FROM gone)
+             + (SELECT count(*) FROM unbounded)
+        $q$, deltas, same_daily, same_chan, same_asset);
 END $fn$;
 
 CREATE FUNCTION reporting.signal_rollups_trigger() RETURNS trigger
