@@ -722,8 +722,8 @@ CREATE INDEX documentation_links_system_idx ON documentation.documentation_links
 --
 -- Counts and sums are additive: a statement adds what its new rows bring and subtracts what its old
 -- rows took (an UPDATE does both; a soft delete moves a row from `signals` to `deleted`). Averages
--- are kept as numeric sum and count, so adding and subtracting the same values never drifts; the view
--- divides. first_ts / last_ts only grow under inserts (least/greatest); when a statement removes the
+-- are kept as numeric sum and count, so adding and subtracting the same values never drifts; the writer
+-- stores their quotient. first_ts / last_ts only grow under inserts (least/greatest); when a statement removes the
 -- row holding a group's minimum or maximum and brings no row at least as far out, that group's bound
 -- is recomputed from the signals of its one day (a primary-key range scan). Groups left empty are
 -- deleted, so the views return exactly the rows the full scans returned.
@@ -745,7 +745,10 @@ CREATE TABLE reporting.signals_daily_rollup (
     target_1_pct_sum numeric NOT NULL,
     target_1_pct_n   bigint NOT NULL,
     stop_pct_sum     numeric NOT NULL,
-    stop_pct_n       bigint NOT NULL
+    stop_pct_n       bigint NOT NULL,
+    -- sum / n, kept by the writer so that reading 300k groups divides nothing
+    avg_target_1_pct double precision,
+    avg_stop_pct     double precision
 );
 CREATE UNIQUE INDEX signals_daily_rollup_key ON reporting.signals_daily_rollup (day, channel, asset) NULLS NOT DISTINCT;
 
@@ -832,7 +835,7 @@ BEGIN
         daily AS (
             INSERT INTO reporting.signals_daily_rollup AS r
             SELECT day, channel, asset, signals, new_min, new_max, with_buy_range, with_target, with_stop,
-                   t1_sum, t1_n, stop_sum, stop_n
+                   t1_sum, t1_n, stop_sum, stop_n, t1_sum / nullif(t1_n, 0), stop_sum / nullif(stop_n, 0)
               FROM dd
             ON CONFLICT (day, channel, asset) DO UPDATE
                SET signals = r.signals + excluded.signals,
@@ -844,7 +847,10 @@ BEGIN
                    target_1_pct_sum = r.target_1_pct_sum + excluded.target_1_pct_sum,
                    target_1_pct_n = r.target_1_pct_n + excluded.target_1_pct_n,
                    stop_pct_sum = r.stop_pct_sum + excluded.stop_pct_sum,
-                   stop_pct_n = r.stop_pct_n + excluded.stop_pct_n
+                   stop_pct_n = r.stop_pct_n + excluded.stop_pct_n,
+                   avg_target_1_pct = (r.target_1_pct_sum + excluded.target_1_pct_sum)
+                                      / nullif(r.target_1_pct_n + excluded.target_1_pct_n, 0),
+                   avg_stop_pct = (r.stop_pct_sum + excluded.stop_pct_sum) / nullif(r.stop_pct_n + excluded.stop_pct_n, 0)
             RETURNING 1),
         assets AS (
             INSERT INTO reporting.signals_channel_asset_rollup AS r SELECT * FROM ad
@@ -940,9 +946,7 @@ BEGIN
 
     CREATE OR REPLACE VIEW reporting.signals_daily AS
     SELECT r.day, r.channel, r.asset, r.signals, r.first_ts, r.last_ts,
-           r.with_buy_range, r.with_target, r.with_stop,
-           (r.target_1_pct_sum / nullif(r.target_1_pct_n, 0))::double precision AS avg_target_1_pct,
-           (r.stop_pct_sum / nullif(r.stop_pct_n, 0))::double precision AS avg_stop_pct
+           r.with_buy_range, r.with_target, r.with_stop, r.avg_target_1_pct, r.avg_stop_pct
       FROM reporting.signals_daily_rollup r;
 
     CREATE OR REPLACE VIEW reporting.signals_by_channel AS
