@@ -1,9 +1,9 @@
 """The daemon's lifecycle, shaped like uvicorn's Server.serve(): startup, main loop, shutdown.
 
-Startup binds the ops endpoint and opens the pool; the main loop ticks, leads or waits as a
-standby, runs one StreamRunner per source and reaps their results; shutdown stops the sources,
-lets the batch in flight commit or roll back within `daemon.stop_timeout`, releases the leader lock,
-closes the pool and the endpoint last.
+Startup binds the ops endpoint and opens the pool; the main loop ticks, joins the instances
+sharing the streams, runs the streams whose leases it holds (syncd.ownership decides which) and
+reaps their results; shutdown stops the streams, lets the batch in flight commit or roll back within
+`daemon.stop_timeout`, gives the leases back, closes the pool and the endpoint last.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from syncd.cutover.reverse import ReverseSync
 from syncd.database import create_pool
 from syncd.errors import Fenced, ModeChanged
 from syncd.http import OpsServer
-from syncd.leader import Leadership
 from syncd.lowdb.source import LowdbSource
-from syncd.registry import build_sources
+from syncd.ownership import Ownership
+from syncd.registry import build_questdb_stream, stream_names
+from syncd.relay import STREAM as RELAY_STREAM
 from syncd.relay import KafkaRelay
 from syncd.sink.postgres import PostgresSink
 from syncd.stream import Runner, StreamRunner
@@ -41,13 +42,14 @@ log = structlog.get_logger(__name__)
 
 TICK_SECONDS = 0.1
 CUTOVER_POLL_SECONDS = 0.5
-"""How often the leader re-reads syncd.cutover to run each LowDB file in its mode."""
+"""How often an owner re-reads syncd.cutover to run each of its LowDB files in its mode."""
 PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Daemon:
-    """One syncd process: leader or standby, serving the ops endpoint either way."""
+    """One syncd process: runs the streams it holds leases for (all of them when alone), serving the
+    ops endpoint either way."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -56,14 +58,14 @@ class Daemon:
         self.last_tick = time.monotonic()
         self._notifier = Notifier(config.daemon.notify_socket)
         self._instance = config.daemon.instance or f"{socket.gethostname()}:{id(self):x}"
-        self._leadership = Leadership(
-            config.postgres.dsn.get_secret_value(), self._instance, poll=config.daemon.standby_poll
-        )
+        self._ownership = Ownership(config.postgres.dsn.get_secret_value(), self._instance)
+        self._streams = stream_names(config)
         self._pool: asyncpg.Pool | None = None
         self._http = OpsServer(self, config.http.host, config.http.port)
-        self._acquire: asyncio.Task[int] | None = None
+        self._join: asyncio.Task[None] | None = None
         self._runners: dict[asyncio.Task[None], Runner] = {}
-        self._sink: PostgresSink | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        """Per owned QuestDB stream or relay: the task running it (LowDB files are in `_files`)."""
         self._files: dict[str, tuple[cutover.Mode, asyncio.Task[None] | None]] = {}
         """Per LowDB file: the mode it runs in and the task running it (none once retired)."""
         self._clients: dict[str, list[clients.ClientReport]] = {}
@@ -72,7 +74,9 @@ class Daemon:
         self._streams_started = False
         self._last_cutover_check = 0.0
         self._last_watchdog = 0.0
-        self._last_leader_check = 0.0
+        self._last_rebalance = 0.0
+        self._status = ""
+        """The STATUS last told to systemd."""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -93,7 +97,7 @@ class Daemon:
         await self._http.start()
         self._pool = await create_pool(self.config.postgres)
         log.info("syncd started", http=f"http://{self.config.http.host}:{self._http.port}", instance=self._instance)
-        self._notifier.notify(READY=1, STATUS="standby: waiting for the leader lock")
+        self._notifier.notify(READY=1, STATUS="standby: joining")
 
     async def main_loop(self) -> None:
         """Tick until told to exit: heartbeat, leadership, stream reaping."""
@@ -102,16 +106,17 @@ class Daemon:
             await self.on_tick()
 
     async def on_tick(self) -> None:
-        """One heartbeat: watchdog ping, leader bookkeeping, reaping finished streams."""
+        """One heartbeat: watchdog ping, membership, stream leases, reaping finished streams."""
         self.last_tick = time.monotonic()
         self._ping_watchdog()
-        if self._acquire is None and not self._leadership.is_leader:
-            self._acquire = asyncio.create_task(self._leadership.acquire())
-        elif self._acquire is not None and self._acquire.done():
-            epoch, self._acquire = self._acquire.result(), None
-            self._start_streams(epoch)
-        if self._leadership.is_leader:
-            await self._check_leadership()
+        if self._join is None and not self._ownership.joined:
+            self._join = asyncio.create_task(self._ownership.join(self.config.daemon.standby_poll))
+        elif self._join is not None and self._join.done():
+            self._join.result()
+            self._join = None
+            self._joined()
+        if self._join is None and self._ownership.joined:
+            await self._rebalance()
             await self._follow_cutover()
             await self._reap_streams()
 
@@ -121,28 +126,71 @@ class Daemon:
         log.info("shutting down", streams=len(self._runners))
         summary = self._summary()
         await self._stop_streams()
-        if self._acquire is not None:
-            self._acquire.cancel()
-            await asyncio.gather(self._acquire, return_exceptions=True)
-        await self._leadership.release()
+        if self._join is not None:
+            self._join.cancel()
+            await asyncio.gather(self._join, return_exceptions=True)
+        await self._ownership.leave()
         if self._pool is not None:
             await _close_pool(self._pool, self.config.daemon.stop_timeout)
         await self._http.stop()
         log.info("stopped", **summary)
 
-    # -- leadership and streams ---------------------------------------------------------------
+    # -- stream leases and streams ------------------------------------------------------------
 
-    def _start_streams(self, epoch: int) -> None:
-        """QuestDB streams start now; LowDB files start on this tick, each in its cutover mode."""
+    def _joined(self) -> None:
         assert self._pool is not None
-        self._sink = PostgresSink(self._pool, epoch)
-        for source in build_sources(self.config, self._pool, lowdb=False):
-            _ = self._launch(StreamRunner(source, self._sink))
-        if self.config.kafka is not None:
-            _ = self._launch(KafkaRelay(self.config.kafka, self._pool))
         self._housekeeping = Housekeeping(self._pool, self.config.lowdb, self.config.daemon.verify_interval)
-        self._last_cutover_check = 0.0
-        self._notifier.notify(STATUS=f"leader (epoch {epoch})")
+        self._last_cutover_check = self._last_rebalance = 0.0
+        self._notifier.notify(STATUS="member: taking stream leases")
+
+    async def _rebalance(self) -> None:
+        """Hand over the streams the assignment gives to others, take the free ones it gives to us."""
+        now = time.monotonic()
+        if now - self._last_rebalance < self.config.daemon.standby_poll:
+            return
+        self._last_rebalance = now
+        if not await self._ownership.alive():
+            await self._step_down("lease connection lost")
+            return
+        try:
+            plan = await self._ownership.plan(self._streams)
+            for stream in sorted(plan.release):
+                await self._stop_stream(stream)
+                await self._ownership.release(stream)
+            for stream in sorted(plan.acquire):
+                epoch = await self._ownership.acquire(stream)
+                if epoch is not None:
+                    self._start_stream(stream, epoch)
+        except PG_ERRORS as exc:
+            log.warning("rebalance failed; the next one retries", error=str(exc))
+            return
+        if plan.release or plan.acquire:
+            self._streams_started = False  # ready again once the new streams caught up
+            self._last_cutover_check = 0.0
+        role = "leader" if self.is_leader() else "standby"
+        status = f"{role} of {len(self._ownership.epochs)} streams, {len(plan.members)} members"
+        if status != self._status:
+            self._status = status
+            self._notifier.notify(STATUS=status)
+
+    def _start_stream(self, stream: str, epoch: int) -> None:
+        """A QuestDB stream or the relay starts now; a LowDB file at the next cutover check."""
+        assert self._pool is not None
+        if stream == RELAY_STREAM and self.config.kafka is not None:
+            self._tasks[stream] = self._launch(KafkaRelay(self.config.kafka, self._pool))
+            return
+        if stream not in {entry.name for entry in self.config.lowdb}:
+            source = build_questdb_stream(self.config, stream)
+            self._tasks[stream] = self._launch(StreamRunner(source, PostgresSink(self._pool, epoch, lease=stream)))
+
+    async def _stop_stream(self, stream: str) -> None:
+        """Stop one stream (its batch in flight commits or rolls back) before its lease is given back."""
+        task = self._tasks.pop(stream, None)
+        if stream in self._files:
+            task = self._files.pop(stream)[1]
+        if task is not None and task in self._runners:
+            await self._runners.pop(task).stop(task, self.config.daemon.stop_timeout)
+        metrics.forget_stream(stream)
 
     def _launch(self, runner: Runner) -> asyncio.Task[None]:
         task = asyncio.create_task(runner.run(), name=runner.state.stream)
@@ -162,7 +210,8 @@ class Daemon:
         try:
             async with self._pool.acquire() as conn:
                 modes = await cutover.modes(conn, names)
-                for name in [n for n, m in modes.items() if m in cutover.HANDOVER_MODES]:
+                orphans = [n for n, m in modes.items() if m in cutover.HANDOVER_MODES and n in self._ownership.epochs]
+                for name in orphans:
                     if await handover.recover_orphan(conn, name, f"syncd:{self._instance}"):
                         modes = await cutover.modes(conn, names)
                 self._clients = await clients.reports(conn, names)
@@ -170,16 +219,15 @@ class Daemon:
             log.warning("could not read cutover modes; files keep their current mode", error=str(exc))
             return
         clients.record_metrics(self._clients)
-        for entry in self.config.lowdb:
+        owned = [entry for entry in self.config.lowdb if entry.name in self._ownership.epochs]
+        for entry in owned:
             running = self._files.get(entry.name)
             if running is None or _stream_kind(running[0]) != _stream_kind(modes[entry.name]):
                 await self._run_file(entry, modes[entry.name])
             else:
                 self._files[entry.name] = (modes[entry.name], running[1])
-        self._housekeeping.tick(modes)
-        if not self._streams_started:
-            self._streams_started = True
-            self._notifier.notify(STATUS=f"leader (epoch {self._leadership.epoch}): {len(self._runners)} streams")
+        self._housekeeping.tick({entry.name: modes[entry.name] for entry in owned})
+        self._streams_started = True
 
     async def _run_file(self, entry: LowdbSettings, mode: cutover.Mode) -> None:
         _, task = self._files.pop(entry.name, (None, None))
@@ -187,22 +235,14 @@ class Daemon:
             await self._runners.pop(task).stop(task, self.config.daemon.stop_timeout)
         metrics.forget_stream(entry.name)
         assert self._pool is not None
-        assert self._sink is not None
         runner: Runner | None = None
         if mode in cutover.FORWARD_MODES:
-            runner = StreamRunner(LowdbSource(entry, pool=self._pool), self._sink)
+            sink = PostgresSink(self._pool, self._ownership.epochs[entry.name], lease=entry.name)
+            runner = StreamRunner(LowdbSource(entry, pool=self._pool), sink)
         elif mode in cutover.REVERSE_MODES:
             runner = ReverseSync(entry, self._pool)
         self._files[entry.name] = (mode, self._launch(runner) if runner is not None else None)
         log.info("lowdb file running in its cutover mode", stream=entry.name, mode=mode)
-
-    async def _check_leadership(self) -> None:
-        now = time.monotonic()
-        if now - self._last_leader_check < self.config.daemon.standby_poll:
-            return
-        self._last_leader_check = now
-        if not await self._leadership.alive():
-            await self._step_down("leader lock connection lost")
 
     async def _reap_streams(self) -> None:
         # t.result() semantics: a stream's error surfaces here, where the daemon can act on it.
@@ -210,8 +250,11 @@ class Daemon:
             runner = self._runners.pop(task)
             exc = task.exception() if not task.cancelled() else None
             if isinstance(exc, Fenced):
-                await self._step_down(str(exc))
-                return
+                # Another instance took this stream's lease: give ours up, the others keep running.
+                log.warning("stream fenced; releasing its lease", stream=runner.state.stream, reason=str(exc))
+                await self._stop_stream(runner.state.stream)
+                await self._ownership.release(runner.state.stream)
+                continue
             if isinstance(exc, ModeChanged):
                 # The next cutover check starts the file in its new mode.
                 self._files.pop(runner.state.stream, None)
@@ -225,12 +268,13 @@ class Daemon:
     async def _step_down(self, reason: str) -> None:
         log.warning("stepping down to standby", reason=reason)
         await self._stop_streams()
-        await self._leadership.release()
+        await self._ownership.leave()
         self._notifier.notify(STATUS=f"standby: {reason}")
 
     async def _stop_streams(self) -> None:
         runners, self._runners = self._runners, {}
         self._files.clear()
+        self._tasks.clear()
         self._streams_started = False
         if self._housekeeping is not None:
             await self._housekeeping.close()
@@ -247,8 +291,8 @@ class Daemon:
     # -- what the ops endpoint reads ----------------------------------------------------------
 
     def is_leader(self) -> bool:
-        """True while this instance holds the leader lock."""
-        return self._leadership.is_leader
+        """True while this instance holds at least one stream lease (or, with no streams, is a member)."""
+        return self._ownership.joined and (bool(self._ownership.epochs) or not self._streams)
 
     def streams_caught_up(self) -> bool:
         """True once the streams are running and each has applied its initial snapshot."""
@@ -269,7 +313,10 @@ class Daemon:
         return {
             "instance": self._instance,
             "leader": self.is_leader(),
-            "epoch": self._leadership.epoch,
+            "epoch": max(self._ownership.epochs.values(), default=None),
+            "members": list(self._ownership.members),
+            "owned": sorted(self._ownership.epochs),
+            "owners": self._ownership.owners_json(),
             "streams": {r.state.stream: r.state.as_json() for r in self._runners.values()},
             "cutover": {name: mode for name, (mode, _) in self._files.items()},
             "clients": {name: [c.as_json() for c in found] for name, found in self._clients.items()},

@@ -94,7 +94,12 @@ CLOCK_SKEW = Gauge(
 )
 LEADER = Gauge(
     "syncd_leader",
-    "1 when this instance holds the leader lock.",
+    "1 when this instance holds at least one stream lease (it leads those streams).",
+    registry=REGISTRY,
+)
+STREAMS_OWNED = Gauge(
+    "syncd_streams_owned",
+    "Stream leases this instance holds (the streams it runs).",
     registry=REGISTRY,
 )
 SOURCE_UP = Gauge(

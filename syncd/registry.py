@@ -32,6 +32,29 @@ def build_sources(config: Config, pool: asyncpg.Pool | None = None, *, lowdb: bo
     return sources
 
 
+def stream_names(config: Config) -> list[str]:
+    """Every stream the config names, each a unit of ownership: LowDB files, QuestDB tables, the relay."""
+    from syncd.questdb.source import stream_name
+    from syncd.relay import STREAM as RELAY_STREAM
+
+    names = [entry.name for entry in config.lowdb]
+    if config.questdb is not None:
+        names += [stream_name(table) for table in config.questdb.tables]
+    return names + ([RELAY_STREAM] if config.kafka is not None else [])
+
+
+def build_questdb_stream(config: Config, stream: str) -> Source:
+    """The source of one QuestDB stream (`questdb:<table>`), for the instance that owns it."""
+    from syncd.questdb.source import build_questdb_sources, stream_name
+
+    assert config.questdb is not None
+    (table,) = [t for t in config.questdb.tables if stream_name(t) == stream]
+    (source,) = build_questdb_sources(
+        config.questdb.model_copy(update={"tables": (table,)}), config.postgres.dsn.get_secret_value()
+    )
+    return source
+
+
 def check_lowdb_targets(config: Config) -> None:
     """Two LowDB files must never write the same table (or generic collection): they would fight."""
     from syncd.tables import specs_for_layout

@@ -136,6 +136,12 @@ class KafkaBroker:
         while time.monotonic() - start < timeout:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"kafka broker exited ({self.proc.returncode}):\n{self.output()}")
+            try:  # the port first: a client would log every refused connection as an error
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
             try:
                 await admin.start()

@@ -1,5 +1,5 @@
-"""The leader's periodic chores: LowDB parity for `syncd_verify_mismatch_rows`, outbox and cutover
-client registry pruning.
+"""An instance's periodic chores: parity of the LowDB files it owns for `syncd_verify_mismatch_rows`,
+outbox and cutover client registry pruning (idempotent, so every instance may run them).
 
 Parity is only measured on a settled file (mirror: PostgreSQL has applied the version on disk;
 pg-primary: the reverse path has no backlog), so a change in flight never raises a false alarm.
@@ -94,7 +94,9 @@ class Housekeeping:
     async def _verify(self, conn: Connection, modes: Mapping[str, Mode]) -> None:
         parities = []
         for entry in self._entries:
-            parity = await verify_settled(conn, entry, modes.get(entry.name, MIRROR))
+            if entry.name not in modes:  # another instance owns this file and checks it
+                continue
+            parity = await verify_settled(conn, entry, modes[entry.name])
             if parity is not None:
                 parities.append(parity)
                 if not parity.clean:

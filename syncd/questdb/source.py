@@ -57,7 +57,7 @@ class QuestdbBase:
     def __init__(self, settings: QuestdbSettings, table: str, reader: QuestdbReader | None = None) -> None:
         self.settings = settings
         self.table = table
-        self.stream = f"questdb:{table}"
+        self.stream = stream_name(table)
         self.reader = reader or make_reader(settings)
         self.position: dict[str, Any] = {}
         self.skew = 0.0
@@ -344,6 +344,11 @@ class VersionedSource(QuestdbBase):
         self.position["marker"] = marker
         changes = TableChanges(self.spec.pg_table, (*self.spec.columns, "row_hash"), ("id",), rows)
         yield self.batch([changes], newest, observed)
+
+
+def stream_name(table: str) -> str:
+    """The stream (and lease) name of a QuestDB table."""
+    return f"questdb:{table}"
 
 
 def build_questdb_sources(settings: QuestdbSettings, pg_dsn: str | None) -> list[QuestdbBase]:

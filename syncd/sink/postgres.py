@@ -91,11 +91,16 @@ class _Upserts:
 
 
 class PostgresSink:
-    """Applies batches for one leader epoch; a stale epoch's transaction aborts with Fenced."""
+    """Applies batches for one fencing epoch; a stale epoch's transaction aborts with Fenced.
 
-    def __init__(self, pool: asyncpg.Pool, epoch: int) -> None:
+    With `lease` the epoch is that stream's lease (syncd.stream_leases, per-stream ownership);
+    without, it is the single leader row (syncd.leader), as one-shot writers such as backfill use.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, epoch: int, *, lease: str | None = None) -> None:
         self._pool = pool
         self.epoch = epoch
+        self.lease = lease
         self._info: dict[str, _TableInfo] = {}
 
     async def apply(self, batch: Batch) -> dict[str, ApplyResult]:
@@ -172,8 +177,13 @@ class PostgresSink:
         Returns, per table, the highest stored leading key inside the batch's range (None if none).
         """
         # Key probes and merges sort a batch's keys: keep that in memory rather than spill to disk.
-        parts = ["set_config('syncd.origin', $1, true)", "set_config('work_mem', '64MB', true)", "syncd.fence($2)"]
+        parts = ["set_config('syncd.origin', $1, true)", "set_config('work_mem', '64MB', true)"]
         args: list[Any] = [ORIGIN, self.epoch]
+        if self.lease is None:
+            parts.append("syncd.fence($2)")
+        else:
+            args.append(self.lease)
+            parts.append("syncd.fence_stream($3, $2)")
         if batch.mirror_of is not None:
             args.append(batch.mirror_of)
             parts.append(f"syncd.require_mirror(${len(args)})")

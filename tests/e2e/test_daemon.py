@@ -9,37 +9,37 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from syncd.leader import LOCK_KEY
 from tests.e2e.daemon import DaemonProcess, write_config
 from tests.lowdb_files import item, write_v7
 
 
-async def lock_is_free(dsn: str) -> bool:
-    """True if another session can take the leader lock right now."""
+async def leases_held(dsn: str) -> int:
+    """Stream leases whose lock some session holds right now."""
     conn = await asyncpg.connect(dsn)
     try:
-        got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY))
-        if got:
-            await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
-        return got
+        return int(await conn.fetchval("SELECT count(*) FROM syncd.stream_owners WHERE held"))
     finally:
         await conn.close()
 
 
 async def test_ready_then_sigterm_exits_zero_and_releases_the_lock(dsn: str, tmp_path: Path) -> None:
-    """A leader becomes ready, and SIGTERM ends it with exit 0 and the lock released."""
-    daemon = DaemonProcess(write_config(tmp_path / "syncd.toml"), dsn).start()
+    """A lone instance leads its stream and becomes ready; SIGTERM ends it with exit 0 and the lease released."""
+    config, path = lowdb_config(tmp_path)
+    write_v7(path, {"items": [item("a1")], "categories": []})
+    daemon = DaemonProcess(config, dsn).start()
     try:
         await daemon.leading()
         status, body = await daemon.get("/status")
         assert status == 200
         assert body["leader"] is True
-        assert not await lock_is_free(dsn)
+        assert body["owned"] == ["workspace"]
+        assert body["owners"] == {"workspace": {"holder": "test", "epoch": 1}}
+        assert await leases_held(dsn) == 1
         assert (await daemon.get("/healthz"))[0] == 200
     finally:
         code = daemon.stop()
     assert code == 0, daemon.output()
-    assert await lock_is_free(dsn)
+    assert await leases_held(dsn) == 0
     assert '"event": "stopped"' in daemon.output()
 
 
@@ -162,7 +162,9 @@ async def test_postgres_unreachable_means_not_ready_but_alive(dsn: str, tmp_path
     cut = Cut(parts.hostname, parts.port)
     userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     proxied = urlunsplit(parts._replace(netloc=f"{userinfo}127.0.0.1:{await cut.start()}"))
-    daemon = DaemonProcess(write_config(tmp_path / "syncd.toml"), proxied).start()
+    config, path = lowdb_config(tmp_path)
+    write_v7(path, {"items": [item("a1")], "categories": []})
+    daemon = DaemonProcess(config, proxied).start()
     try:
         await daemon.leading()
         await cut.cut()

@@ -27,6 +27,8 @@ INTERNAL_TABLES = frozenset(
         ("syncd", "schema_migrations"),
         # Written by the cutover client (clients/node) over its own node-postgres lock session.
         ("syncd", "cutover_clients"),
+        ("syncd", "stream_leases"),
+        ("syncd", "members"),
     }
 )
 
