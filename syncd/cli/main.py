@@ -117,6 +117,8 @@ def status(config_path: Path | None, as_json: bool) -> None:
 
 STATUS_COLUMNS = (
     Column("stream", keep=True),
+    Column("owner", keep=True),
+    Column("epoch", right=True),
     Column("mode", keep=True),
     Column("caught up"),
     Column("lag s", right=True),
@@ -127,18 +129,26 @@ STATUS_COLUMNS = (
 
 
 def status_table(document: dict[str, Any]) -> Group:
-    """Render a /status document: one table row per stream, then each stream's last error on a line of its own."""
+    """Render a /status document: one table row per stream with its owner (streams another instance
+    runs show only their owner and epoch), then each stream's last error on a line of its own."""
     role = "leader" if document.get("leader") else "standby"
-    title = (
-        f"syncd {document.get('version', '?')} {document.get('instance', '?')} ({role}, epoch {document.get('epoch')})"
-    )
+    members = ", ".join(document.get("members", [])) or "-"
+    title = f"syncd {document.get('version', '?')} {document.get('instance', '?')} ({role}; members: {members})"
+    owners: dict[str, dict[str, Any]] = document.get("owners", {})
     streams: dict[str, dict[str, Any]] = document.get("streams", {})
     rows = []
-    for name, stream in streams.items():
+    for name in sorted(owners.keys() | streams.keys()):
+        owner = owners.get(name, {})
+        lease = (str(owner.get("holder") or "(free)"), str(owner.get("epoch", "-")))
+        stream = streams.get(name)
+        if stream is None:
+            rows.append((name, *lease, "-", "", "", "", "", ""))
+            continue
         applied = stream.get("rows_applied", {})
         rows.append(
             (
                 name,
+                *lease,
                 str(stream.get("mode")),
                 "yes" if stream.get("caught_up") else "no",
                 _seconds(stream.get("event_lag_seconds")),

@@ -17,7 +17,7 @@ import structlog
 from syncd import outbox
 from syncd.config import LowdbSettings
 from syncd.cutover import clients
-from syncd.cutover.state import FORWARD_MODES, MIRROR, PG_PRIMARY, Mode, reverse_consumer
+from syncd.cutover.state import FORWARD_MODES, PG_PRIMARY, Mode, reverse_consumer
 from syncd.cutover.verify import FileParity, record_metrics, verify_file
 from syncd.database import Connection
 from syncd.errors import UnreadableFile

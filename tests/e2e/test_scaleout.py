@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -15,7 +16,7 @@ import asyncpg
 import orjson
 
 from syncd.relay import topic_for
-from tests.e2e.daemon import DaemonProcess, write_config
+from tests.e2e.daemon import SYNCD, DaemonProcess, write_config
 from tests.kafka_broker import KafkaBroker, read_topic
 from tests.lowdb_files import item, write_v7
 
@@ -104,7 +105,18 @@ async def test_three_instances_share_streams_and_survive_kill_9(dsn: str, tmp_pa
         await survivors[0].until(taken_over, 15, "the survivors to own every stream")
         moved_in = time.monotonic() - killed_at
         assert moved_in < 10, f"{lost} moved in {moved_in:.1f}s"
-        await asyncio.sleep(0.5)
+        # `syncd status` on a survivor names the owner of every stream, the dead one among none.
+        shown = subprocess.run(
+            [str(SYNCD), "status", "--config", str(config)],
+            env=survivors[0].env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        rows = {cells[0]: cells[1] for cells in map(str.split, shown.splitlines()) if cells and cells[0] in STREAMS}
+        survivor_names = {d.env["SYNCD_DAEMON_INSTANCE"] for d in survivors}
+        assert {rows[s] for s in STREAMS} == survivor_names, shown
         stop.set()
         await writing
         total = writers.count
