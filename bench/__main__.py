@@ -20,7 +20,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench import cutover_handover, lowdb_latency, lowdb_scale, questdb_backfill, reporting, sink
+from bench import cutover_handover, lowdb_latency, lowdb_scale, questdb_backfill, relay, reporting, sink
 from bench.harness import Bench, server
 from bench.results import Results
 
@@ -34,6 +34,7 @@ SCENARIOS: dict[str, Scenario] = {
     "lowdb-scale": lowdb_scale.run,
     "questdb": questdb_backfill.run,
     "cutover": cutover_handover.run,
+    "relay": relay.run,
 }
 
 

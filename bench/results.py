@@ -166,7 +166,17 @@ def _questdb_backfill(r: Results) -> list[Verdict]:
     return out
 
 
+def _relay(r: Results) -> list[Verdict]:
+    name = "relay events/s beside the sink's rows/s (same rows)"
+    lines = {line["method"]: line for line in r.section("relay")}
+    sink, relay = lines.get("sink (PostgreSQL, tracked table)"), lines.get("relay (outbox → Kafka)")
+    if sink is None or relay is None:
+        return [Verdict(name, "both measured", "-", None)]
+    got = f"{relay['median']:,.0f} events/s vs {sink['median']:,.0f} rows/s"
+    return [Verdict(name, "both measured", got, True)]
+
+
 TARGETS: tuple[Callable[[Results], list[Verdict]], ...] = (
-    _sink_vs_copy, _sink_vs_dlt, _lowdb_latency, _lowdb_memory, _reporting, _questdb_backfill, _wall,
+    _sink_vs_copy, _sink_vs_dlt, _lowdb_latency, _lowdb_memory, _reporting, _questdb_backfill, _relay, _wall,
 )
 """Checks, in the order of the final table; a scenario's own targets are added here."""

@@ -60,6 +60,7 @@ class Daemon:
         self._instance = config.daemon.instance or f"{socket.gethostname()}:{id(self):x}"
         self._ownership = Ownership(config.postgres.dsn.get_secret_value(), self._instance)
         self._streams = stream_names(config)
+        metrics.STREAMS_CONFIGURED.set(len(self._streams))
         self._pool: asyncpg.Pool | None = None
         self._http = OpsServer(self, config.http.host, config.http.port)
         self._join: asyncio.Task[None] | None = None

@@ -34,7 +34,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def connect(dsn: str, *, timeout: float = 5.0) -> asyncpg.Connection:
-    """One connection with syncd's codecs (for the leader lock and one-shot commands)."""
+    """One connection with syncd's codecs (for the lease connection and one-shot commands)."""
     conn = await asyncpg.connect(dsn, timeout=timeout, server_settings={"application_name": APPLICATION_NAME})
     await init_connection(conn)
     return conn

@@ -25,7 +25,7 @@ class Observable(Protocol):
     """Monotonic time of the main loop's last tick."""
 
     def is_leader(self) -> bool:
-        """True while this instance holds the leader lock."""
+        """True while this instance holds at least one stream lease."""
 
     def streams_caught_up(self) -> bool:
         """True when every stream has applied its initial snapshot."""

@@ -102,6 +102,11 @@ STREAMS_OWNED = Gauge(
     "Stream leases this instance holds (the streams it runs).",
     registry=REGISTRY,
 )
+STREAMS_CONFIGURED = Gauge(
+    "syncd_streams_configured",
+    "Streams this instance's config names (each one lease shared by all instances).",
+    registry=REGISTRY,
+)
 SOURCE_UP = Gauge(
     "syncd_source_up",
     "1 when the last read of the source succeeded.",
