@@ -117,8 +117,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
 
 STATUS_COLUMNS = (
     Column("stream", keep=True),
-    Column("owner", keep=True),
-    Column("epoch", right=True),
+    Column("owner@epoch", keep=True),
     Column("mode", keep=True),
     Column("caught up"),
     Column("lag s", right=True),
@@ -139,16 +138,16 @@ def status_table(document: dict[str, Any]) -> Group:
     rows = []
     for name in sorted(owners.keys() | streams.keys()):
         owner = owners.get(name, {})
-        lease = (str(owner.get("holder") or "(free)"), str(owner.get("epoch", "-")))
+        lease = f"{owner.get('holder') or '-'}@{owner.get('epoch', '-')}"
         stream = streams.get(name)
         if stream is None:
-            rows.append((name, *lease, "-", "", "", "", "", ""))
+            rows.append((name, lease, "-", "", "", "", "", ""))
             continue
         applied = stream.get("rows_applied", {})
         rows.append(
             (
                 name,
-                *lease,
+                lease,
                 str(stream.get("mode")),
                 "yes" if stream.get("caught_up") else "no",
                 _seconds(stream.get("event_lag_seconds")),

@@ -114,7 +114,8 @@ async def test_three_instances_share_streams_and_survive_kill_9(dsn: str, tmp_pa
             timeout=30,
             check=True,
         ).stdout
-        rows = {cells[0]: cells[1] for cells in map(str.split, shown.splitlines()) if cells and cells[0] in STREAMS}
+        table = [cells for cells in map(str.split, shown.splitlines()) if cells and cells[0] in STREAMS]
+        rows = {cells[0]: cells[1].split("@")[0] for cells in table}
         survivor_names = {d.env["SYNCD_DAEMON_INSTANCE"] for d in survivors}
         assert {rows[s] for s in STREAMS} == survivor_names, shown
         stop.set()
