@@ -27,6 +27,10 @@ from syncd.database import Connection
 from syncd.errors import CutoverRefused, HandoverAborted
 
 
+BOUND_SHARE = 0.8
+"""The share of the shortest client hold bound a handover may take."""
+
+
 @dataclass(frozen=True, slots=True)
 class Handover:
     """One handover in progress: which store's writers must stop, and by when."""
@@ -73,10 +77,10 @@ async def recover_orphan(conn: Connection, name: str, actor: str) -> Mode | None
 
 
 async def begin(session: Connection, name: str, via: Mode, store: str, actor: str, timeout: float) -> Handover:
-    """Enter `via` (the clients start holding writes); the timeout is capped at the shortest client hold bound,
-    so syncd gives up no later than the first client would."""
+    """Enter `via` (the clients start holding writes); the timeout is capped below the shortest client hold
+    bound, so syncd gives up (and the held writes go back to the old store) before any client fails one."""
     present = await clients.connected(session, name)
-    bound = min([timeout, *(c.hold_bound_ms / 1000 for c in present)])
+    bound = min([timeout, *(BOUND_SHARE * c.hold_bound_ms / 1000 for c in present)])
     async with session.transaction():
         state = await lock(session, name)
         reason = f"handover started: {len(present)} client(s) stop writing {store} within {bound:g} s"

@@ -63,7 +63,9 @@ class Drill:
         """Run `syncd cutover COMMAND workspace`, wait for the client to follow and the load to write in
         the new mode, then for PostgreSQL to equal the file with the load paused; the command's output."""
         started = time.time()
-        done = await syncd("cutover", command, "workspace", dsn=self.dsn, config=self.config)
+        # The handover waits for the daemon to apply the file's last version: seconds on a busy machine.
+        bound = ["--handover-timeout", "4s"] if command != "shadow" else []
+        done = await syncd("cutover", command, "workspace", *bound, dsn=self.dsn, config=self.config)
         assert done.returncode == 0, f"{command}: {done.stderr}\n{self.service.output()[-3000:]}"
         await self.until(lambda: self.client_in(mode), f"the client in {mode}")
         seen = time.time()

@@ -156,7 +156,7 @@ async def test_prisma_schema_matches_migrated_database(dsn: str) -> None:
             "syncd.cutover.mode",
         ),
         ('@@map("telegram_bots")', '@@map("telegram_bot")', "signals.telegram_bots is in the database only"),
-        ("name      String   @id @db.Text", "name      String   @db.Text", "syncd.cutover: primary key"),
+        ("name         String   @id @db.Text", "name         String   @db.Text", "syncd.cutover: primary key"),
         ('map: "audit_log_at_idx"', 'map: "audit_log_when_idx"', "syncd.audit_log: indexes"),
     ],
     ids=[
