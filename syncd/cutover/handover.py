@@ -26,7 +26,6 @@ from syncd.cutover.state import HANDOVER_MODES, Mode, lock, transition
 from syncd.database import Connection
 from syncd.errors import CutoverRefused, HandoverAborted
 
-
 BOUND_SHARE = 0.8
 """The share of the shortest client hold bound a handover may take."""
 
