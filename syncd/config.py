@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, SecretStr, ValidationError
 
 from syncd.errors import ConfigError
 from syncd.poison import MAX_RECORD_BYTES
@@ -72,6 +74,14 @@ class DaemonSettings(_Section):
     """Periodic LowDB parity check feeding syncd_verify_mismatch_rows (0 turns it off)."""
 
 
+def _known_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"not an IANA time zone: {name!r} (e.g. UTC, America/Sao_Paulo)") from None
+    return name
+
+
 Layout = Literal["workspace", "documentation", "ideas-mvp", "generic"]
 
 
@@ -97,6 +107,14 @@ class LowdbSettings(_Section):
     mass_delete_min: int = Field(default=10, ge=0)
     max_record_size: ByteSize = Field(default=ByteSize(MAX_RECORD_BYTES), gt=0)
     """A record whose text is longer is quarantined unparsed (`64MiB`, `512KiB` or bytes)."""
+    timezone: Annotated[str, AfterValidator(_known_zone)] = "UTC"
+    """The zone a timestamp without one is read in: the Node service's TZ (JavaScript parses
+    `2025-11-04 10:00:00` as local time). IANA name, e.g. `America/Sao_Paulo`."""
+
+    @property
+    def zone(self) -> tzinfo:
+        """`timezone` as a tzinfo."""
+        return ZoneInfo(self.timezone)
 
 
 class QuestdbSettings(_Section):

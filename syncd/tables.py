@@ -12,22 +12,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, tzinfo
 from hashlib import blake2b
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from syncd import metrics
-from syncd.config import CollectionSettings, Layout
+from syncd.config import CollectionSettings, Layout, LowdbSettings
 from syncd.errors import InvalidRecord
+from syncd.fields import Field, Kind, Unstorable, same_json
 from syncd.model import Row
 from syncd.poison import MAX_RECORD_BYTES, problem, unstorable_text
-
-Kind = Literal["text", "id", "ref", "timestamp", "tags", "object", "int", "bool"]
-Emit = Literal["always", "if_set"]
-"""How the inverse writes a field: always (null included), or only when set (not null, not `{}`)."""
 
 HASH_BYTES = 16
 MAX_KEY_CHARS = 1000
@@ -57,144 +54,6 @@ def _python_json(record: Any) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Field:
-    """One LowDB key and the column it lands in, with the column's rules."""
-
-    source: str
-    column: str
-    kind: Kind = "text"
-    required: bool = False
-    default: Any = None
-    """Stored when the key is absent or null (NOT NULL columns with a DEFAULT)."""
-    choices: frozenset[str] | None = None
-    pattern: re.Pattern[str] | None = None
-    not_blank: bool = False
-    bounds: tuple[int, int] | None = None
-    emit: Emit = "always"
-
-    def convert(self, value: Any) -> Any:
-        """The column value for `value`; raises ValueError with a reason naming the field."""
-        if value is None:
-            if self.required and self.default is None:
-                raise ValueError(f"{self.source} is required")
-            return _copy_default(self.default)
-        converted = _CONVERTERS[self.kind](self, value)
-        self._check(converted)
-        return converted
-
-    def _check(self, value: Any) -> None:
-        if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{self.source} must be one of {sorted(self.choices)}, got {value!r}")
-        if self.pattern is not None and not self.pattern.fullmatch(value):
-            raise ValueError(f"{self.source} must match {self.pattern.pattern}, got {value!r}")
-        if self.not_blank and not value.strip():
-            raise ValueError(f"{self.source} must not be blank")
-        if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:
-            raise ValueError(f"{self.source} must be within {self.bounds[0]}..{self.bounds[1]}, got {value}")
-
-    def to_source(self, value: Any, *, int_ids: bool) -> Any:
-        """The LowDB value of column value `value` (inverse of `convert`)."""
-        if value is None:
-            return None
-        if self.kind == "timestamp":
-            return format_timestamp(value)
-        if self.kind in ("id", "ref") and int_ids and isinstance(value, str) and value.isdigit():
-            return int(value)
-        if self.kind == "tags":
-            return list(value)
-        return value
-
-
-def _copy_default(default: Any) -> Any:
-    # Mutable defaults ({} / []) are copied so rows never share one object.
-    return type(default)() if isinstance(default, dict | list) else default
-
-
-def _text(f: Field, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{f.source} must be a string, got {type(value).__name__}")
-    _storable(unstorable_text(value, f.source))
-    return value
-
-
-def _storable(reason: str | None) -> None:
-    if reason is not None:
-        raise ValueError(reason)
-
-
-def _id(f: Field, value: Any) -> str:
-    # ids are opaque text; integer ids (Documentation's counters) become their decimal text.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    text = _text(f, value)
-    if not text:
-        raise ValueError(f"{f.source} must not be empty")
-    return text
-
-
-def _timestamp(f: Field, value: Any) -> datetime:
-    text = _text(f, value)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{f.source} is not an ISO 8601 timestamp: {text!r}") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"{f.source} has no timezone: {text!r}")
-    return parsed
-
-
-def _tags(f: Field, value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-        raise ValueError(f"{f.source} must be a list of strings")
-    for i, tag in enumerate(value):
-        _storable(unstorable_text(tag, f"{f.source}[{i}]"))
-    return list(value)
-
-
-def _object(f: Field, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError(f"{f.source} must be an object, got {type(value).__name__}")
-    # The record counts as one level above the object.
-    _storable(problem({f.source: value}, "record"))
-    return value
-
-
-def _int(f: Field, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{f.source} must be an integer, got {value!r}")
-    if f.bounds is None and not INT4[0] <= value <= INT4[1]:
-        raise ValueError(f"{f.source} must be within {INT4[0]}..{INT4[1]} (an integer column), got {value}")
-    return value
-
-
-INT4 = (-(2**31), 2**31 - 1)
-"""An `integer` column's range, for int fields without bounds of their own."""
-
-
-def _bool(f: Field, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{f.source} must be true or false, got {value!r}")
-    return value
-
-
-_CONVERTERS: dict[str, Any] = {
-    "text": _text,
-    "id": _id,
-    "ref": _id,
-    "timestamp": _timestamp,
-    "tags": _tags,
-    "object": _object,
-    "int": _int,
-    "bool": _bool,
-}
-
-
-def format_timestamp(value: datetime) -> str:
-    """`Date.toISOString()`'s form: UTC, milliseconds, `Z`."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True, slots=True)
 class TableSpec:
     """One LowDB collection (top-level key) and its PostgreSQL table.
 
@@ -208,10 +67,14 @@ class TableSpec:
     int_ids: bool = False
     document: bool = False
     key_field: str = "id"
+    zone: tzinfo = UTC
+    """The zone a timestamp without one is read in (`[[lowdb]] timezone`), as JavaScript would."""
     _known: frozenset[str] = field(init=False, repr=False, compare=False)
+    _by_source: Mapping[str, Field] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_known", frozenset(f.source for f in self.fields))
+        object.__setattr__(self, "_by_source", {f.source: f for f in self.fields})
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -252,7 +115,11 @@ class TableSpec:
         return (self.collection, record_key) if self.document else (record_key,)
 
     def to_row(self, record: Any, digest: bytes | None = None) -> Row:
-        """Validate and map one record; raises InvalidRecord with the reason."""
+        """Validate and map one record; raises InvalidRecord with the reason.
+
+        A value a column cannot hold exactly takes its documented coercion (`syncd.fields`) and
+        is kept raw in `extra` under its own key, counted as schema drift like an unknown key.
+        """
         key = self.record_key(record)
         if not isinstance(record, dict):
             raise InvalidRecord(self.table, None, f"record must be an object, got {type(record).__name__}")
@@ -264,47 +131,124 @@ class TableSpec:
             if found is not None:
                 raise InvalidRecord(self.table, key, found)
             return (self.collection, key, record, digest)
-        try:
-            values = [f.convert(record.get(f.source)) for f in self.fields]
-            extra = self._extra(record)
-        except ValueError as exc:
-            raise InvalidRecord(self.table, key, str(exc)) from None
-        return (*values, extra, digest)
-
-    def _extra(self, record: Mapping[str, Any]) -> dict[str, Any]:
         extra = {k: v for k, v in record.items() if k not in self._known}
-        if extra:
-            _storable(problem(extra, "record"))
+        values: dict[str, Any] = {}
+        for f in self.fields:
+            try:
+                values[f.source] = self._column_value(f, record, values, extra)
+            except ValueError as exc:  # Unstorable too: the record is poison
+                raise InvalidRecord(self.table, key, str(exc)) from None
+        found = problem(extra, "record") if extra else None
+        if found is not None:
+            raise InvalidRecord(self.table, key, found)
         for name in extra:
             metrics.SCHEMA_DRIFT.labels(self.table, name).inc()
-        return extra
+        return (*values.values(), extra, digest)
 
-    def record_from_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+    def _column_value(
+        self, f: Field, record: Mapping[str, Any], values: Mapping[str, Any], extra: dict[str, Any]
+    ) -> Any:
+        raw = record.get(f.source)
+        if raw is None and f.derived_from is not None:
+            if f.source in record:
+                extra[f.source] = None
+            return values[f.derived_from]
+        try:
+            value = f.convert(raw, self.zone)
+        except Unstorable:
+            raise
+        except ValueError:
+            value = f.coerce(raw, self.zone)
+        if f.source in record and not same_json(f.to_source(value, int_ids=self.int_ids), raw):
+            extra[f.source] = raw
+        return value
+
+    def record_from_row(self, row: Mapping[str, Any], like: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The LowDB record a PostgreSQL row stands for (see `lowdb_record_from_row`)."""
         if self.document:
             doc: dict[str, Any] = dict(row["doc"])
-            return doc
+            return doc if like is None else _ordered_like(doc, like)
+        extra: Mapping[str, Any] = row.get("extra") or {}
         record: dict[str, Any] = {}
         for f in self.fields:
             value = row.get(f.column)
-            if f.emit == "if_set" and (value is None or value == {}):
+            absent = f.source not in extra and (f.source not in like if like is not None else True)
+            if absent and not (self._differs_from_absent(f, value, row) if like else self._emits(f, value, row)):
                 continue
-            record[f.source] = f.to_source(value, int_ids=self.int_ids)
-        record.update(row.get("extra") or {})
-        return record
+            raw = extra.get(f.source, _ABSENT)
+            if raw is not _ABSENT and self._still_holds(f, raw, value, row):
+                record[f.source] = raw
+            else:
+                record[f.source] = f.to_source(value, int_ids=self.int_ids)
+        record.update((k, v) for k, v in extra.items() if k not in self._known)
+        return record if like is None else _ordered_like(record, like)
+
+    def _differs_from_absent(self, f: Field, value: Any, row: Mapping[str, Any]) -> bool:
+        # A key the file's record lacks comes back only when the column no longer holds what the
+        # missing key stands for (its default, or the field it derives from).
+        if f.derived_from is not None:
+            return bool(value != row.get(self._by_source[f.derived_from].column))
+        return bool(value != f.default) if not f.required else True
+
+    def _emits(self, f: Field, value: Any, row: Mapping[str, Any]) -> bool:
+        if f.emit == "always":
+            return True
+        if value is None or value == {}:
+            return False
+        origin = self._by_source.get(f.derived_from) if f.derived_from else None
+        return origin is None or value != row.get(origin.column)
+
+    def _still_holds(self, f: Field, raw: Any, value: Any, row: Mapping[str, Any]) -> bool:
+        # The raw value in extra stands for the column only while the column holds its coercion: a
+        # service that changed the column since wrote a new value, and that one wins.
+        if raw is None and f.derived_from is not None:
+            origin = self._by_source[f.derived_from]
+            return bool(value == row.get(origin.column))
+        try:
+            try:
+                held = f.convert(raw, self.zone)
+            except ValueError:
+                held = f.coerce(raw, self.zone)
+        except ValueError:
+            return False
+        return bool(held == value)
 
 
-def lowdb_record_from_row(spec: TableSpec, row: Mapping[str, Any]) -> dict[str, Any]:
+_ABSENT = object()
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    # Order-insensitive for object keys, strict for types (1, 1.0 and true differ).
+    return a is b or canonical(a) == canonical(b)
+
+
+def _ordered_like(record: dict[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:
+    """`record` with the keys `like` has first, in `like`'s order; its other keys after, as they are.
+
+    A value equal to `like`'s is `like`'s own object: jsonb orders an object's keys its own way, so
+    an unchanged nested object keeps the order the file has.
+    """
+    ordered = {k: like[k] if _same_value(record[k], like[k]) else record[k] for k in like if k in record}
+    ordered.update((k, v) for k, v in record.items() if k not in ordered)
+    return ordered
+
+
+def lowdb_record_from_row(
+    spec: TableSpec, row: Mapping[str, Any], like: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Map a PostgreSQL row (column → value, e.g. an asyncpg Record) back to its LowDB record.
 
     The inverse of `TableSpec.to_row` for the reverse path (PG → LowDB, cutover). Columns become
-    upstream's camelCase keys in upstream's key order, timestamps `Date.toISOString()` strings,
-    Documentation's numeric ids integers again, and `extra` keys are restored. Fields marked
-    `if_set` (e.g. `createdBy`, `metadata`) are left out when null or `{}`, as upstream's older
-    records lack them; otherwise null is written. Bookkeeping columns (row_hash, synced_at) are
-    ignored. For a record in upstream's shape, `record_hash(result)` equals the row's `row_hash`.
+    upstream's keys, timestamps `Date.toISOString()` strings, Documentation's numeric ids integers
+    again, and `extra` is restored: unknown keys, and the raw value of a field whose column took a
+    coercion (while the column still holds it). `like` is the record as the file has it now: its
+    keys are kept, in its order (a `"metadata": {}` or `"createdBy": null` that was there stays),
+    and keys it lacks follow in upstream's order. Without `like` (a record PostgreSQL created),
+    fields marked `if_set` are left out when null, `{}` or equal to the field they derive from.
+    Bookkeeping columns (row_hash, synced_at) are ignored. For a record in upstream's shape,
+    `record_hash(result)` equals the row's `row_hash`.
     """
-    return spec.record_from_row(row)
+    return spec.record_from_row(row, like)
 
 
 # -- the built-in layouts ---------------------------------------------------------------------
@@ -356,8 +300,13 @@ WORKSPACE_CATEGORIES = TableSpec(
         _f("name", required=True, pattern=_SLUG),
         _f("description"),
         _f("color"),
-        _f("display_order", kind="int"),
-        _f("active", kind="bool", default=True),
+        _f("display_order", "sort_order", "int"),
+        _f("active", "is_active", "bool", default=True),
+        # The Workspace API's PostgreSQL columns that LowDB's categories lack: written back only
+        # when a service set them (a display name other than the name, its timestamps).
+        _f("display_name", derived_from="name", emit="if_set"),
+        _f("created_at", kind="timestamp", emit="if_set"),
+        _f("updated_at", kind="timestamp", emit="if_set"),
     ),
 )
 
@@ -424,8 +373,23 @@ DOCUMENTATION_COUNTERS = frozenset({"nextId", "nextLinkId", "nextFileId", "nextS
 """Top-level integers of the Documentation file: allocation state, not records."""
 
 
-def specs_for_layout(layout: Layout, collections: Sequence[CollectionSettings] = ()) -> tuple[TableSpec, ...]:
-    """The table specs of a LowDB layout, in apply order (parents first)."""
+def specs_for_layout(
+    layout: Layout, collections: Sequence[CollectionSettings] = (), zone: tzinfo = UTC
+) -> tuple[TableSpec, ...]:
+    """The table specs of a LowDB layout, in apply order (parents first), reading zone-less
+    timestamps in `zone`."""
+    return tuple(replace(spec, zone=zone) for spec in _layout_specs(layout, collections))
+
+
+def specs_for(settings: LowdbSettings) -> tuple[TableSpec, ...]:
+    """The table specs of one configured LowDB file (its zone, its record size limit)."""
+    return tuple(
+        replace(spec, max_record_bytes=settings.max_record_size)
+        for spec in specs_for_layout(settings.layout, settings.collections, settings.zone)
+    )
+
+
+def _layout_specs(layout: Layout, collections: Sequence[CollectionSettings]) -> tuple[TableSpec, ...]:
     if layout == "workspace":
         return (WORKSPACE_CATEGORIES, workspace_items("items"))
     if layout == "ideas-mvp":

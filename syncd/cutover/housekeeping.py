@@ -22,7 +22,7 @@ from syncd.cutover.verify import FileParity, record_metrics, verify_file
 from syncd.database import Connection
 from syncd.errors import UnreadableFile
 from syncd.lowdb.reader import read_version
-from syncd.tables import specs_for_layout
+from syncd.tables import specs_for
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +32,7 @@ ERRORS = (OSError, UnreadableFile, asyncpg.PostgresError, asyncpg.InterfaceError
 
 async def verify_settled(conn: Connection, entry: LowdbSettings, mode: Mode) -> FileParity | None:
     """Parity of a settled file, or None while a change is in flight (or the file is retired)."""
-    specs = specs_for_layout(entry.layout, entry.collections)
+    specs = specs_for(entry)
     version = await asyncio.to_thread(read_version, entry.path, specs)
     if mode in FORWARD_MODES:
         applied = await conn.fetchval(

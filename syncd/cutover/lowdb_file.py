@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from syncd.tables import TableSpec
+from syncd.tables import TableSpec, lowdb_record_from_row
 
 # Documentation's allocation counters: the next integer id per collection.
 COUNTERS: Mapping[str, str] = {
@@ -25,22 +25,28 @@ COUNTERS: Mapping[str, str] = {
 }
 
 
-def patch(document: dict[str, Any], spec: TableSpec, upserts: Mapping[str, dict[str, Any]], deletes: set[str]) -> int:
-    """Apply upserts (in place, new ones appended) and deletes to one collection; records touched."""
+def patch(document: dict[str, Any], spec: TableSpec, rows: Mapping[str, Mapping[str, Any]], deletes: set[str]) -> int:
+    """Write PostgreSQL rows into one collection (in place, new ones appended), drop `deletes`.
+
+    A record the file has keeps its keys and their order (`lowdb_record_from_row` with `like`);
+    records touched are returned.
+    """
     records = document.get(spec.collection)
     if not isinstance(records, list):
         records = document[spec.collection] = []
     position = {spec.record_key(r): i for i, r in enumerate(records)}
-    for key, record in upserts.items():
-        if key in position:
-            records[position[key]] = record
+    for key, row in rows.items():
+        at = position.get(key)
+        if at is not None:
+            old = records[at]
+            records[at] = lowdb_record_from_row(spec, row, old if isinstance(old, dict) else None)
         else:
             position[key] = len(records)
-            records.append(record)
+            records.append(lowdb_record_from_row(spec, row))
     if deletes:
         records[:] = [r for r in records if spec.record_key(r) not in deletes]
     _bump_counter(document, spec)
-    return len(upserts) + len(deletes)
+    return len(rows) + len(deletes)
 
 
 def _bump_counter(document: dict[str, Any], spec: TableSpec) -> None:

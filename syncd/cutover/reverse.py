@@ -28,9 +28,12 @@ from syncd.database import Connection
 from syncd.errors import ModeChanged, UnreadableFile
 from syncd.lowdb.diff import read_file
 from syncd.stream import StreamState
-from syncd.tables import TableSpec, specs_for_layout
+from syncd.tables import TableSpec, specs_for
 
 log = structlog.get_logger(__name__)
+
+Row = dict[str, Any]
+"""A PostgreSQL row as column → value."""
 
 POLL_SECONDS = 0.2
 TRANSIENT = (OSError, UnreadableFile, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
@@ -43,7 +46,7 @@ def lock_key(name: str) -> int:
 
 async def flush(conn: Connection, settings: LowdbSettings) -> int:
     """One pass: outbox → current rows → file → ack, under the file's lock; records written."""
-    specs = specs_for_layout(settings.layout, settings.collections)
+    specs = specs_for(settings)
     consumer = reverse_consumer(settings.name)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(settings.name))
@@ -60,17 +63,17 @@ async def flush(conn: Connection, settings: LowdbSettings) -> int:
     return written
 
 
-async def _current(conn: Connection, spec: TableSpec, keys: set[str]) -> tuple[dict[str, Any], set[str]]:
-    """The records to write for changed `keys` (their current rows) and the keys now gone."""
+async def _current(conn: Connection, spec: TableSpec, keys: set[str]) -> tuple[dict[str, Row], set[str]]:
+    """The current rows of changed `keys` and the keys now gone."""
     if not keys:
         return {}, set()
     rows = await conn.fetch(f"SELECT * FROM {spec.table} WHERE id = ANY($1::text[])", sorted(keys))
-    upserts = {r["id"]: spec.record_from_row(dict(r)) for r in rows}
-    return upserts, keys - upserts.keys()
+    current = {r["id"]: dict(r) for r in rows}
+    return current, keys - current.keys()
 
 
 def _rewrite(
-    settings: LowdbSettings, specs: Sequence[TableSpec], changes: Mapping[str, tuple[dict[str, Any], set[str]]]
+    settings: LowdbSettings, specs: Sequence[TableSpec], changes: Mapping[str, tuple[dict[str, Row], set[str]]]
 ) -> int:
     document = read_file(settings.path, [s.collection for s in specs]).document
     written = sum(patch(document, spec, *changes[spec.collection]) for spec in specs)

@@ -40,7 +40,7 @@ from syncd.cutover.verify import FileParity, verify_file
 from syncd.database import Connection
 from syncd.errors import CutoverRefused, HandoverAborted, UnreadableFile
 from syncd.lowdb.reader import read_version
-from syncd.tables import specs_for_layout
+from syncd.tables import specs_for
 
 ROLLBACK_ATTEMPTS = 3
 """Flush-and-verify rounds before a rollback gives up on PostgreSQL still being written."""
@@ -190,7 +190,7 @@ def _promote_flip(pool: asyncpg.Pool, settings: LowdbSettings, actor: str) -> Fl
             if reasons:
                 raise CutoverRefused(settings.name, reasons)
             await transition(session, state, PG_PRIMARY, actor, "promote: clients stopped writing LowDB, verify clean")
-            tables = [s.table for s in specs_for_layout(settings.layout, settings.collections)]
+            tables = [s.table for s in specs_for(settings)]
             await outbox.register(session, reverse_consumer(settings.name), tables)
         return parity
 
@@ -217,7 +217,7 @@ def _rollback_flip(settings: LowdbSettings, actor: str) -> Flip:
 async def _settle(pool: asyncpg.Pool, settings: LowdbSettings, max_lag: float) -> None:
     """Give the daemon up to `max_lag` seconds to apply the file's current version (outside the lock,
     which would block that very batch)."""
-    specs = specs_for_layout(settings.layout, settings.collections)
+    specs = specs_for(settings)
     deadline = time.monotonic() + max_lag
     while time.monotonic() < deadline:
         try:

@@ -30,7 +30,7 @@ from syncd.poison import Poison
 from syncd.questdb.reconcile import DayParity, Reconciler
 from syncd.questdb.source import SignalsSource
 from syncd.questdb.sql import day_bounds
-from syncd.tables import TableSpec, specs_for_layout
+from syncd.tables import TableSpec, specs_for
 
 BUCKETS = 64
 """Key buckets per table: a mismatch report names the buckets, then their differing keys."""
@@ -169,7 +169,7 @@ def compare(table: str, source: Digests, pg: Digests, invalid: Sequence[str]) ->
 
 async def verify_file(conn: Connection, settings: LowdbSettings, version: FileVersion | None = None) -> FileParity:
     """Compare the file (its current version unless given) with PostgreSQL, table by table."""
-    specs = specs_for_layout(settings.layout, settings.collections)
+    specs = specs_for(settings)
     if version is None:
         version = await asyncio.to_thread(read_version, settings.path, specs)
     tables = []

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, diff, mass_de
 from syncd.lowdb.reader import VersionReader
 from syncd.model import Batch, Checkpoint
 from syncd.quarantine import Held, held
-from syncd.tables import TableSpec, specs_for_layout
+from syncd.tables import TableSpec, specs_for
 
 log = structlog.get_logger(__name__)
 
@@ -63,10 +62,7 @@ class LowdbSource:
         self.stream = settings.name
         self.path = settings.path
         self.allow_path = settings.path.with_name(settings.path.name + ALLOW_MASS_DELETE_SUFFIX)
-        self.specs: tuple[TableSpec, ...] = tuple(
-            replace(spec, max_record_bytes=settings.max_record_size)
-            for spec in specs_for_layout(settings.layout, settings.collections)
-        )
+        self.specs: tuple[TableSpec, ...] = specs_for(settings)
         self._reader = VersionReader(self.specs)
         self._pool, self._dsn = pool, dsn
         self._conn: asyncpg.Connection | None = None

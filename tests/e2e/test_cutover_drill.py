@@ -67,7 +67,8 @@ async def test_mirror_promote_pg_writes_rollback_app_writes_backup_restore(
     config = write_config(
         tmp_path / "syncd.toml", f'\n[[lowdb]]\nname = "workspace"\npath = "{path}"\nlayout = "workspace"\n'
     )
-    run_writer("v7", path, [{"op": "create", "id": f"a{i}", "title": f"app {i}"} for i in range(5)])
+    seed = [{"op": "category", "name": "dashboard"}]  # PG writers may only use an existing category
+    run_writer("v7", path, [*seed, *({"op": "create", "id": f"a{i}", "title": f"app {i}"} for i in range(5))])
     env = prisma_env(tmp_path, dsn)
     client = generate(prisma_project(tmp_path), env)
     daemon = DaemonProcess(config, dsn).start()

@@ -154,7 +154,7 @@ async def assert_audited(pool: asyncpg.Pool) -> None:
     # One interactive transaction: the create and the update commit together.
     assert rows[1]["txid"] == rows[2]["txid"] != rows[3]["txid"]
     assert rows[2]["changed_fields"] == ["status", "updated_at", "updated_by"]
-    assert rows[3]["changed_fields"] == ["title"]
+    assert rows[3]["changed_fields"] == ["title", "updated_at"]  # the table keeps updated_at
     # The reverse path reads the outbox: Prisma's writes are there, not mistaken for syncd's own.
     origins = await pool.fetch("SELECT DISTINCT origin FROM syncd.outbox WHERE key = $1 ORDER BY origin", NEW_ID)
     assert [r["origin"] for r in origins] == ["app", "idea-bank"]

@@ -28,8 +28,8 @@ async def write_history(conn: asyncpg.Connection, key: str) -> None:
     async with conn.transaction():
         await conn.execute("SET LOCAL syncd.origin = 'syncd'")
         await conn.execute(
-            """INSERT INTO workspace.workspace_items (id, title, category, created_at, description)
-               VALUES ($1, 'First', 'feature', '2025-01-01T00:00:00Z', 'd')""",
+            """INSERT INTO workspace.workspace_items (id, title, category, created_at, updated_at, description)
+               VALUES ($1, 'First', 'feature', '2025-01-01T00:00:00Z', NULL, 'd')""",
             key,
         )
     await conn.execute("UPDATE workspace.workspace_items SET title = 'Second', status = 'review' WHERE id = $1", key)
@@ -44,6 +44,7 @@ async def history_dsn(dsn: str) -> str:
     conn = await asyncpg.connect(dsn)
     try:
         await write_history(conn, "it-1")
+        await conn.execute("INSERT INTO workspace.workspace_categories (name) VALUES ('bug')")
         await conn.execute(
             "INSERT INTO workspace.workspace_items (id, title, category, created_at) VALUES ('it-2', 'x', 'bug', now())"
         )
@@ -64,11 +65,11 @@ async def test_json_lists_the_three_operations_in_order_with_origins(history_dsn
     insert, update, delete = lines
     assert insert["changes"]["title"] == {"old": None, "new": "First"}
     assert "updated_at" not in insert["changed_fields"]  # null in the new row: not listed
-    assert update["changed_fields"] == ["status", "title"]
-    assert update["changes"] == {
-        "status": {"old": "new", "new": "review"},
-        "title": {"old": "First", "new": "Second"},
-    }
+    # The app's update did not set updated_at: the table's trigger did.
+    assert update["changed_fields"] == ["status", "title", "updated_at"]
+    assert update["changes"]["status"] == {"old": "new", "new": "review"}
+    assert update["changes"]["title"] == {"old": "First", "new": "Second"}
+    assert update["changes"]["updated_at"]["old"] is None
     assert delete["changes"]["title"] == {"old": "Second", "new": None}
     assert delete["changes"]["description"] == {"old": "d", "new": None}
 

@@ -74,8 +74,8 @@ async def registered(pool: asyncpg.Pool, consumer: str) -> bool:
 
 async def insert_category(conn: asyncpg.Connection | Any, key: str, order: int) -> None:
     await conn.execute(
-        """INSERT INTO workspace.workspace_categories (id, name, display_order) VALUES ($1, $1, $2)
-           ON CONFLICT (id) DO UPDATE SET display_order = excluded.display_order""",
+        """INSERT INTO workspace.workspace_categories (id, name, sort_order) VALUES ($1, $1, $2)
+           ON CONFLICT (id) DO UPDATE SET sort_order = excluded.sort_order""",
         key,
         order,
     )
@@ -108,10 +108,10 @@ async def test_snapshot_then_changes_as_debezium_envelopes(
     snapshot, update = by_key["before-relay"]
     assert snapshot[0]["op"] == "r"
     assert snapshot[0]["before"] is None
-    assert snapshot[0]["after"]["display_order"] == 1
+    assert snapshot[0]["after"]["sort_order"] == 1
     assert "id" not in snapshot[1]
     assert update[0]["op"] == "u"
-    assert (update[0]["before"]["display_order"], update[0]["after"]["display_order"]) == (1, 3)
+    assert (update[0]["before"]["sort_order"], update[0]["after"]["sort_order"]) == (1, 3)
     assert update[0]["source"]["origin"] == "workspace-api"
     assert update[0]["source"]["table"] == TABLE
     assert "row_hash" not in update[0]["after"]
@@ -195,8 +195,8 @@ async def test_relay_killed_mid_stream_restarts_without_loss_and_in_key_order(
         for (_, previous), (_, current) in itertools.pairwise(changes):
             assert current["before"] == previous["after"], key
     # The last change per key is the table's current row.
-    rows = {r["id"]: r["display_order"] for r in await pool.fetch(f"SELECT id, display_order FROM {TABLE}")}
-    assert {k: v[-1][1]["after"]["display_order"] for k, v in per_key.items()} == rows
+    rows = {r["id"]: r["sort_order"] for r in await pool.fetch(f"SELECT id, sort_order FROM {TABLE}")}
+    assert {k: v[-1][1]["after"]["sort_order"] for k, v in per_key.items()} == rows
 
     # Once acknowledged, the relayed rows are pruned.
     async def acked_everything() -> bool:

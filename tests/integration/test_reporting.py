@@ -52,6 +52,7 @@ async def load_known_data(conn: asyncpg.Connection) -> None:
         f"INSERT INTO signals.tp_capital_signals ({SIGNAL_COLUMNS}, deleted_at, row_hash) VALUES "
         "('2025-01-10T10:00:00Z', 'e', 'TP', 'PETR4', 1, 2, 3, NULL, NULL, 0.5, 'telegram', now(), '\\x00')"
     )
+    await conn.execute("INSERT INTO workspace.workspace_categories (name) VALUES ('feature'), ('bug')")
     await conn.execute(
         """INSERT INTO workspace.workspace_items (id, title, category, status, priority, tags, created_at, updated_at)
            VALUES ('w1', 'one', 'feature', 'new', 'high', '{a}', '2025-01-01T00:00:00Z', NULL),

@@ -12,14 +12,14 @@ from syncd.config import LowdbSettings
 from syncd.lowdb.source import LowdbSource
 from syncd.sink.postgres import PostgresSink
 from tests.integration.conftest import eventually, running
-from tests.lowdb_files import item, write_v7
+from tests.lowdb_files import CATEGORIES, item, write_v7
 
 __all__ = ["item"]
 
 
 def write_file(path: Path, items: list[dict[str, Any]], **top: Any) -> None:
     """Write the file the way lowdb@7 does (2-space JSON to a temp file, renamed over)."""
-    write_v7(path, {"items": items, "categories": [], **top})
+    write_v7(path, {"items": items, "categories": CATEGORIES, **top})
 
 
 async def mirror(pool: asyncpg.Pool, sink: PostgresSink, settings: LowdbSettings) -> None:

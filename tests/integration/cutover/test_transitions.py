@@ -55,7 +55,7 @@ async def test_promote_refused_with_quarantine_held(
     pool: asyncpg.Pool, sink: PostgresSink, mirrored: LowdbSettings
 ) -> None:
     """A held record blocks the promote, naming the command that lists it."""
-    write_file(mirrored.path, [*ITEMS, item("bad", status="whatever")])
+    write_file(mirrored.path, [*ITEMS, item("bad", title="")])
     await mirror(pool, sink, mirrored)
     reasons = await refused(pool, mirrored)
     assert "quarantine: 1 record(s) held (syncd quarantine list --stream workspace)" in reasons

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -13,7 +14,8 @@ import asyncpg
 from syncd import metrics
 from syncd.config import LowdbSettings
 from syncd.cutover.verify import record_metrics, verify_file
-from tests.integration.cutover.conftest import item, write_file
+from syncd.sink.postgres import PostgresSink
+from tests.integration.cutover.conftest import item, mirror, write_file
 
 SYNCD = Path(sys.executable).with_name("syncd")
 
@@ -24,7 +26,7 @@ async def test_a_mirrored_file_is_clean(pool: asyncpg.Pool, mirrored: LowdbSetti
         parity = await verify_file(conn, mirrored)
     assert parity.clean
     assert {t.table: (t.source_rows, t.pg_rows) for t in parity.tables} == {
-        "workspace.workspace_categories": (0, 0),
+        "workspace.workspace_categories": (2, 2),
         "workspace.workspace_items": (3, 3),
     }
 
@@ -38,7 +40,7 @@ async def test_planted_mismatches_are_found_and_named(pool: asyncpg.Pool, mirror
            VALUES ('only-in-pg', 't', 'd', 'dashboard', 'low', 'new', now())"""
     )
     items = [item("1"), item("0c160b10-4aed-4bca-9f96-704f31d3ccf9"), item("item-1762600000000-k3j9x2a")]
-    write_file(mirrored.path, [*items, item("bad", priority="whenever")])
+    write_file(mirrored.path, [*items, item("bad", title="  ")])
     async with pool.acquire() as conn:
         parity = await verify_file(conn, mirrored)
     (table,) = [t for t in parity.tables if t.table == "workspace.workspace_items"]
@@ -53,11 +55,20 @@ async def test_planted_mismatches_are_found_and_named(pool: asyncpg.Pool, mirror
     assert metrics.VERIFY_MISMATCH_ROWS.labels("workspace.workspace_items")._value.get() == 4
 
 
-async def test_timestamps_compare_by_instant_not_by_spelling(pool: asyncpg.Pool, mirrored: LowdbSettings) -> None:
-    """`…:24.94Z` in the file and `…:24.940+00:00` in PG are the same value: no false mismatch."""
+async def test_timestamps_compare_by_instant_and_keep_their_spelling(
+    pool: asyncpg.Pool, sink: PostgresSink, mirrored: LowdbSettings
+) -> None:
+    """`…:24.94+02:00` in the file is the instant `…:22:45:24.940Z` in its column, and its spelling
+    rides in `extra` (the reverse path writes it back as it was): mirrored, the two sides are equal."""
     items = [item("1", createdAt="2025-10-24T00:45:24.94+02:00")]
     items += [item("0c160b10-4aed-4bca-9f96-704f31d3ccf9"), item("item-1762600000000-k3j9x2a")]
     write_file(mirrored.path, items)
+    async with pool.acquire() as conn:
+        assert not (await verify_file(conn, mirrored)).clean  # the spelling is part of the record
+    await mirror(pool, sink, mirrored)
+    row = await pool.fetchrow("SELECT created_at, extra FROM workspace.workspace_items WHERE id = '1'")
+    assert row["created_at"] == datetime(2025, 10, 23, 22, 45, 24, 940000, UTC)
+    assert row["extra"] == {"createdAt": "2025-10-24T00:45:24.94+02:00"}
     async with pool.acquire() as conn:
         assert (await verify_file(conn, mirrored)).clean
 

@@ -163,14 +163,14 @@ async def test_bad_record_is_quarantined_blocks_its_key_and_replays_once_fixed(
     """Invalid, keyless and duplicate records are held; other keys flow; replay applies the fix."""
     path = tmp_path / "library.json"
     good = [item("a"), item("b")]
-    bad = item("bad", priority="urgent")
+    bad = item("bad", title="  ")
     keyless = {k: v for k, v in item("x").items() if k != "id"}
     write_v7(path, {"items": [*good, bad, keyless, item("dup", "one"), item("dup", "two")]})
     source = LowdbSource(lowdb_settings(path), pool=pool)
     async with running(source, sink):
         await eventually(equals(pool, good), what="good records applied")
         held = await eventually(lambda: _held(pool, 4), what="four held records")
-        assert {(e.key, e.reason.split(" ")[1]) for e in held} >= {("bad", "priority"), (None, "record")}
+        assert {(e.key, e.reason.split(" ")[1]) for e in held} >= {("bad", "title"), (None, "record")}
         assert {e.reason.split(":")[0] for e in held} == {"items[2]", "items[3]", "items[4]", "items[5]"}
         # A later version of a blocked key waits; other keys keep flowing.
         good.append(item("c"))

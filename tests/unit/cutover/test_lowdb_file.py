@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from syncd.cutover.lowdb_file import dumps, patch, write_atomic
-from syncd.tables import DOCUMENTATION_SYSTEMS, workspace_items
+from syncd.tables import DOCUMENTATION_SYSTEMS, TableSpec, workspace_items
 
 NODE = shutil.which("node")
 TRICKY: dict[str, Any] = {
@@ -36,19 +36,45 @@ def test_bytes_equal_json_stringify_with_two_spaces() -> None:
     assert dumps(TRICKY) == node.stdout
 
 
+def row_of(spec: TableSpec, record: dict[str, Any]) -> dict[str, Any]:
+    """The PostgreSQL row (column → value) the sink stores for `record`."""
+    return dict(zip(spec.columns, spec.to_row(record), strict=True))
+
+
+def item(key: str, **fields: Any) -> dict[str, Any]:
+    """A Workspace item in the current upstream shape."""
+    return {"id": key, "title": "t", "category": "bug", "createdAt": "2025-11-08T10:00:00.000Z", **fields}
+
+
 def test_patch_updates_in_place_appends_and_deletes() -> None:
     """Order kept for updates, inserts at the end, deletes removed, other keys untouched."""
     spec = workspace_items("items")
-    document: dict[str, Any] = {"items": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "other": 1}
-    touched = patch(document, spec, {"b": {"id": "b", "v": 2}, "d": {"id": "d"}}, {"a"})
+    document: dict[str, Any] = {"items": [item("a"), item("b"), item("c")], "other": 1}
+    rows = {"b": row_of(spec, item("b", title="v2")), "d": row_of(spec, item("d"))}
+    touched = patch(document, spec, rows, {"a"})
     assert touched == 3
-    assert document == {"items": [{"id": "b", "v": 2}, {"id": "c"}, {"id": "d"}], "other": 1}
+    assert document["items"][:2] == [item("b", title="v2"), item("c")]
+    assert document["other"] == 1
+    # A record PostgreSQL created gets upstream's key order and shape.
+    new = document["items"][2]
+    upstream_order = ["id", "title", "description", "category", "priority", "status", "tags", "createdAt", "updatedAt"]
+    assert list(new) == upstream_order
+    assert (new["priority"], new["tags"], new["updatedAt"]) == ("medium", [], None)
+
+
+def test_patch_keeps_the_file_records_keys_and_their_order() -> None:
+    """A record the file has keeps `"metadata": {}`, `"createdBy": null` and its key order."""
+    spec = workspace_items("items")
+    kept = {"metadata": {}, "createdBy": None, **item("a"), "updatedBy": None, "zeta": 1, "alpha": 2}
+    document: dict[str, Any] = {"items": [kept]}
+    patch(document, spec, {"a": row_of(spec, {**kept, "title": "new"})}, set())
+    assert list(document["items"][0].items()) == list({**kept, "title": "new"}.items())
 
 
 def test_counter_moves_past_the_highest_integer_id_only_upwards() -> None:
     """nextSystemId = max(id) + 1, never lowered."""
-    document: dict[str, Any] = {"systems": [{"id": 4}], "nextSystemId": 5}
-    patch(document, DOCUMENTATION_SYSTEMS, {"9": {"id": 9}}, set())
+    document: dict[str, Any] = {"systems": [{"id": 4, "name": "a"}], "nextSystemId": 5}
+    patch(document, DOCUMENTATION_SYSTEMS, {"9": row_of(DOCUMENTATION_SYSTEMS, {"id": 9, "name": "b"})}, set())
     assert document["nextSystemId"] == 10
     patch(document, DOCUMENTATION_SYSTEMS, {}, {"9"})
     assert document["nextSystemId"] == 10

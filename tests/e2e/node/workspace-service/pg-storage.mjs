@@ -81,8 +81,8 @@ export class PgStorage {
 
   async getCategories() {
     const { rows } = await this.pool.query(
-      `SELECT id, name, description, color, display_order, active FROM workspace_categories
-        WHERE active ORDER BY display_order`,
+      `SELECT name AS id, name, display_name, description, is_active, sort_order AS display_order, created_at, updated_at
+         FROM workspace.workspace_categories WHERE is_active = true ORDER BY sort_order`,
     );
     return rows;
   }

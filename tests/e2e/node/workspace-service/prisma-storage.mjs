@@ -76,11 +76,15 @@ export class PrismaStorage {
 
   async getCategories() {
     const categories = await this.prisma.workspaceCategory.findMany({
-      where: { active: true },
-      orderBy: { displayOrder: "asc" },
-      select: { id: true, name: true, description: true, color: true, displayOrder: true, active: true },
+      where: { isActive: true },
+      orderBy: { sortOrder: "asc" },
+      select: { name: true, displayName: true, description: true, isActive: true, sortOrder: true, createdAt: true, updatedAt: true },
     });
-    return categories.map(({ displayOrder, ...c }) => ({ ...c, display_order: displayOrder }));
+    // The same shape as the PostgreSQL strategy's SELECT (name AS id, sort_order AS display_order).
+    return categories.map((c) => ({
+      id: c.name, name: c.name, display_name: c.displayName, description: c.description, is_active: c.isActive,
+      display_order: c.sortOrder, created_at: c.createdAt, updated_at: c.updatedAt,
+    }));
   }
 
   async close() {

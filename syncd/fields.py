@@ -1,0 +1,281 @@
+"""One LowDB key and the typed column it lands in: conversion, documented coercion, and the inverse.
+
+A value the column holds exactly (its inverse gives back the same JSON value) is stored as it is.
+A value the column cannot hold exactly — `createdBy` written as a number, `metadata` as a string, a
+timestamp without a zone or with microseconds, an enum value outside the CHECK list — is what older
+upstream versions wrote and the service still serves, so it is not held: the column takes the
+coercion below and the raw value is kept in `extra` under its own key, which the reverse path puts
+back while the column still holds that coercion. Only a required value that cannot be derived
+(no title, a category that is not a slug) raises, and the record is held.
+
+| kind      | exact                 | coercion (raw value kept in `extra`)                          |
+|-----------|-----------------------|---------------------------------------------------------------|
+| text      | a string              | a number/boolean/object → its JSON text                       |
+| timestamp | ISO 8601 `….sssZ`     | no zone → read in the file's `timezone`; other precision →    |
+|           |                       | rounded to ms; a number → epoch ms (as `new Date(n)`)         |
+| tags      | a list of strings     | a string → `[it]`; other elements → their JSON text           |
+| object    | an object             | a string holding a JSON object → that object                  |
+| int       | an integer            | an integral number or numeric string → that integer           |
+| bool      | true/false            | `"true"`/`"false"`, 0/1                                       |
+| any       | a failed rule (enum, bounds, pattern, unparsable) → the column default, else NULL; |
+|           | a required field without a default → held                                          |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, Literal
+
+import orjson
+
+from syncd.poison import problem, unstorable_text
+
+Kind = Literal["text", "id", "ref", "timestamp", "tags", "object", "int", "bool"]
+Emit = Literal["always", "if_set"]
+"""How the inverse writes a field the record did not already have: always (null included), or only
+when set (not null, not `{}`, not equal to the field it is derived from)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One LowDB key and the column it lands in, with the column's rules."""
+
+    source: str
+    column: str
+    kind: Kind = "text"
+    required: bool = False
+    default: Any = None
+    """Stored when the key is absent or null (NOT NULL columns with a DEFAULT)."""
+    choices: frozenset[str] | None = None
+    pattern: re.Pattern[str] | None = None
+    not_blank: bool = False
+    bounds: tuple[int, int] | None = None
+    emit: Emit = "always"
+    derived_from: str | None = None
+    """Another field's source key whose value this one takes when absent (display_name ← name)."""
+
+    def convert(self, value: Any, zone: tzinfo = UTC) -> Any:
+        """The column value for `value`; raises ValueError with a reason naming the field."""
+        if value is None:
+            if self.required and self.default is None:
+                raise ValueError(f"{self.source} is required")
+            return _copy_default(self.default)
+        converted = _CONVERTERS[self.kind](self, value, zone)
+        self._check(converted)
+        return converted
+
+    def coerce(self, value: Any, zone: tzinfo = UTC) -> Any:
+        """The documented coercion of a value `convert` rejects; ValueError when there is none.
+
+        A value PostgreSQL cannot store at all (`Unstorable`: a NUL character, nesting past the
+        limit) has no coercion: the record is poison and is held.
+        """
+        if value is None:
+            return self.convert(value, zone)
+        try:
+            coerced = _COERCIONS[self.kind](self, value, zone)
+            if self.kind == "timestamp":
+                self._check(coerced)
+                return coerced
+            return self.convert(coerced, zone)  # the column's rules and storability, once more
+        except Unstorable:
+            raise
+        except ValueError:
+            if self.required and self.default is None:
+                raise
+            return _copy_default(self.default)
+
+    def _check(self, value: Any) -> None:
+        if value is None:
+            return
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.source} must be one of {sorted(self.choices)}, got {value!r}")
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            raise ValueError(f"{self.source} must match {self.pattern.pattern}, got {value!r}")
+        if self.not_blank and not value.strip():
+            raise ValueError(f"{self.source} must not be blank")
+        if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:
+            raise ValueError(f"{self.source} must be within {self.bounds[0]}..{self.bounds[1]}, got {value}")
+
+    def to_source(self, value: Any, *, int_ids: bool) -> Any:
+        """The LowDB value of column value `value` (inverse of `convert`)."""
+        if value is None:
+            return None
+        if self.kind == "timestamp":
+            return format_timestamp(value)
+        if self.kind in ("id", "ref") and int_ids and isinstance(value, str) and value.isdigit():
+            return int(value)
+        if self.kind == "tags":
+            return list(value)
+        return value
+
+
+class Unstorable(ValueError):
+    """A value PostgreSQL cannot hold in any column (see `syncd.poison`): never coerced."""
+
+
+def _storable(reason: str | None) -> None:
+    if reason is not None:
+        raise Unstorable(reason)
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: `1`, `1.0` and `true` are three different values."""
+    if type(a) is not type(b):
+        return False
+    return orjson.dumps(a) == orjson.dumps(b) if isinstance(a, dict | list) else bool(a == b)
+
+
+def _copy_default(default: Any) -> Any:
+    # Mutable defaults ({} / []) are copied so rows never share one object.
+    return type(default)() if isinstance(default, dict | list) else default
+
+
+def _text(f: Field, value: Any, zone: tzinfo) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{f.source} must be a string, got {type(value).__name__}")
+    _storable(unstorable_text(value, f.source))
+    return value
+
+
+def _id(f: Field, value: Any, zone: tzinfo) -> str:
+    # ids are opaque text; integer ids (Documentation's counters) become their decimal text.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    text = _text(f, value, zone)
+    if not text:
+        raise ValueError(f"{f.source} must not be empty")
+    return text
+
+
+def _timestamp(f: Field, value: Any, zone: tzinfo) -> datetime:
+    text = _text(f, value, zone)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{f.source} is not an ISO 8601 timestamp: {text!r}") from None
+    # JavaScript reads a date-time without a zone as local time: the service's zone.
+    return to_millis(parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone))
+
+
+def to_millis(value: datetime) -> datetime:
+    """Rounded to milliseconds half up, as PostgreSQL stores it in a timestamptz(3) column."""
+    return value.replace(microsecond=0) + timedelta(milliseconds=(value.microsecond + 500) // 1000)
+
+
+def _tags(f: Field, value: Any, zone: tzinfo) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ValueError(f"{f.source} must be a list of strings")
+    for i, tag in enumerate(value):
+        _storable(unstorable_text(tag, f"{f.source}[{i}]"))
+    return list(value)
+
+
+def _object(f: Field, value: Any, zone: tzinfo) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{f.source} must be an object, got {type(value).__name__}")
+    # The record counts as one level above the object.
+    _storable(problem({f.source: value}, "record"))
+    return value
+
+
+def _int(f: Field, value: Any, zone: tzinfo) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{f.source} must be an integer, got {value!r}")
+    if f.bounds is None and not INT4[0] <= value <= INT4[1]:
+        raise ValueError(f"{f.source} must be within {INT4[0]}..{INT4[1]} (an integer column), got {value}")
+    return value
+
+
+INT4 = (-(2**31), 2**31 - 1)
+"""An `integer` column's range, for int fields without bounds of their own."""
+
+
+def _bool(f: Field, value: Any, zone: tzinfo) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{f.source} must be true or false, got {value!r}")
+    return value
+
+
+_CONVERTERS: dict[str, Any] = {
+    "text": _text,
+    "id": _id,
+    "ref": _id,
+    "timestamp": _timestamp,
+    "tags": _tags,
+    "object": _object,
+    "int": _int,
+    "bool": _bool,
+}
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _coerce_text(f: Field, value: Any, zone: tzinfo) -> str:
+    return _json_text(value)
+
+
+def _coerce_ref(f: Field, value: Any, zone: tzinfo) -> str:
+    return _id(f, _json_text(value), zone)
+
+
+def _coerce_timestamp(f: Field, value: Any, zone: tzinfo) -> datetime:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return to_millis(datetime.fromtimestamp(value / 1000, UTC))
+    raise ValueError(f"{f.source} is not an ISO 8601 timestamp: {value!r}")
+
+
+def _coerce_tags(f: Field, value: Any, zone: tzinfo) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [_json_text(t) for t in value]
+    raise ValueError(f"{f.source} must be a list of strings")
+
+
+def _coerce_object(f: Field, value: Any, zone: tzinfo) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+    raise ValueError(f"{f.source} must be an object, got {type(value).__name__}")
+
+
+def _coerce_int(f: Field, value: Any, zone: tzinfo) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value.strip()):
+        return int(value)
+    raise ValueError(f"{f.source} must be an integer, got {value!r}")
+
+
+def _coerce_bool(f: Field, value: Any, zone: tzinfo) -> bool:
+    if value in ("true", "false"):
+        return bool(value == "true")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{f.source} must be true or false, got {value!r}")
+
+
+_COERCIONS: dict[str, Any] = {
+    "text": _coerce_text,
+    "id": _coerce_ref,
+    "ref": _coerce_ref,
+    "timestamp": _coerce_timestamp,
+    "tags": _coerce_tags,
+    "object": _coerce_object,
+    "int": _coerce_int,
+    "bool": _coerce_bool,
+}
+
+
+def format_timestamp(value: datetime) -> str:
+    """`Date.toISOString()`'s form: UTC, milliseconds, `Z`."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

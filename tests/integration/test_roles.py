@@ -1,0 +1,98 @@
+"""Least privilege (0091_roles.sql): what the Node services' and reporting's roles may and may not do."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import pytest
+
+ITEM_INSERT = """INSERT INTO workspace.workspace_items (title, category, created_at, updated_at)
+                 VALUES ('t', 'bug', now(), now()) RETURNING id"""
+
+
+@asynccontextmanager
+async def as_role(dsn: str, role: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection whose privileges are `role`'s (SET ROLE: the test's login is a superuser)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"SET ROLE {role}")
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def test_service_role_writes_the_domain_tables_and_is_audited(dsn: str) -> None:
+    """DML on workspace/documentation; the capture trigger writes outbox and audit for it."""
+    async with as_role(dsn, "syncd_service") as conn:
+        await conn.execute("INSERT INTO workspace.workspace_categories (name) VALUES ('bug')")
+        key = await conn.fetchval(ITEM_INSERT)
+        await conn.execute("UPDATE workspace.workspace_items SET status = 'review' WHERE id = $1", key)
+        await conn.execute("INSERT INTO documentation.documentation_systems (id, name) VALUES ('1', 's')")
+        await conn.execute("DELETE FROM documentation.documentation_systems WHERE id = '1'")
+        assert await conn.fetchval("SELECT count(*) FROM signals.tp_capital_signals") == 0
+        assert await conn.fetch("SELECT name, mode FROM syncd.cutover") is not None
+    admin = await asyncpg.connect(dsn)
+    try:
+        audit = await admin.fetch(
+            "SELECT op, actor FROM syncd.audit_log WHERE table_name = 'workspace.workspace_items' ORDER BY id"
+        )
+        login = await admin.fetchval("SELECT session_user")
+    finally:
+        await admin.close()
+    assert [(r["op"], r["actor"]) for r in audit] == [("insert", login), ("update", login)]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO syncd.checkpoints (source, stream, position, epoch) VALUES ('x', 'y', '{}', 1)",
+        "UPDATE syncd.cutover SET mode = 'pg-primary'",
+        "SELECT * FROM syncd.outbox",
+        "DELETE FROM syncd.audit_log",
+        "SELECT * FROM syncd.quarantine",
+        "INSERT INTO signals.tp_capital_signals (ts, signal_key, asset) VALUES (now(), 'k', 'A')",
+        "ALTER TABLE workspace.workspace_items ADD COLUMN x int",
+        "DROP TABLE workspace.workspace_categories",
+        "CREATE TABLE workspace.mine (id int)",
+        "TRUNCATE workspace.workspace_items",
+        "CREATE INDEX ON documentation.documentation_ideas (title)",
+    ],
+)
+async def test_service_role_cannot_touch_syncd_state_or_change_the_schema(dsn: str, statement: str) -> None:
+    """Nothing of syncd's own tables beyond reading the cutover mode; no DDL anywhere."""
+    async with as_role(dsn, "syncd_service") as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(statement)
+
+
+async def test_reporting_role_reads_reports_only(dsn: str) -> None:
+    """reporting.* views and the range function answer; nothing else is readable."""
+    async with as_role(dsn, "syncd_reporting") as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reporting.ideas_summary") == 0
+        assert await conn.fetchval("SELECT count(*) FROM reporting.sync_health") == 0
+        got = await conn.fetchval(
+            "SELECT count(*) FROM reporting.signals_daily_between(now() - interval '1 day', now())"
+        )
+        assert got == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT * FROM workspace.workspace_items")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO signals.tp_capital_signals (ts, signal_key, asset) VALUES (now(), 'k', 'A')",
+        "DELETE FROM signals.tp_capital_signals",
+        "UPDATE workspace.workspace_items SET title = 'x'",
+        "INSERT INTO syncd.checkpoints (source, stream, position, epoch) VALUES ('x', 'y', '{}', 1)",
+        "CREATE VIEW reporting.mine AS SELECT 1",
+        "DROP VIEW reporting.ideas_totals",
+    ],
+)
+async def test_reporting_role_cannot_write_anything(dsn: str, statement: str) -> None:
+    """Read-only: every write and every DDL is refused."""
+    async with as_role(dsn, "syncd_reporting") as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(statement)
