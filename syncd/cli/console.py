@@ -180,13 +180,16 @@ def on_connection(config_path: Path | None, work: Callable[[asyncpg.Connection],
     return run_async(go())
 
 
-def resolve_files(config: Config, names: Sequence[str]) -> list[LowdbSettings]:
-    """LowDB entries by name, file path or table name (all entries when `names` is empty)."""
+def resolve_files(config: Config, names: Sequence[str], config_path: Path | None = None) -> list[LowdbSettings]:
+    """LowDB entries by name, table name (bare or schema-qualified) or file path — absolute, relative
+    to the working directory, or as written in the config (relative to the config file); all entries
+    when `names` is empty."""
     if not names:
         return list(config.lowdb)
+    base = config_path.parent if config_path is not None else None
     found: list[LowdbSettings] = []
     for name in names:
-        match = [e for e in config.lowdb if _names(e, name)]
+        match = [e for e in config.lowdb if _names(e, name, base)]
         if not match:
             known = ", ".join(e.name for e in config.lowdb) or "none configured"
             raise click.BadParameter(f"{name!r} is no LowDB entry, file or table of this config (entries: {known})")
@@ -202,9 +205,15 @@ def stream_names(config: Config) -> set[str]:
     return names
 
 
-def _names(entry: LowdbSettings, name: str) -> bool:
+def _names(entry: LowdbSettings, name: str, base: Path | None) -> bool:
     tables = {s.table for s in specs_for_layout(entry.layout, entry.collections)}
-    return name in (entry.name, str(entry.path)) or name in tables or Path(name).resolve() == entry.path.resolve()
+    bare = {t.rpartition(".")[2] for t in tables}
+    paths = [Path(name)] if base is None else [Path(name), base / name]
+    return (
+        name in (entry.name, str(entry.path))
+        or name in tables | bare
+        or any(p.resolve() == entry.path.resolve() for p in paths)
+    )
 
 
 async def with_pool(config: Config, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:

@@ -37,7 +37,7 @@ def cutover_group() -> None:
 def status_command(config_path: Path | None, names: tuple[str, ...]) -> None:
     """Mode, reverse-path backlog, recent transitions and the connected cutover clients of each file."""
     config = load_config(config_path)
-    entries = resolve_files(config, names)
+    entries = resolve_files(config, names, config_path)
     Row = tuple[str, state.Mode, int, list[state.Transition], list[clients.ClientReport]]
 
     async def go(pool: asyncpg.Pool) -> list[Row]:
@@ -93,7 +93,7 @@ def _transition(
     config_path: Path | None, name: str, act: Callable[[asyncpg.Pool, LowdbSettings], Awaitable[Any]]
 ) -> None:
     config = load_config(config_path)
-    (entry,) = resolve_files(config, [name])
+    (entry,) = resolve_files(config, [name], config_path)
     # A refusal (CutoverRefused) reaches the boundary: one line listing every reason, exit 1.
     outcome = run_async(with_pool(config, lambda pool: act(pool, entry)))
     extra = f", {outcome.written_back} record(s) written back" if outcome.written_back else ""

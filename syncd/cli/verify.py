@@ -46,7 +46,7 @@ def verify(config_path: Path | None, names: tuple[str, ...], as_json: bool, days
     """
     config = load_config(config_path)
     lowdb_names = [n for n in names if n not in SIGNALS_NAMES]
-    entries = resolve_files(config, lowdb_names) if lowdb_names or not names else []
+    entries = resolve_files(config, lowdb_names, config_path) if lowdb_names or not names else []
     signals = bool(SIGNALS_NAMES.intersection(names)) or (not names and config.questdb is not None)
     if signals and config.questdb is None:
         raise click.BadParameter("tp_capital_signals needs a [questdb] section in the config")

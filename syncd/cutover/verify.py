@@ -38,6 +38,8 @@ LIST_LIMIT = 20
 """Keys listed per kind of mismatch (the counts are always complete)."""
 
 Digests = dict[str, bytes]
+DUPLICATE = " (duplicate)"
+"""Suffix of an invalid key that occurs more than once in the file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,7 @@ def file_digests(spec: TableSpec, records: Any) -> tuple[Digests, list[str]]:
             invalid.append(key or "<no id>")
             continue
         if key in digests:
-            invalid.append(f"{key} (duplicate)")
+            invalid.append(f"{key}{DUPLICATE}")
         digests[str(key)] = content_digest(row[:-1])
     return digests, invalid
 
@@ -145,11 +147,16 @@ async def _stream_digests(conn: Connection, spec: TableSpec) -> Digests:
 
 
 def compare(table: str, source: Digests, pg: Digests, invalid: Sequence[str]) -> TableParity:
-    """Bucket hashes first; keys of differing buckets only."""
+    """Bucket hashes first; keys of differing buckets only.
+
+    A key the file holds invalid is listed once, as invalid (`!`): PostgreSQL may still have its
+    last valid version, which is not also "missing in the file" or "different".
+    """
     ours, theirs = bucket_hashes(source), bucket_hashes(pg)
     differing_buckets = tuple(b for b in range(BUCKETS) if ours[b] != theirs[b])
     suspects = set(differing_buckets)
-    keys = {k for k in source.keys() | pg.keys() if bucket_of(k) in suspects}
+    held = {k.removesuffix(DUPLICATE) for k in invalid}
+    keys = {k for k in source.keys() | pg.keys() if bucket_of(k) in suspects} - held
     missing_pg = sorted(k for k in keys if k not in pg)
     missing_src = sorted(k for k in keys if k not in source)
     differing = sorted(k for k in keys if k in pg and k in source and pg[k] != source[k])

@@ -73,6 +73,17 @@ async def test_timestamps_compare_by_instant_and_keep_their_spelling(
         assert (await verify_file(conn, mirrored)).clean
 
 
+async def test_a_held_record_is_counted_once(pool: asyncpg.Pool, mirrored: LowdbSettings) -> None:
+    """A key PostgreSQL holds and the file now holds invalid is `!key` only, not also `+file:`/`~`."""
+    items = [item("1", title=" "), item("0c160b10-4aed-4bca-9f96-704f31d3ccf9"), item("item-1762600000000-k3j9x2a")]
+    write_file(mirrored.path, items)
+    async with pool.acquire() as conn:
+        parity = await verify_file(conn, mirrored)
+    (table,) = [t for t in parity.tables if t.table == "workspace.workspace_items"]
+    assert (table.invalid, table.missing_in_source, table.differing) == (("1",), (), ())
+    assert table.mismatched_rows == 1
+
+
 def syncd_verify(dsn: str, config: Path) -> subprocess.CompletedProcess[str]:
     """Run the real `syncd verify` against `dsn`."""
     env = {**os.environ, "SYNCD_PG_DSN": dsn}

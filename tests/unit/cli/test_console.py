@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import asyncpg
 import click
 import pytest
 
-from syncd.cli.console import EXIT_INTERRUPTED, EXIT_MISMATCH, describe
+from syncd.cli.console import EXIT_INTERRUPTED, EXIT_MISMATCH, describe, resolve_files
+from syncd.config import Config
 from syncd.errors import BackupError, ConfigError, CutoverRefused, MigrationError, ProblemFound, RetriesExhausted
 
 DSN = "postgresql://syncd:***@db:5432/x"
@@ -71,3 +73,26 @@ def test_a_closed_pipe_is_silent() -> None:
     message, code = describe(BrokenPipeError(errno.EPIPE, "Broken pipe"), DSN)
     assert message is None
     assert code == EXIT_MISMATCH
+
+
+def test_a_lowdb_file_is_named_by_entry_table_or_path_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NAME is the entry name, a table name bare or qualified, or the path: absolute, or as written
+    in the config (relative to the config file) whatever the working directory."""
+    etc = tmp_path / "etc"
+    (etc / "data").mkdir(parents=True)
+    config_path = etc / "syncd.toml"
+    config_path.write_text(
+        '[postgres]\ndsn = "postgresql://x@h/db"\n'
+        '[[lowdb]]\nname = "workspace"\npath = "data/library.json"\nlayout = "workspace"\n'
+        '[[lowdb]]\nname = "docs"\npath = "data/db.json"\nlayout = "documentation"\n'
+    )
+    config = Config.load(config_path, {})
+    monkeypatch.chdir(tmp_path)
+    for name in ("workspace", "workspace_items", "workspace.workspace_items", "workspace_categories",
+                 "data/library.json", str(etc / "data" / "library.json"), "etc/data/library.json"):
+        assert [e.name for e in resolve_files(config, [name], config_path)] == ["workspace"], name
+    assert [e.name for e in resolve_files(config, ["documentation_ideas"], config_path)] == ["docs"]
+    with pytest.raises(click.BadParameter, match="'nope' is no LowDB entry, file or table"):
+        resolve_files(config, ["nope"], config_path)
