@@ -28,7 +28,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from structlog.contextvars import bound_contextvars
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
@@ -69,6 +69,14 @@ def _snapshot_query(table: str, key_column: str) -> str:
                    'source', json_build_object('table', $1::text, 'txid', txid_current(), 'origin', 'snapshot'),
                    'ts_ms', (extract(epoch FROM now()) * 1000)::bigint)::text, 'UTF8') AS value
           FROM {table} t"""
+
+
+def _raise_topic_errors(errors: Sequence[Sequence[Any]]) -> None:
+    """A topic the broker refused to create (other than one created meanwhile) names itself."""
+    for topic, code, *detail in errors:
+        if code not in (0, TopicAlreadyExistsError.errno):
+            reason = detail[0] if detail and detail[0] else for_code(code).__name__
+            raise for_code(code)(f"kafka topic {topic}: {reason}")
 
 
 class KafkaRelay:
@@ -150,7 +158,7 @@ class KafkaRelay:
             missing = [topic_for(self.settings.topic_prefix, t) for t in tables]
             missing = [t for t in missing if t not in existing]
             if missing:
-                await admin.create_topics(
+                response = await admin.create_topics(
                     [
                         NewTopic(
                             t,
@@ -161,6 +169,7 @@ class KafkaRelay:
                         for t in missing
                     ]
                 )
+                _raise_topic_errors(response.topic_errors)
                 log.info("kafka topics created", topics=missing)
         finally:
             await admin.close()

@@ -207,3 +207,19 @@ async def test_relay_killed_mid_stream_restarts_without_loss_and_in_key_order(
     async with pool.acquire() as conn:
         await outbox.prune(conn)
     assert await pool.fetchval("SELECT count(*) FROM syncd.outbox") == 0
+
+
+async def test_a_topic_the_broker_refuses_is_named_and_retried(
+    kafka: KafkaBroker, pool: asyncpg.Pool, relays: list[RunningRelay]
+) -> None:
+    """Replication factor 3 on a one-broker cluster: the error names the topic, the relay keeps trying."""
+    settings = relay_settings(kafka, replication_factor=3)
+    relays.append(RunningRelay(settings, pool))
+
+    async def error_named() -> bool:
+        return f"kafka topic {settings.topic_prefix}." in (relays[0].relay.state.last_error or "")
+
+    await until(error_named, 30, "the refused topic in the relay's last error", relays)
+    assert "replication factor" in (relays[0].relay.state.last_error or "")
+    assert not relays[0].task.done()
+    assert not await registered(pool, settings.consumer)
