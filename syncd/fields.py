@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import orjson
 
-from syncd.poison import problem, unstorable_text
+from syncd.poison import nul_in, problem
 
 Kind = Literal["text", "id", "ref", "timestamp", "tags", "object", "int", "bool"]
 Emit = Literal["always", "if_set"]
@@ -136,7 +136,9 @@ def _copy_default(default: Any) -> Any:
 def _text(f: Field, value: Any, zone: tzinfo) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{f.source} must be a string, got {type(value).__name__}")
-    _storable(unstorable_text(value, f.source))
+    # orjson never reads a lone surrogate (syncd.poison diagnoses those): a NUL is all to look for.
+    if "\x00" in value:
+        raise Unstorable(nul_in(f.source))
     return value
 
 
@@ -169,7 +171,8 @@ def _tags(f: Field, value: Any, zone: tzinfo) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise ValueError(f"{f.source} must be a list of strings")
     for i, tag in enumerate(value):
-        _storable(unstorable_text(tag, f"{f.source}[{i}]"))
+        if "\x00" in tag:
+            raise Unstorable(nul_in(f"{f.source}[{i}]"))
     return list(value)
 
 

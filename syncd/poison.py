@@ -190,9 +190,14 @@ def _key_line(text: str, key_field: str) -> str | None:
         return None
 
 
+def nul_in(where: str) -> str:
+    """The reason for a NUL character found at `where`."""
+    return f"{where} holds a NUL character (\\u0000): PostgreSQL text and jsonb cannot store it"
+
+
 def _bad_text(value: str, where: str) -> str | None:
     if "\x00" in value:
-        return f"{where} holds a NUL character (\\u0000): PostgreSQL text and jsonb cannot store it"
+        return nul_in(where)
     if not value.isascii():
         try:
             value.encode("utf-8")

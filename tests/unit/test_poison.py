@@ -139,3 +139,22 @@ def test_poison_anywhere_in_a_file_quarantines_exactly_that_record(
     assert reason in held.reason
     upserted = {row[0]: row[-1] for row in result.tables[1].upserts}
     assert upserted == {r["id"]: record_hash(r) for i, r in enumerate(records) if i != at}
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+    | st.text(st.characters(exclude_categories=())),  # NUL and lone surrogates included
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON_VALUES)
+def test_whatever_a_record_holds_quarantine_can_store_it(value: Any) -> None:
+    """NULs, lone surrogates, ±Infinity anywhere: `storable` gives what jsonb holds, and keeps the rest as is."""
+    record = {"id": "k", "v": value}
+    raw = storable(record)
+    assert problem(raw, "raw") is None
+    orjson.dumps(raw)
+    assert (raw is record) == (problem(record, "record") is None)
