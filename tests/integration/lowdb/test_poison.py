@@ -129,10 +129,13 @@ async def test_a_record_without_a_readable_id_holds_the_collections_deletes(
 async def test_large_values_within_the_limit_are_stored_losslessly(
     pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path
 ) -> None:
-    """8 MiB of text and a 200-level object are far from PostgreSQL's limits: stored as they are."""
+    """8 MiB of text and a 200-level object are far from PostgreSQL's limits: stored as they are.
+
+    An integer past 64 bits is read as the double Node reads, and stored as that."""
     path = tmp_path / "library.json"
-    big = item("big", "é" * (4 * 1024 * 1024), metadata=nested(200), blob={"k": "z" * 1024})
-    write(path, [big, item("a")])
+    big = item("big", "é" * (4 * 1024 * 1024), metadata=nested(200), blob={"k": "z" * 1024}, huge=MARK)
+    write(path, [big, item("a")], lambda data: data.replace(f'"{MARK}"'.encode(), b"123456789012345678901234567890"))
+    big["huge"] = 1.2345678901234568e29
     async with running(LowdbSource(LowdbSettings(name="workspace", path=path, layout="workspace"), pool=pool), sink):
         await eventually(equals(pool, [big, item("a")]), timeout=30, what="large record stored")
     assert await held(pool) == []
