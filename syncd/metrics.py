@@ -113,6 +113,13 @@ SOURCE_UP = Gauge(
     ["stream"],
     registry=REGISTRY,
 )
+FOREIGN_WRITES = Counter(
+    "syncd_foreign_writes_total",
+    "Versions of a pg-primary LowDB file written by another writer than the reverse path (a stale "
+    "LowDB-strategy process): held in quarantine, PostgreSQL's state restored.",
+    ["stream"],
+    registry=REGISTRY,
+)
 REVERSE_RECORDS = Counter(
     "syncd_reverse_records_total",
     "Records written back into a LowDB file by the reverse path (pg-primary).",

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from hashlib import blake2b
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,11 +24,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from syncd import metrics, outbox
 from syncd.config import LowdbSettings
+from syncd.cutover import foreign as foreign_writes
+from syncd.cutover.foreign import FileMark
 from syncd.cutover.lowdb_file import dumps, patch, write_atomic
 from syncd.cutover.state import PG_PRIMARY, reverse_consumer
 from syncd.database import Connection
 from syncd.errors import ModeChanged, UnreadableFile
-from syncd.lowdb.diff import read_file
+from syncd.lowdb.diff import FileVersion, parse_version, read_bytes, read_file
 from syncd.stream import StreamState
 from syncd.tables import TableSpec, specs_for
 
@@ -44,8 +48,21 @@ def lock_key(name: str) -> int:
     return int.from_bytes(blake2b(f"syncd-reverse:{name}".encode(), digest_size=8).digest(), "big", signed=True)
 
 
-async def flush(conn: Connection, settings: LowdbSettings) -> int:
-    """One pass: outbox → current rows → file → ack, under the file's lock; records written."""
+@dataclass(slots=True)
+class Guard:
+    """What one running reverse path knows of its file between passes (see `syncd.cutover.foreign`)."""
+
+    mark: FileMark | None = None
+    """The file as the last pass left it; None until the first pass (which compares the whole file)."""
+
+
+async def flush(conn: Connection, settings: LowdbSettings, guard: Guard | None = None) -> int:
+    """One pass: outbox → current rows → file → ack, under the file's lock; records written.
+
+    With a `guard` (the daemon's reverse path), a file some other writer changed since the last
+    pass is compared with PostgreSQL: the foreign records are held in quarantine and PostgreSQL's
+    state for their keys is written back in the same pass.
+    """
     specs = specs_for(settings)
     consumer = reverse_consumer(settings.name)
     async with conn.transaction():
@@ -54,13 +71,48 @@ async def flush(conn: Connection, settings: LowdbSettings) -> int:
             read = await outbox.read(conn, consumer)
         except LookupError:
             raise ModeChanged(settings.name, "the reverse path was ended (rollback or retire)") from None
-        written = 0
-        if not read.empty:
-            changes = {spec.collection: await _current(conn, spec, read.keys.get(spec.table, set())) for spec in specs}
-            written = await asyncio.to_thread(_rewrite, settings, specs, changes)
+        version, seen, foreign = await _foreign(conn, settings, specs, guard, read.acked, writing=not read.empty)
+        if any(foreign.values()):
+            assert version is not None
+            # Before the rewrite patches the version: what is held is what the foreign writer wrote.
+            await foreign_writes.hold(conn, settings.name, specs, version, foreign)
+        written, mark = 0, None
+        if not read.empty or any(foreign.values()):
+            keys = {s.table: read.keys.get(s.table, set()) | foreign.get(s.table, set()) for s in specs}
+            changes = {s.collection: await _current(conn, s, keys[s.table]) for s in specs}
+            written, mark = await asyncio.to_thread(_rewrite, settings, specs, changes, version)
         if read.upto > read.acked:
             await outbox.ack(conn, consumer, read.upto)
+    if guard is not None:
+        if any(foreign.values()):
+            foreign_writes.report(settings.name, settings.path, foreign)
+        guard.mark = mark or seen or guard.mark
     return written
+
+
+async def _foreign(
+    conn: Connection,
+    settings: LowdbSettings,
+    specs: Sequence[TableSpec],
+    guard: Guard | None,
+    since: int,
+    *,
+    writing: bool,
+) -> tuple[FileVersion | None, FileMark | None, dict[str, set[str]]]:
+    """The file's version, its mark and its foreign keys, read when the guard sees the file changed
+    or this pass will rewrite it (the version checked is the version patched)."""
+    if guard is None or (guard.mark is not None and not writing and guard.mark.unchanged(settings.path)):
+        return None, None, {}
+    version, seen = await asyncio.to_thread(_read_marked, settings.path, [s.collection for s in specs])
+    if guard.mark is not None and seen.sha == guard.mark.sha:
+        return version, seen, {}
+    return version, seen, await foreign_writes.differing(conn, specs, version, since)
+
+
+def _read_marked(path: Path, collections: Sequence[str]) -> tuple[FileVersion, FileMark]:
+    data, stat = read_bytes(path)
+    version = parse_version(path, data, stat, collections)
+    return version, FileMark(stat.st_ino, stat.st_size, stat.st_mtime_ns, version.position["sha"])
 
 
 async def _current(conn: Connection, spec: TableSpec, keys: set[str]) -> tuple[dict[str, Row], set[str]]:
@@ -73,12 +125,18 @@ async def _current(conn: Connection, spec: TableSpec, keys: set[str]) -> tuple[d
 
 
 def _rewrite(
-    settings: LowdbSettings, specs: Sequence[TableSpec], changes: Mapping[str, tuple[dict[str, Row], set[str]]]
-) -> int:
-    document = read_file(settings.path, [s.collection for s in specs]).document
+    settings: LowdbSettings,
+    specs: Sequence[TableSpec],
+    changes: Mapping[str, tuple[dict[str, Row], set[str]]],
+    version: FileVersion | None,
+) -> tuple[int, FileMark]:
+    if version is None:
+        version = read_file(settings.path, [s.collection for s in specs])
+    document = version.document
     written = sum(patch(document, spec, *changes[spec.collection]) for spec in specs)
-    write_atomic(settings.path, dumps(document))
-    return written
+    data = dumps(document)
+    write_atomic(settings.path, data)
+    return written, FileMark.of(data, settings.path.stat())
 
 
 class ReverseSync:
@@ -91,6 +149,8 @@ class ReverseSync:
         self._poll = poll
         self._idle = asyncio.Event()
         self._idle.set()
+        self._guard = Guard()
+        metrics.FOREIGN_WRITES.labels(settings.name)  # the series exists at 0, so increase() sees the first
 
     async def run(self) -> None:
         """Flush every `poll` seconds, retrying transient failures with backoff."""
@@ -121,7 +181,7 @@ class ReverseSync:
                 self._idle.clear()
                 try:
                     async with self._pool.acquire() as conn:
-                        written = await flush(conn, self.settings)
+                        written = await flush(conn, self.settings, self._guard)
                 finally:
                     self._idle.set()
         self._record(written)

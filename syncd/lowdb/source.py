@@ -63,6 +63,9 @@ class LowdbSource:
         self.path = settings.path
         self.allow_path = settings.path.with_name(settings.path.name + ALLOW_MASS_DELETE_SUFFIX)
         self.specs: tuple[TableSpec, ...] = specs_for(settings)
+        # The file's foreign-write counter exists at 0 from the start (the reverse path counts on
+        # it in pg-primary): SyncdForeignWrite's increase() then sees the first one.
+        metrics.FOREIGN_WRITES.labels(self.stream)
         self._reader = VersionReader(self.specs)
         self._pool, self._dsn = pool, dsn
         self._conn: asyncpg.Connection | None = None
