@@ -15,7 +15,7 @@ from rich.text import Text
 
 from syncd import logs
 from syncd import migrate as migrations
-from syncd.cli import audit, backfill, backup, cutover, quarantine, verify
+from syncd.cli import audit, backfill, backup, cutover, doctor, quarantine, verify
 from syncd.cli.console import (
     EXIT_CLEAN,
     EXIT_MISMATCH,
@@ -174,6 +174,7 @@ for command in (
     cutover.cutover_group,
     quarantine.quarantine_group,
     audit.audit_command,
+    doctor.doctor_command,
     verify.verify,
 ):
     main.add_command(command)

@@ -62,11 +62,12 @@ def write_config(path: Path, dsn: str, extra: str = "") -> Path:
 
 
 PASSWORD_ROLE = "syncd_pw"
+ROLE_PASSWORD = "Pw-7f3a9c-only-here"  # distinctive, so a test can grep output for it
 
 
 @pytest.fixture(scope="session")
 def password_role(pg_server: str) -> Iterator[str]:
-    """A role that must log in with a password (`right`): a DSN for it with the wrong one is an auth failure.
+    """A role that must log in with its password (ROLE_PASSWORD); with a wrong one, an auth failure.
 
     The session cluster trusts every local login, so one pg_hba.conf line asks this role alone for a
     password; it is removed afterwards.
@@ -77,7 +78,7 @@ def password_role(pg_server: str) -> Iterator[str]:
         conn = await asyncpg.connect(pg_server)
         try:
             await conn.execute(f"DROP ROLE IF EXISTS {PASSWORD_ROLE}")
-            await conn.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD 'right'")
+            await conn.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{ROLE_PASSWORD}'")
             hba: str = await conn.fetchval("SHOW hba_file")
             return hba
         finally:
