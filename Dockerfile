@@ -4,11 +4,14 @@
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml ./
+COPY requirements/run.lock ./requirements/run.lock
 COPY syncd ./syncd
-# A wheel, not an editable checkout: the migrations are package data, so site-packages holds all of syncd.
+# The dependencies exactly as locked (versions and hashes), then syncd as a wheel, not an editable
+# checkout: the migrations are package data, so site-packages holds all of syncd.
 RUN python -m venv /opt/syncd/.venv \
+ && /opt/syncd/.venv/bin/pip install --no-cache-dir --require-hashes -r requirements/run.lock \
  && /opt/syncd/.venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels . \
- && /opt/syncd/.venv/bin/pip install --no-cache-dir /tmp/wheels/syncd-*.whl
+ && /opt/syncd/.venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/syncd-*.whl
 
 FROM python:3.11-slim-bookworm
 # pg_dump/pg_restore for `syncd backup|restore` (the backup CronJob): the server's major version.

