@@ -15,7 +15,7 @@ from rich.text import Text
 
 from syncd import logs
 from syncd import migrate as migrations
-from syncd.cli import audit, backfill, backup, cutover, doctor, quarantine, verify
+from syncd.cli import audit, backfill, backup, cutover, doctor, explain, quarantine, verify
 from syncd.cli.console import (
     EXIT_CLEAN,
     EXIT_MISMATCH,
@@ -175,6 +175,7 @@ for command in (
     quarantine.quarantine_group,
     audit.audit_command,
     doctor.doctor_command,
+    explain.explain_command,
     verify.verify,
 ):
     main.add_command(command)

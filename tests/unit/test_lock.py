@@ -73,5 +73,6 @@ def test_the_installers_use_the_locks() -> None:
     """make run/test (hence CI) and the Dockerfile install from the locks with --require-hashes."""
     makefile, dockerfile = (ROOT / "Makefile").read_text(), (ROOT / "Dockerfile").read_text()
     assert "--require-hashes -r $(1)" in makefile
-    assert "$(call install_locked,$(RUN_LOCK))" in makefile and "$(call install_locked,$(DEV_LOCK))" in makefile
+    assert "$(call install_locked,$(RUN_LOCK))" in makefile
+    assert "$(call install_locked,$(DEV_LOCK))" in makefile
     assert "--require-hashes -r requirements/run.lock" in dockerfile
