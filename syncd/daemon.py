@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from syncd import explain as provenance
 from syncd import metrics
 from syncd.config import Config, LowdbSettings
 from syncd.cutover import clients, handover
@@ -27,7 +28,7 @@ from syncd.cutover import state as cutover
 from syncd.cutover.housekeeping import Housekeeping
 from syncd.cutover.reverse import ReverseSync
 from syncd.database import create_pool
-from syncd.errors import Fenced, ModeChanged
+from syncd.errors import Fenced, ModeChanged, SinkUnavailable
 from syncd.http import OpsServer
 from syncd.lowdb.source import LowdbSource
 from syncd.ownership import Ownership
@@ -322,6 +323,14 @@ class Daemon:
             "cutover": {name: mode for name, (mode, _) in self._files.items()},
             "clients": {name: [c.as_json() for c in found] for name, found in self._clients.items()},
         }
+
+    async def explain(self, table: str, key: str) -> Mapping[str, Any]:
+        """`GET /explain/<table>/<key>`: the row's provenance, read on the pool (any role, read-only)."""
+        target = provenance.resolve(self.config, table)
+        if self._pool is None:
+            raise SinkUnavailable("PostgreSQL not connected yet")
+        async with self._pool.acquire() as conn:
+            return (await provenance.explain(conn, target, key)).to_json()
 
     def _summary(self) -> dict[str, Any]:
         rows = {"insert": 0, "update": 0, "delete": 0}

@@ -7,11 +7,14 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import asyncpg
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd import metrics
+from syncd.errors import SinkUnavailable
+from syncd.explain import UnknownSyncedTable
 from syncd.version import VERSION
 
 # A loop that has not ticked for this long is stuck: /healthz fails so the supervisor restarts us.
@@ -36,6 +39,9 @@ class Observable(Protocol):
     def status(self) -> Mapping[str, Any]:
         """The /status document."""
 
+    async def explain(self, table: str, key: str) -> Mapping[str, Any]:
+        """One row's provenance (`syncd explain --json`); UnknownSyncedTable for a table syncd does not write."""
+
 
 def _json(payload: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
@@ -52,6 +58,7 @@ class OpsServer:
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/status", self.status)
+        app.router.add_get("/explain/{table}/{key}", self.explain)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         self.port: int | None = None
 
@@ -91,6 +98,16 @@ class OpsServer:
     async def status(self, _request: web.Request) -> web.Response:
         """Per-stream JSON: mode, checkpoint, lag, rows applied, quarantine, last error; syncd's version."""
         return _json({"version": VERSION, **self._daemon.status()})
+
+    async def explain(self, request: web.Request) -> web.Response:
+        """Where one row came from: 200 with the provenance, 404 for an unknown table, 503 without PostgreSQL."""
+        try:
+            found = await self._daemon.explain(request.match_info["table"], request.match_info["key"])
+        except UnknownSyncedTable as exc:
+            return _json({"error": str(exc)}, 404)
+        except (OSError, SinkUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return _json({"error": f"PostgreSQL: {exc}"}, 503)
+        return _json(found)
 
 
 def _refresh_derived(status: Mapping[str, Any]) -> None:
