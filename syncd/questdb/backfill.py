@@ -9,9 +9,10 @@ while the previous one is applied (queue of 2), so memory stays at two pages wha
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ import structlog
 
 from syncd.config import QuestdbSettings
 from syncd.errors import ConfigError, RetriesExhausted, Retryable
-from syncd.model import Batch, Checkpoint
+from syncd.model import ApplyResult, Batch, Checkpoint
 from syncd.questdb.reader import SOURCE, QuestdbReader, format_timestamp, make_reader
 from syncd.questdb.source import MAIN, VersionedSource, backoff, signal_changes
 from syncd.questdb.sql import SIGNALS_TABLE, VERSIONED, Cursor, day_bounds, lit, next_page
@@ -41,6 +42,9 @@ class BackfillStats:
     sink_seconds: float = 0.0
     total: int = 0
     resumed: bool = False
+    applied: dict[str, ApplyResult] = field(default_factory=dict)
+    """What PostgreSQL did, per PostgreSQL table (inserted, updated, deleted, unchanged)."""
+    quarantined: int = 0
 
     def as_json(self) -> dict[str, Any]:
         """Summary document."""
@@ -49,6 +53,8 @@ class BackfillStats:
             "table": self.table,
             "rows": self.rows,
             "total": self.total,
+            "tables": {t: dataclasses.asdict(r) for t, r in self.applied.items()},
+            "quarantined": self.quarantined,
             "seconds": round(self.seconds, 3),
             "sink_seconds": round(self.sink_seconds, 3),
             "rows_per_second": round(rate),
@@ -189,9 +195,12 @@ class Backfill:
 
     async def _apply(self, sink: PostgresSink, batch: Batch) -> None:
         started = time.monotonic()
-        await self._retry(lambda: sink.apply(batch))
+        results: dict[str, ApplyResult] = await self._retry(lambda: sink.apply(batch))
         self.stats.sink_seconds += time.monotonic() - started
         self.stats.rows += batch.size
+        self.stats.quarantined += len(batch.quarantine)
+        for table, result in results.items():
+            self.stats.applied[table] = self.stats.applied.get(table, ApplyResult()) + result
 
     async def _versioned(self, sink: PostgresSink) -> None:
         source = VersionedSource(self.settings, self.table, self.reader)
