@@ -90,8 +90,8 @@ def test_readme_quick_start_from_a_fresh_clone(clone: Path) -> None:
             if command.startswith("syncd "):  # piped: every table fits 80 columns
                 assert max(len(line) for line in ran.stdout.splitlines()) <= 80, f"{command}:\n{ran.stdout}"
             if command == "syncd status":
-                assert re.search(r"^ ?workspace +mirror ", ran.stdout, re.MULTILINE), ran.stdout
-                assert re.search(r"^ ?documentation +mirror ", ran.stdout, re.MULTILINE), ran.stdout
+                assert re.search(r"^ ?workspace +\S+ +mirror ", ran.stdout, re.MULTILINE), ran.stdout
+                assert re.search(r"^ ?documentation +\S+ +mirror ", ran.stdout, re.MULTILINE), ran.stdout
     finally:
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the first shell
         make.wait(60)
