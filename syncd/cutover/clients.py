@@ -4,6 +4,7 @@ Each client (clients/node) writes its own row over its lock session: the mode it
 its writes go, the handover it acknowledged, its hold durations and its shadow mismatches per
 table. A client is connected while that session lives; syncd never writes these rows, it reads
 them for the handover, `promote`'s shadow check, `/status`, `syncd cutover status` and the metrics.
+A client is connected while its session holds the advisory lock on its own id (migration 0092).
 """
 
 from __future__ import annotations
@@ -127,8 +128,7 @@ async def prune(conn: Connection) -> int:
         """WITH gone AS (
              DELETE FROM syncd.cutover_clients c
               WHERE c.seen_at < now() - make_interval(secs => $1)
-                AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                                 WHERE a.pid = c.backend_pid AND a.backend_start = c.backend_start)
+                AND NOT syncd.holds_advisory_lock(c.backend_pid, syncd.client_lock_key(c.id))
              RETURNING 1)
            SELECT count(*) FROM gone""",
         STALE_SECONDS,

@@ -40,12 +40,12 @@ export interface SessionOptions {
   onLost: (error: Error) => void;
 }
 
+// The lock on the client's own id is how syncd tells it is connected (syncd.cutover_clients_live).
 const REGISTER = `
-INSERT INTO syncd.cutover_clients (id, name, service, host, pid, backend_pid, backend_start, mode, writes, hold_bound_ms)
-SELECT $1, $2, $3, $4, $5, a.pid, a.backend_start, 'connecting', 'held', $6
-  FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()
-ON CONFLICT (id) DO UPDATE SET backend_pid = EXCLUDED.backend_pid, backend_start = EXCLUDED.backend_start,
-       writes = 'held', seen_at = now(), closed_at = NULL`;
+WITH present AS (SELECT pg_advisory_lock(syncd.client_lock_key($1)))
+INSERT INTO syncd.cutover_clients (id, name, service, host, pid, backend_pid, mode, writes, hold_bound_ms)
+SELECT $1, $2, $3, $4, $5, pg_backend_pid(), 'connecting', 'held', $6 FROM present
+ON CONFLICT (id) DO UPDATE SET backend_pid = EXCLUDED.backend_pid, writes = 'held', seen_at = now(), closed_at = NULL`;
 
 const REPORT = `
 UPDATE syncd.cutover_clients

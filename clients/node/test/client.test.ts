@@ -76,7 +76,7 @@ async function setMode(mode: string, newHandover = false): Promise<void> {
   );
 }
 
-async function start(options: { holdBoundMs?: number; shadowSettleMs?: number } = {}) {
+async function start(options: { holdBoundMs?: number; shadowSettleMs?: number; connection?: pg.ClientConfig } = {}) {
   const lowdb = new MemoryStorage();
   const postgres = new MemoryStorage();
   const store = cutoverStore({ file, lowdb, postgres, connection: DSN!, service: "unit", pollMs: 200, ...options });
@@ -112,6 +112,17 @@ test("mirror: reads and writes go to LowDB, and the client reports itself connec
   assert.equal(row["mode"], "mirror");
   assert.equal(row["connected"], true);
   assert.equal(row["service"], "unit");
+});
+
+test("the grants of syncd_service are all a client needs", async () => {
+  await setMode("mirror");
+  // The test's login is a superuser: the session takes syncd_service's privileges, and only those.
+  const { store, lowdb } = await start({ connection: { connectionString: DSN!, options: "-c role=syncd_service" } });
+  await store.createItem({ id: "as-service", title: "as the service role" });
+  assert.deepEqual([...lowdb.items.keys()], ["as-service"]);
+  await eventually(async () => (await registry(store))["writes"] === "lowdb", "the registry row written as syncd_service");
+  assert.equal((await registry(store))["connected"], true); // seen through pg_locks, visible to every role
+  assert.equal(store.cutover.status().lastError, null);
 });
 
 test("a handover holds writes, lets go of the LowDB lock once acknowledged, and releases them to PostgreSQL", async () => {

@@ -14,11 +14,11 @@ from syncd.cutover import clients, handover, state, transitions
 from syncd.errors import CutoverRefused
 
 ACTOR = "tester@host"
-REGISTER = """INSERT INTO syncd.cutover_clients (id, name, service, host, pid, backend_pid, backend_start, mode, writes,
-                                                hold_bound_ms, shadow_mismatches)
-              VALUES ($1, 'workspace', 'api', 'h', 7, pg_backend_pid(),
-                      (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
-                      'shadow', 'lowdb', 5000, $2::jsonb)"""
+REGISTER = """WITH present AS (SELECT pg_advisory_lock(syncd.client_lock_key($1)))
+              INSERT INTO syncd.cutover_clients (id, name, service, host, pid, backend_pid, mode, writes,
+                                                 hold_bound_ms, shadow_mismatches)
+              SELECT $1, 'workspace', 'api', 'h', 7, pg_backend_pid(), 'shadow', 'lowdb', 5000, $2::jsonb
+                FROM present"""
 
 
 async def mode(pool: asyncpg.Pool) -> str:
