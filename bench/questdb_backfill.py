@@ -6,6 +6,8 @@
   and at 5N rows.
 - WAL apply delay: upstream's one-row INSERTs, the time from the row's `ingested_at` (server now())
   until a SELECT sees it: what `safety_lag` must cover.
+- poller catch-up: the poller and the sink in this process, from an empty checkpoint over a backlog
+  of N signals: the rate the live stream applies when it is behind (its ceiling).
 - steady stream: a writer commits 10,000 rows/s (1,000-row INSERT … SELECT every 100 ms); the
   poller and the sink run in this process; per-row event lag = commit time minus the row's ts.
 """
@@ -50,6 +52,7 @@ async def run(bench: Bench) -> None:
     with tempfile.TemporaryDirectory(prefix="syncd-bench-questdb-") as root, \
             start_questdb(QUESTDB_SUITE, Path(root)) as server:
         await _backfill(bench, server, rows)
+        await _catch_up(bench, server, rows)
         await _wal_delay(bench, server)
         await _stream(bench, server)
 
@@ -159,6 +162,31 @@ async def _wal_delay(bench: Bench, server: QuestdbServer) -> None:
                             (statistics.median(ordered),), _load(), -1.0,
                             {"p99_ms": (_pct(ordered, 0.99),) * 3, "max_ms": (ordered[-1],) * 3},
                             f"{DELAY_ROWS} rows, one every 20 ms; safety_lag default 2 s"))
+
+
+async def _catch_up(bench: Bench, server: QuestdbServer, rows: int) -> None:
+    """The poller over a backlog of `rows` (pages of PAGE), until it has applied every one."""
+    await _history(server, rows)
+    async with fresh_database(bench.dsn) as dsn:
+        pool = await make_pool(dsn)
+        settings = QuestdbSettings(http_port=server.http_port, poll_interval=0.1, page_size=PAGE)
+        source = SignalsSource(settings)
+        sink = PostgresSink(pool, await pool.fetchval("UPDATE syncd.leader SET epoch = epoch + 1 RETURNING epoch"))
+        await source.open(None)
+        applied, started = 0, time.perf_counter()
+        try:
+            async for batch in source.batches():
+                await sink.apply(batch)
+                source.committed(batch)
+                applied += batch.size
+                if applied >= rows:
+                    break
+        finally:
+            await source.close()
+            await pool.close()
+    seconds = time.perf_counter() - started
+    bench.lines.append(Line(SECTION, f"poller catch-up, {rows:,} rows behind", "poller → sink", "rows/s", applied,
+                            (applied / seconds,), _load(), -1.0, {}, f"pages of {PAGE:,} over /exec"))
 
 
 async def _stream(bench: Bench, server: QuestdbServer) -> None:
