@@ -72,10 +72,10 @@ async def main(only: list[str], quick: bool, save: bool) -> Results:
                 print(f"!! {name} failed: {failed[name]}", flush=True)
             results = Results(_document(bench, started, False, failed))
             if save and not quick:
-                results.save()
+                results.save(merge=bool(only))
     results = Results(_document(bench, started, not only and not quick, failed))
     if save and not quick:
-        print(f"results: {results.save()}")
+        print(f"results: {results.save(merge=bool(only))}")
     return results
 
 

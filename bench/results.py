@@ -43,10 +43,16 @@ class Results:
         """Read a results file."""
         return cls(orjson.loads(path.read_bytes()))
 
-    def save(self, directory: Path = RESULTS) -> Path:
-        """Write `<date>.json` (the run's UTC date) and return its path."""
+    def save(self, directory: Path = RESULTS, *, merge: bool = False) -> Path:
+        """Write `<date>.json` (the run's UTC date) and return its path.
+
+        `merge` (a `--only` run): the day's file keeps the lines of every section this run did not
+        measure, and the tables it did not record, so running one scenario never wipes the others.
+        """
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{self.document['date']}.json"
+        if merge and path.exists():
+            self.document = _merged(orjson.loads(path.read_bytes()), self.document)
         path.write_bytes(orjson.dumps(self.document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
         return path
 
@@ -75,6 +81,13 @@ class Results:
     def verdicts(self) -> list[Verdict]:
         """Every target of the issue, judged from this file."""
         return [v for check in TARGETS for v in check(self)]
+
+
+def _merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    sections = {line["section"] for line in new.get("lines", [])}
+    kept = [line for line in old.get("lines", []) if line["section"] not in sections]
+    return {**new, "complete": False, "lines": kept + new.get("lines", []),
+            "tables": {**old.get("tables", {}), **new.get("tables", {})}}
 
 
 def latest(directory: Path = RESULTS) -> Path:
