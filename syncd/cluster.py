@@ -21,11 +21,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
 PG_USER = "postgres"
+ShutdownMode = Literal["smart", "fast", "immediate"]
+"""pg_ctl's shutdown modes: `immediate` is a crash as far as sessions and recovery are concerned."""
 
 
 def free_port() -> int:
@@ -171,10 +173,14 @@ class LocalCluster:
         )
         return self.dsn
 
-    def stop(self) -> None:
-        """Fast shutdown; ignores an already stopped server."""
+    def stop(self, mode: ShutdownMode = "fast") -> None:
+        """Shut down (`fast` by default); ignores an already stopped server."""
         if (self.datadir / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
+    def restart(self, mode: ShutdownMode) -> None:
+        """`pg_ctl restart -m MODE`: every session is cut, the server is back on the same port."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.root / "postgres.log"), "-m", mode, "-w", "restart")
 
     def destroy(self) -> None:
         """Stop and remove the directory."""

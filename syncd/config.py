@@ -42,6 +42,9 @@ class PostgresSettings(_Section):
     dsn: SecretStr
     pool_size: int = Field(default=4, ge=2, le=64)
     connect_timeout: Seconds = 5.0
+    """Also bounds waiting for a pooled connection."""
+    command_timeout: Seconds = Field(default=60.0, gt=0)
+    """Longest any one statement of the daemon may take: no wait on PostgreSQL is unbounded."""
 
 
 class HttpSettings(_Section):
@@ -72,6 +75,11 @@ class DaemonSettings(_Section):
     """systemd's WATCHDOG_USEC: ping at half this interval."""
     verify_interval: Seconds = 300.0
     """Periodic LowDB parity check feeding syncd_verify_mismatch_rows (0 turns it off)."""
+    stall_timeout: Seconds = Field(default=120.0, gt=0)
+    """A stream whose source has changes but that committed nothing for this long is failed and
+    restarted by the supervisor (the progress watchdog); keep it above the longest first snapshot."""
+    restart_backoff_max: Seconds = Field(default=30.0, gt=0)
+    """Cap of the supervisor's jittered exponential backoff between restarts of a failing stream."""
 
 
 def _known_zone(name: str) -> str:

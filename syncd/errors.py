@@ -34,6 +34,15 @@ class ConfigError(SyncdError, ValueError):
         self.reason = reason
 
 
+class CannotListen(SyncdError, OSError):
+    """The ops endpoint cannot bind its address (taken, or not ours): the daemon cannot run."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"http.listen {address}: cannot listen: {reason}")
+        self.address = address
+        self.reason = reason
+
+
 class MigrationError(SyncdError):
     """A schema migration cannot be applied; `file` names the migration."""
 

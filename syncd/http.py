@@ -30,8 +30,11 @@ class Observable(Protocol):
     def is_leader(self) -> bool:
         """True while this instance holds at least one stream lease."""
 
-    def streams_caught_up(self) -> bool:
-        """True when every stream has applied its initial snapshot."""
+    def role_known(self) -> bool:
+        """False until PostgreSQL has told whether this instance leads or stands by."""
+
+    def streams_behind(self) -> list[str]:
+        """Streams not caught up: snapshot not applied, failed, stalled, or their source down."""
 
     async def pg_reachable(self) -> bool:
         """True when PostgreSQL answers a trivial query quickly."""
@@ -82,12 +85,21 @@ class OpsServer:
         return _json({"alive": ok, "tick_age_seconds": round(age, 3)}, 200 if ok else 503)
 
     async def readyz(self, _request: web.Request) -> web.Response:
-        """Ready: PG reachable and, as leader, initial snapshot applied; a healthy standby is ready."""
+        """Ready: PG reachable, role known and, as leader, every stream caught up; a healthy standby is ready."""
         pg = await self._daemon.pg_reachable()
         leader = self._daemon.is_leader()
-        caught_up = self._daemon.streams_caught_up() if leader else True
-        ready = pg and caught_up
-        body = {"ready": ready, "postgres": pg, "leader": leader, "caught_up": caught_up}
+        known = self._daemon.role_known()
+        behind = self._daemon.streams_behind() if leader else []
+        ready = pg and known and not behind
+        role = "leader" if leader else "standby" if known else "unknown"
+        body = {
+            "ready": ready,
+            "postgres": pg,
+            "role": role,
+            "leader": leader,
+            "caught_up": not behind,
+            "streams_behind": behind,
+        }
         return _json(body, 200 if ready else 503)
 
     async def metrics(self, _request: web.Request) -> web.Response:
@@ -115,3 +127,6 @@ def _refresh_derived(status: Mapping[str, Any]) -> None:
         since = stream.get("seconds_since_last_success")
         if since is not None:
             metrics.SECONDS_SINCE_LAST_SUCCESS.labels(name).set(since)
+        lag = stream.get("event_lag_seconds")
+        if lag is not None:
+            metrics.EVENT_LAG.labels(name).set(lag)

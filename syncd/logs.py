@@ -30,8 +30,13 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
 
 
 def configure(level: str = "info", *, json: bool = True) -> None:
-    """Configure structlog once for the process: JSON to stderr, redaction last before rendering."""
+    """Configure logging once for the process: one JSON line per event on stderr, secrets redacted.
+
+    structlog's own loggers and the standard library's (asyncpg, aiohttp, asyncio, warnings) go
+    through the same processors and renderer, so a PostgreSQL outage, when asyncpg has most to
+    say, still reads as JSON lines only."""
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    numeric = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -41,7 +46,28 @@ def configure(level: str = "info", *, json: bool = True) -> None:
             redact_secrets,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_secrets,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
+    logging.captureWarnings(True)

@@ -126,6 +126,12 @@ REVERSE_RECORDS = Counter(
     ["stream"],
     registry=REGISTRY,
 )
+STREAM_RESTARTS = Counter(
+    "syncd_stream_restarts_total",
+    "Times the supervisor restarted a stream after a failure or a stall, per stream.",
+    ["stream"],
+    registry=REGISTRY,
+)
 RETRIES = Counter(
     "syncd_retries_total",
     "Transient failures retried, by component.",

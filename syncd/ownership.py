@@ -23,7 +23,7 @@ import asyncpg
 import structlog
 
 from syncd import metrics
-from syncd.database import connect
+from syncd.database import PG_ERRORS, connect
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +31,6 @@ MEMBER_CLASS = int.from_bytes(b"sync", "big")
 """Advisory lock class of instance membership (key: hashtext(instance name))."""
 STREAM_CLASS = int.from_bytes(b"strm", "big")
 """Advisory lock class of stream leases (key: hashtext(stream name))."""
-PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 def _rank(stream: str, member: str) -> bytes:
@@ -194,8 +193,10 @@ class Ownership:
         if conn is None:
             return
         try:
-            await asyncio.wait_for(conn.close(), self._timeout)
-        except (Exception, asyncio.CancelledError):
+            await conn.close(timeout=self._timeout)
+        except PG_ERRORS:
+            conn.terminate()  # a dead or hung session: dropping it releases the leases just the same
+        except asyncio.CancelledError:
             conn.terminate()
             raise
 

@@ -23,6 +23,16 @@ class Health(Protocol):
     def quarantined(self) -> int:
         """Records of this stream held in `syncd.quarantine` (their keys wait for an operator)."""
 
+    @property
+    def source_error(self) -> str | None:
+        """Why the last read of the source failed (file missing, QuestDB down); None when it succeeded."""
+
+    @property
+    def pending_since(self) -> float | None:
+        """Monotonic time since which the source has seen changes not yet handed over; None if none.
+
+        The progress watchdog fails a stream that sits on such changes for too long."""
+
 
 class Source(Health, Protocol):
     """One stream. The runner applies each yielded batch, then calls `committed` before the next."""

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from structlog.contextvars import bound_contextvars
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from syncd import metrics
+from syncd.database import is_transient
 from syncd.errors import BatchRejected, Retryable
 from syncd.model import ApplyResult, Batch
 from syncd.sink.postgres import PostgresSink
 from syncd.source import Health, Source
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # A rejected batch is not transient, but its cause may be fixed (the source, the schema): keep the
 # checkpoint where it is and let the source build the next batch from its state then. Without rows
@@ -33,6 +36,7 @@ class StreamState:
     stream: str
     mode: str = "mirror"
     caught_up: bool = False
+    """The initial snapshot/backlog has been applied (the source may since have gone down)."""
     checkpoint: Any = None
     event_lag_seconds: float | None = None
     last_success: float | None = None
@@ -41,6 +45,48 @@ class StreamState:
     """The running source, asked when reporting: a quiet stream commits nothing to learn from."""
     batches: int = 0
     rows: dict[str, int] = field(default_factory=lambda: {"insert": 0, "update": 0, "delete": 0})
+    failed: bool = False
+    """Set by the supervisor while the stream waits to be restarted after a failure."""
+    restarts: int = 0
+    pending_since: float | None = None
+    """Monotonic time since which a batch taken from the source waits to commit."""
+    progress_at: float = field(default_factory=time.monotonic)
+    """Monotonic time of the last commit (or of the start): what the progress watchdog reads."""
+
+    @property
+    def source_error(self) -> str | None:
+        """Why the source cannot be read right now, if it cannot."""
+        return self.health.source_error if self.health is not None else None
+
+    @property
+    def healthy(self) -> bool:
+        """Caught up, running and its source readable: the truth behind `caught_up` in /status."""
+        return self.caught_up and not self.failed and self.source_error is None
+
+    def inherit(self, previous: StreamState) -> None:
+        """Carry a failed run's counters into its restart; its error stays until the next commit."""
+        self.rows, self.batches = dict(previous.rows), previous.batches
+        self.restarts = previous.restarts + 1
+        self.last_error, self.last_success = previous.last_error, previous.last_success
+        self.event_lag_seconds = previous.event_lag_seconds
+
+    def waiting_since(self) -> float | None:
+        """Monotonic time of the oldest change (seen by the source or in flight) not yet committed."""
+        seen = self.health.pending_since if self.health is not None else None
+        times = [t for t in (seen, self.pending_since) if t is not None]
+        return min(times) if times else None
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds changes have waited with no commit meanwhile (0 when nothing waits)."""
+        since = self.waiting_since()
+        return 0.0 if since is None else now - max(since, self.progress_at)
+
+    def current_lag(self) -> float | None:
+        """Event lag as of now: the last commit's, or longer while a change waits (PG away, a stall)."""
+        since = self.waiting_since()
+        if since is None:
+            return self.event_lag_seconds
+        return max(self.event_lag_seconds or 0.0, time.monotonic() - since)
 
     def as_json(self) -> dict[str, Any]:
         """The JSON shape of /status."""
@@ -50,11 +96,13 @@ class StreamState:
         return {
             "source": self.source,
             "mode": self.mode,
-            "caught_up": self.caught_up,
+            "caught_up": self.healthy,
+            "source_up": not self.failed and self.source_error is None,
             "checkpoint": self.checkpoint,
-            "event_lag_seconds": self.event_lag_seconds,
+            "event_lag_seconds": self.current_lag(),
             "seconds_since_last_success": since,
-            "last_error": self.last_error,
+            "last_error": self.last_error or self.source_error,
+            "restarts": self.restarts,
             "quarantined": self.health.quarantined if self.health is not None else 0,
             "batches": self.batches,
             "rows_applied": dict(self.rows),
@@ -86,12 +134,9 @@ class StreamRunner:
 
     async def run(self) -> None:
         """Open the source at its checkpoint, then apply every batch it yields."""
-        stream = self.source.stream
-        with bound_contextvars(stream=stream):
-            checkpoint = await self.sink.load_checkpoint(self.source.source, stream)
-            self.state.checkpoint = checkpoint
-            await self.source.open(checkpoint)
+        with bound_contextvars(stream=self.source.stream):
             try:
+                await self._retrying(self._open)
                 async for batch in self.source.batches():
                     await self._apply(batch)
                     self.state.caught_up = self.source.caught_up
@@ -110,29 +155,40 @@ class StreamRunner:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
+    async def _open(self) -> None:
+        checkpoint = await self.sink.load_checkpoint(self.source.source, self.source.stream)
+        self.state.checkpoint = checkpoint
+        await self.source.open(checkpoint)
+
     async def _apply(self, batch: Batch) -> None:
-        self._idle.clear()
+        self.state.pending_since = self.state.pending_since or time.monotonic()
         try:
-            results: dict[str, ApplyResult] | BatchRejected = await self._apply_with_retry(batch)
+            results = await self._retrying(lambda: self._attempt(batch))
         except BatchRejected as exc:
-            results = exc
-        finally:
-            self._idle.set()
-        if isinstance(results, BatchRejected):
-            await self._rejected(batch, results)
+            await self._rejected(batch, exc)  # the change still waits: pending_since stays
             return
         self.source.committed(batch)
         self._record(batch, results)
+        self.state.pending_since = None
 
-    async def _apply_with_retry(self, batch: Batch) -> dict[str, ApplyResult]:
+    async def _attempt(self, batch: Batch) -> dict[str, ApplyResult]:
+        # Only the transaction itself is "in flight": a stop waits for it, never for a backoff sleep.
+        self._idle.clear()
+        try:
+            return await self.sink.apply(batch)
+        finally:
+            self._idle.set()
+
+    async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """`work()`, retried with jittered backoff while it fails transiently (PostgreSQL away)."""
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(Retryable),
+            retry=retry_if_exception(_transient),
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
             before_sleep=lambda rs: self._note_retry(rs.outcome.exception() if rs.outcome else None),
             reraise=True,
         ):
             with attempt:
-                return await self.sink.apply(batch)
+                return await work()
         raise AssertionError("unreachable: tenacity retries until success or reraises")
 
     async def _rejected(self, batch: Batch, exc: BatchRejected) -> None:
@@ -154,6 +210,9 @@ class StreamRunner:
         stream, now = self.source.stream, time.time()
         self.state.batches += 1
         self.state.checkpoint = dict(batch.checkpoint.position)
+        if self.state.last_error is not None:
+            log.info("stream recovered", after=self.state.last_error)
+        self.state.progress_at = time.monotonic()
         self.state.last_success, self.state.last_error = now, None
         for table, result in results.items():
             for op, n in (("insert", result.inserted), ("update", result.updated), ("delete", result.deleted)):
@@ -164,8 +223,25 @@ class StreamRunner:
         metrics.LAST_SUCCESS.labels(stream).set(now)
         if batch.observed_at is not None:
             metrics.APPLY_LATENCY.labels(stream).observe(time.monotonic() - batch.observed_at)
-        if batch.source_time is not None:
-            lag = max(0.0, now - batch.source_time)
+        lag = _event_lag(batch, results, self.source.pending_since is not None)
+        if lag is not None:
             self.state.event_lag_seconds = lag
             metrics.EVENT_LAG.labels(stream).set(lag)
         log.debug("batch committed", rows=batch.size, **self.state.rows)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, Retryable) or is_transient(exc)
+
+
+def _event_lag(batch: Batch, results: dict[str, ApplyResult], more: bool) -> float | None:
+    """The stream's event lag after committing `batch`; None leaves it as it was.
+
+    0 once the source has nothing more to hand over: PostgreSQL holds all it has, however old
+    (an untouched file, a quiet table). While more waits, the age of the newest change applied."""
+    if not more:
+        return 0.0
+    changed = any(r.inserted or r.updated or r.deleted for r in results.values())
+    if changed and batch.source_time is not None:
+        return max(0.0, time.time() - batch.source_time)
+    return None

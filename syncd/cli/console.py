@@ -249,7 +249,14 @@ def grid(title: str, columns: Sequence[Column], rows: Iterable[Sequence[str]]) -
     columns instead of ellipsizing a stream name or a key.
     """
     cells = [list(r) for r in rows]
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, min_width=cell_len(title))
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,  # two spaces between columns, not three: more room for the cells
+        min_width=cell_len(title),
+    )
     for i, c in enumerate(columns):
         widest = max((cell_len(line) for r in cells for line in r[i].splitlines()), default=0)
         table.add_column(

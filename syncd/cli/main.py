@@ -119,17 +119,18 @@ STATUS_COLUMNS = (
     Column("stream", keep=True),
     Column("owner@epoch", keep=True),
     Column("mode", keep=True),
+    Column("up"),
     Column("caught up"),
     Column("lag s", right=True),
-    Column("since ok s", right=True),
-    Column("rows i/u/d", right=True),
     Column("held", right=True),
 )
+"""What fits 80 columns beside the owner. Restarts and the last error follow the table, one line per
+stream that has either; rows applied and seconds since the last success are in `syncd status --json`."""
 
 
 def status_table(document: dict[str, Any]) -> Group:
     """Render a /status document: one table row per stream with its owner (streams another instance
-    runs show only their owner and epoch), then each stream's last error on a line of its own."""
+    runs show only their owner and epoch), then a line per stream that restarted or has an error."""
     role = "leader" if document.get("leader") else "standby"
     members = ", ".join(document.get("members", [])) or "-"
     title = f"syncd {document.get('version', '?')} {document.get('instance', '?')} ({role}; members: {members})"
@@ -141,23 +142,30 @@ def status_table(document: dict[str, Any]) -> Group:
         lease = f"{owner.get('holder') or '-'}@{owner.get('epoch', '-')}"
         stream = streams.get(name)
         if stream is None:
-            rows.append((name, lease, "-", "", "", "", "", ""))
+            rows.append((name, lease, "-", "", "", "", ""))
             continue
-        applied = stream.get("rows_applied", {})
         rows.append(
             (
                 name,
                 lease,
                 str(stream.get("mode")),
+                "yes" if stream.get("source_up", True) else "NO",
                 "yes" if stream.get("caught_up") else "no",
                 _seconds(stream.get("event_lag_seconds")),
-                _seconds(stream.get("seconds_since_last_success")),
-                f"{applied.get('insert', 0)}/{applied.get('update', 0)}/{applied.get('delete', 0)}",
                 str(stream.get("quarantined", 0)),
             )
         )
-    errors = [Text(f"{name}: last error: {s['last_error']}") for name, s in streams.items() if s.get("last_error")]
-    return Group(grid(title, STATUS_COLUMNS, rows), *errors)
+    notes = [Text(note) for name, stream in streams.items() if (note := _trouble(name, stream))]
+    return Group(grid(title, STATUS_COLUMNS, rows), *notes)
+
+
+def _trouble(name: str, stream: dict[str, Any]) -> str:
+    """`name: N restarts; last error: …` for a stream that restarted or has an error, else ''."""
+    restarts = stream.get("restarts", 0)
+    parts = [f"{restarts} restart" + ("s" if restarts > 1 else "")] if restarts else []
+    if stream.get("last_error"):
+        parts.append(f"last error: {stream['last_error']}")
+    return f"{name}: " + "; ".join(parts) if parts else ""
 
 
 def _seconds(value: float | None) -> str:

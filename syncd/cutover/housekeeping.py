@@ -19,7 +19,7 @@ from syncd.config import LowdbSettings
 from syncd.cutover import clients
 from syncd.cutover.state import FORWARD_MODES, PG_PRIMARY, Mode, reverse_consumer
 from syncd.cutover.verify import FileParity, record_metrics, verify_file
-from syncd.database import Connection
+from syncd.database import PG_ERRORS, Connection, borrowed
 from syncd.errors import UnreadableFile
 from syncd.lowdb.reader import read_version
 from syncd.tables import specs_for
@@ -27,7 +27,8 @@ from syncd.tables import specs_for
 log = structlog.get_logger(__name__)
 
 PRUNE_SECONDS = 60.0
-ERRORS = (OSError, UnreadableFile, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+ERRORS = (UnreadableFile, *PG_ERRORS)
+ACQUIRE_TIMEOUT = 10.0
 
 
 async def verify_settled(conn: Connection, entry: LowdbSettings, mode: Mode) -> FileParity | None:
@@ -78,7 +79,7 @@ class Housekeeping:
 
     async def _round(self, modes: dict[str, Mode], *, verify: bool, prune: bool) -> None:
         try:
-            async with self._pool.acquire() as conn:
+            async with borrowed(self._pool, ACQUIRE_TIMEOUT) as conn:
                 if prune:
                     pruned = await outbox.prune(conn)
                     if pruned:
@@ -89,7 +90,7 @@ class Housekeeping:
                 if verify:
                     await self._verify(conn, modes)
         except ERRORS as exc:
-            log.warning("housekeeping round failed; next round retries", error=str(exc))
+            log.warning("housekeeping round failed; next round retries", error=repr(exc))
 
     async def _verify(self, conn: Connection, modes: Mapping[str, Mode]) -> None:
         parities = []

@@ -28,7 +28,7 @@ from syncd.cutover import foreign as foreign_writes
 from syncd.cutover.foreign import FileMark
 from syncd.cutover.lowdb_file import dumps, patch, write_atomic
 from syncd.cutover.state import PG_PRIMARY, reverse_consumer
-from syncd.database import Connection
+from syncd.database import PG_ERRORS, Connection, borrowed
 from syncd.errors import ModeChanged, UnreadableFile
 from syncd.lowdb.diff import FileVersion, parse_version, read_bytes, read_file
 from syncd.stream import StreamState
@@ -40,7 +40,8 @@ Row = dict[str, Any]
 """A PostgreSQL row as column → value."""
 
 POLL_SECONDS = 0.2
-TRANSIENT = (OSError, UnreadableFile, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+TRANSIENT = (UnreadableFile, *PG_ERRORS)
+ACQUIRE_TIMEOUT = 10.0
 
 
 def lock_key(name: str) -> int:
@@ -179,11 +180,13 @@ class ReverseSync:
         ):
             with attempt:
                 self._idle.clear()
+                self.state.pending_since = self.state.pending_since or time.monotonic()
                 try:
-                    async with self._pool.acquire() as conn:
+                    async with borrowed(self._pool, ACQUIRE_TIMEOUT) as conn:
                         written = await flush(conn, self.settings, self._guard)
                 finally:
                     self._idle.set()
+        self.state.pending_since = None
         self._record(written)
 
     def _note_retry(self, retry_state: RetryCallState) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from watchfiles import Change, awatch
 
 from syncd import metrics
 from syncd.config import LowdbSettings
-from syncd.database import connect
+from syncd.database import PG_ERRORS, Connection, borrowed, connect, is_transient
 from syncd.errors import BatchRejected, UnreadableFile
 from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes
 from syncd.lowdb.reader import VersionReader
@@ -48,6 +49,8 @@ WATCH_STEP_MS = 1
 """watchfiles returns a group of events once no new one came for this long."""
 WATCH_GROUP_MS = 50
 """...or once the group has lasted this long (a long in-place write keeps producing events)."""
+PG_TIMEOUT = 10.0
+"""Bound on each read-only query (and on getting a connection for it)."""
 
 
 class LowdbSource:
@@ -77,6 +80,7 @@ class LowdbSource:
         self._holding: frozenset[tuple[str, str]] | None = None
         self._caught_up = False
         self._failing = False
+        self._error: str | None = None
         self._dirty_at: float | None = None
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -101,15 +105,34 @@ class LowdbSource:
         """Held quarantine rows of this file, as last read from PostgreSQL."""
         return self._held.rows
 
+    @property
+    def source_error(self) -> str | None:
+        """Why the file cannot be read right now (missing directory or file, unreadable)."""
+        return self._error
+
+    @property
+    def pending_since(self) -> float | None:
+        """When a change of the file was noticed that no batch has taken yet."""
+        return self._dirty_at
+
     async def open(self, checkpoint: Mapping[str, Any] | None) -> None:
-        """Start watching, then load what PostgreSQL holds; the file is read by `batches()`."""
+        """Wait for the directory, start watching, then load what PostgreSQL holds (retry-safe)."""
         self._position = dict(checkpoint or {})
-        # Watch before the first read, so a write landing between the two is never missed.
-        watching = self._watch() if self.settings.poll_interval is None else self._poll(self.settings.poll_interval)
-        self._watcher = asyncio.create_task(watching, name=f"watch:{self.stream}")
-        await asyncio.sleep(0)  # the task's first step creates the inotify watch (awatch opens it at once)
+        if self._watcher is None:
+            await self._await_directory()
+            # Watch before the first read, so a write landing between the two is never missed.
+            watching = self._watch() if self.settings.poll_interval is None else self._poll(self.settings.poll_interval)
+            self._watcher = asyncio.create_task(watching, name=f"watch:{self.stream}")
+            await asyncio.sleep(0)  # the task's first step creates the inotify watch (awatch opens it at once)
         self._applied = await self._load_applied()
         self._dirty_at = time.monotonic()
+
+    async def _await_directory(self) -> None:
+        """A missing directory (volume not mounted yet) is this stream's wait, not a failure."""
+        directory = self.path.parent
+        while not await asyncio.to_thread(directory.is_dir):
+            self._set_up(False, f"directory {directory} does not exist")
+            await asyncio.sleep(POLL_SECONDS)
 
     async def close(self) -> None:
         """Stop the watcher thread and the private connection."""
@@ -120,7 +143,7 @@ class LowdbSource:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
         if self._conn is not None:
-            await self._conn.close()
+            self._conn.terminate()
         metrics.SOURCE_UP.labels(self.stream).set(0)
 
     async def batches(self) -> AsyncIterator[Batch]:
@@ -163,7 +186,10 @@ class LowdbSource:
         self._dirty_at = None
         version = await self._read()
         if version is None:
-            return None if self._caught_up or self.path.exists() else self._missing_file_batch(observed)
+            missing = not await asyncio.to_thread(self.path.exists)
+            if missing:
+                self._set_up(False, f"file {self.path} does not exist (lowdb creates it on its first write)")
+            return self._missing_file_batch(observed) if missing and not self._caught_up else None
         result = await asyncio.to_thread(diff, version, self.specs, self._applied, self._held, dict(self._refused))
         for record in result.quarantine:
             log.warning(
@@ -192,23 +218,29 @@ class LowdbSource:
             await asyncio.sleep(delay)
             try:
                 version = await asyncio.to_thread(self._reader.read, self.path)
+            except FileNotFoundError:
+                return None  # not a half-written file: no point retrying (the caller says why)
             except (UnreadableFile, OSError) as exc:
                 error = exc
                 continue
             self._set_up(True)
             return version
-        self._set_up(False)
-        log.warning("lowdb file unreadable; keeping the last good version", path=str(self.path), error=str(error))
+        self._set_up(False, f"unreadable, keeping the last good version: {error}")
         return None
 
-    def _set_up(self, up: bool) -> None:
-        self._failing = not up
+    def _set_up(self, up: bool, error: str | None = None) -> None:
+        """Record the source's state; each change of it is one log line."""
+        if error != self._error:
+            if up:
+                log.info("lowdb source up", path=str(self.path))
+            else:
+                log.warning("lowdb source down", path=str(self.path), error=error)
+        self._failing, self._error = not up, error
         metrics.SOURCE_UP.labels(self.stream).set(1 if up else 0)
 
     def _missing_file_batch(self, observed: float) -> Batch:
         # No file yet (lowdb@7 creates it on the first write): nothing to apply, nothing deleted.
         self._pending = None
-        self._failing = False
         position = {**self._position, "missing": True}
         return Batch(Checkpoint(SOURCE, self.stream, position), [], observed_at=observed, mirror_of=self.stream)
 
@@ -242,13 +274,27 @@ class LowdbSource:
 
     # -- PostgreSQL (read-only) ---------------------------------------------------------------
 
-    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection, or the private one; either is discarded when it fails transiently."""
         if self._pool is not None:
-            return await self._pool.fetch(query, *args)
+            async with borrowed(self._pool, PG_TIMEOUT) as conn:
+                yield conn
+            return
         if self._conn is None or self._conn.is_closed():
             assert self._dsn is not None
-            self._conn = await connect(self._dsn)
-        return await self._conn.fetch(query, *args)
+            self._conn = await connect(self._dsn, timeout=PG_TIMEOUT)
+        try:
+            yield self._conn
+        except BaseException as exc:
+            if is_transient(exc) or isinstance(exc, asyncio.CancelledError):
+                self._conn.terminate()
+            raise
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._connection() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(query, *args, timeout=PG_TIMEOUT)
+            return rows
 
     async def _load_applied(self) -> Applied:
         """`id → row_hash` of every row the file's tables hold, to diff the first read against."""
@@ -267,14 +313,9 @@ class LowdbSource:
         """Re-read the held quarantine rows; True when a key was unblocked (replay/discard)."""
         before = self._held
         try:
-            if self._pool is not None:
-                async with self._pool.acquire() as conn:
-                    self._held = await held(conn, self.stream)
-            else:
-                await self._fetch("SELECT 1")
-                assert self._conn is not None
-                self._held = await held(self._conn, self.stream)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            async with self._connection() as conn:
+                self._held = await held(conn, self.stream)
+        except PG_ERRORS as exc:
             # A stale set only keeps keys blocked longer: safe. The sink will retry PG anyway.
             log.warning("could not read quarantine state", error=str(exc))
             return False

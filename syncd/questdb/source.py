@@ -66,6 +66,8 @@ class QuestdbBase:
         self._failures = 0
         self._committed: dict[str, Any] = {}
         self._rewind = False
+        self._error: str | None = None
+        self._polling_since: float | None = None
 
     @property
     def caught_up(self) -> bool:
@@ -81,6 +83,16 @@ class QuestdbBase:
     def quarantined(self) -> int:
         """Always 0: QuestDB columns are typed, so a row is never quarantined."""
         return 0
+
+    @property
+    def source_error(self) -> str | None:
+        """Why the last poll failed; None once a poll succeeds."""
+        return self._error
+
+    @property
+    def pending_since(self) -> float | None:
+        """While a poll runs (it may have more pages to hand over): since when."""
+        return self._polling_since
 
     async def open(self, checkpoint: Mapping[str, Any] | None) -> None:
         """Resume from the committed position."""
@@ -124,6 +136,7 @@ class QuestdbBase:
     async def batches(self) -> AsyncIterator[Batch]:
         """Poll forever; transient failures back off and retry, never end the stream."""
         while True:
+            self._polling_since = time.monotonic()
             try:
                 async with aclosing(self.poll()) as batches:
                     async for batch in batches:
@@ -133,12 +146,15 @@ class QuestdbBase:
                 if not self._rewind:
                     self._ok()
             except SourceUnavailable as exc:
+                self._polling_since = None
                 await self._backoff(exc)
                 continue
             except QueryRejected as exc:
                 # Our SQL against their table: a column renamed or dropped upstream. Down, retried.
+                self._polling_since = None
                 await self._backoff(SourceUnavailable(SOURCE, str(exc), defer=5.0))
                 continue
+            self._polling_since = None
             if self._rewind:
                 # QuestDB rows are never quarantined: a refused page waits and is read again.
                 self._rewind = False
@@ -152,13 +168,16 @@ class QuestdbBase:
         raise NotImplementedError
 
     def _ok(self) -> None:
-        self._failures = 0
+        if self._error is not None:
+            log.info("questdb source up", stream=self.stream)
+        self._failures, self._error = 0, None
         self._caught_up = True
         metrics.SOURCE_UP.labels(self.stream).set(1)
         self._last_ok = time.time()
 
     async def _backoff(self, exc: SourceUnavailable) -> None:
         self._failures += 1
+        self._error = str(exc)
         metrics.SOURCE_UP.labels(self.stream).set(0)
         metrics.RETRIES.labels(SOURCE).inc()
         level = "info" if isinstance(exc, TableMissing) else "warning"
@@ -353,15 +372,16 @@ def stream_name(table: str) -> str:
 
 def build_questdb_sources(settings: QuestdbSettings, pg_dsn: str | None) -> list[QuestdbBase]:
     """One source per configured table, named `questdb:<table>`."""
-    sources: list[QuestdbBase] = []
-    for table in settings.tables:
-        if table == SIGNALS_TABLE:
-            sources.append(SignalsSource(settings, pg_dsn=pg_dsn))
-        elif table in VERSIONED:
-            sources.append(VersionedSource(settings, table))
-        else:
-            raise ValueError(f"questdb.tables: no spec for table {table!r}")
-    return sources
+    return [build_questdb_source(settings, table, pg_dsn) for table in settings.tables]
+
+
+def build_questdb_source(settings: QuestdbSettings, table: str, pg_dsn: str | None) -> QuestdbBase:
+    """The source of one configured table (the supervisor rebuilds it this way after a failure)."""
+    if table == SIGNALS_TABLE:
+        return SignalsSource(settings, pg_dsn=pg_dsn)
+    if table in VERSIONED:
+        return VersionedSource(settings, table)
+    raise ValueError(f"questdb.tables: no spec for table {table!r}")
 
 
 def utcnow() -> datetime:

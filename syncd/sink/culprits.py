@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from asyncpg.exceptions import _base as asyncpg_base
 
-from syncd.database import Connection
+from syncd.database import Connection, borrowed
 from syncd.errors import RejectedRow
 from syncd.model import Row, TableChanges
 
@@ -25,6 +25,8 @@ DATA_CLASSES = frozenset({"22", "23", "54"})
 """SQLSTATE classes of a refusal about the data: data exception, integrity constraint, program limit."""
 MAX_CULPRITS = 100
 """Stop bisecting after this many: a batch refused row after row has a cause bigger than rows."""
+ACQUIRE_TIMEOUT = 10.0
+"""Bound on waiting for a pooled connection to bisect on (every wait on PostgreSQL has one)."""
 
 Upsert = Callable[[Connection, TableChanges], Awaitable[Any]]
 
@@ -40,7 +42,7 @@ def about_rows(sqlstate: str) -> bool:
 
 async def culprits(pool: asyncpg.Pool, changes: TableChanges, upsert: Upsert) -> list[RejectedRow]:
     """The upserts of `changes` that PostgreSQL refuses one by one; nothing is committed."""
-    async with pool.acquire() as conn:
+    async with borrowed(pool, ACQUIRE_TIMEOUT) as conn:
         transaction = conn.transaction()
         await transaction.start()
         try:

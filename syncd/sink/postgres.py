@@ -24,8 +24,9 @@ from typing import Any
 import asyncpg
 import orjson
 import structlog
+from asyncpg.exceptions import _base as asyncpg_base
 
-from syncd.database import Connection
+from syncd.database import PG_ERRORS, Connection, borrowed, is_transient
 from syncd.errors import BatchRejected, Fenced, ModeChanged, SinkUnavailable
 from syncd.model import ApplyResult, Batch, Checkpoint, Row, TableChanges
 from syncd.sink.culprits import about_rows, culprits
@@ -34,27 +35,25 @@ log = structlog.get_logger(__name__)
 
 ORIGIN = "syncd"
 
-# SQLSTATE classes, never message text (messages are localizable). One table, unit-tested.
-_TRANSIENT_CLASSES = frozenset({"08", "53", "57", "58", "40"})
-_TRANSIENT_CODES = frozenset({"55P03"})  # lock_not_available
 _FENCED = "SY001"
 _NOT_MIRRORING = "SY002"
+_CLIENT_DATA = "22000"
+"""Reported for a value asyncpg's codecs refused before it reached the server (data exception class)."""
 
 
 def classify(exc: BaseException, *, stream: str, table: str = "-") -> Exception:
-    """Map a driver exception to SinkUnavailable (retry), Fenced, or BatchRejected (do not retry)."""
+    """Map a driver exception to SinkUnavailable (retry), Fenced, ModeChanged or BatchRejected."""
+    code = (exc.sqlstate or "") if isinstance(exc, asyncpg.PostgresError) else ""
+    if code == _FENCED:
+        return Fenced(-1, str(exc))
+    if code == _NOT_MIRRORING:
+        return ModeChanged(stream, str(exc))
+    if is_transient(exc):
+        return SinkUnavailable(f"{stream}: PostgreSQL unavailable: {exc!r}", defer=0.5)
     if isinstance(exc, asyncpg.PostgresError):
-        code = exc.sqlstate or ""
-        if code == _FENCED:
-            return Fenced(-1, str(exc))
-        if code == _NOT_MIRRORING:
-            return ModeChanged(stream, str(exc))
-        if code[:2] in _TRANSIENT_CLASSES or code in _TRANSIENT_CODES:
-            return SinkUnavailable(f"{stream}: PostgreSQL [{code}] {exc}", defer=0.5)
-        detail = getattr(exc, "detail", None) or str(exc)
-        return BatchRejected(stream, table, code, detail)
-    if isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError):
-        return SinkUnavailable(f"{stream}: connection lost: {exc!r}", defer=0.5)
+        return BatchRejected(stream, table, code, getattr(exc, "detail", None) or str(exc))
+    if isinstance(exc, asyncpg_base.DataError):
+        return BatchRejected(stream, table, _CLIENT_DATA, str(exc))
     raise exc
 
 
@@ -97,10 +96,13 @@ class PostgresSink:
     without, it is the single leader row (syncd.leader), as one-shot writers such as backfill use.
     """
 
-    def __init__(self, pool: asyncpg.Pool, epoch: int, *, lease: str | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, epoch: int, *, lease: str | None = None, acquire_timeout: float = 10.0
+    ) -> None:
         self._pool = pool
         self.epoch = epoch
         self.lease = lease
+        self.acquire_timeout = acquire_timeout
         self._info: dict[str, _TableInfo] = {}
 
     async def apply(self, batch: Batch) -> dict[str, ApplyResult]:
@@ -116,7 +118,7 @@ class PostgresSink:
         stream = batch.checkpoint.stream
         table = "-"
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with borrowed(self._pool, self.acquire_timeout) as conn, conn.transaction():
                 infos = [await self._table_info(conn, u.changes.table) for u in upserts]
                 highest = await self._prelude(conn, batch, upserts, infos)
                 results = {c.table: ApplyResult() for c in batch.tables}
@@ -132,7 +134,7 @@ class PostgresSink:
             if fast:
                 raise _FastPathMissed from exc
             raise await self._with_culprits(batch, classify(exc, stream=stream, table=table)) from exc
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except PG_ERRORS as exc:
             error = classify(exc, stream=stream, table=table)
             if isinstance(error, Fenced):
                 raise Fenced(self.epoch, str(exc)) from exc
@@ -148,7 +150,7 @@ class PostgresSink:
             return error
         try:
             rows = await culprits(self._pool, changes, self._probe)
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except PG_ERRORS as exc:
             log.warning("could not bisect a rejected batch", table=error.table, error=repr(exc))
             return error
         if rows:
@@ -219,10 +221,14 @@ class PostgresSink:
         return [None if i is None else row[i] for i in probes]
 
     async def load_checkpoint(self, source: str, stream: str) -> Mapping[str, Any] | None:
-        """The committed position of a stream, or None before its first batch."""
-        position: Mapping[str, Any] | None = await self._pool.fetchval(
-            "SELECT position FROM syncd.checkpoints WHERE source = $1 AND stream = $2", source, stream
-        )
+        """The committed position of a stream, or None before its first batch (SinkUnavailable: retry)."""
+        try:
+            async with borrowed(self._pool, self.acquire_timeout) as conn:
+                position: Mapping[str, Any] | None = await conn.fetchval(
+                    "SELECT position FROM syncd.checkpoints WHERE source = $1 AND stream = $2", source, stream
+                )
+        except PG_ERRORS as exc:
+            raise classify(exc, stream=stream, table="syncd.checkpoints") from exc
         return position
 
     async def _table_info(self, conn: Connection, table: str) -> _TableInfo:

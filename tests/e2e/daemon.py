@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from syncd.cluster import free_port
 
@@ -74,6 +75,16 @@ class DaemonProcess:
         """Everything the daemon logged so far."""
         return self.log.read_text(errors="replace")
 
+    def events(self) -> list[dict[str, Any]]:
+        """The daemon's log as parsed JSON lines; a line that is not JSON fails the test, named."""
+        events = []
+        for n, line in enumerate(self.output().splitlines(), 1):
+            try:
+                events.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                raise AssertionError(f"log line {n} is not JSON: {line!r}") from None
+        return events
+
     async def get(self, path: str) -> tuple[int, Any]:
         """GET `path`; (status, parsed JSON or text). Connection errors give (0, error)."""
         timeout = aiohttp.ClientTimeout(total=3)
@@ -103,6 +114,15 @@ class DaemonProcess:
             return (await self.get("/readyz"))[0] == 200
 
         return await self.until(check, timeout, "/readyz 200")
+
+    async def leader(self, timeout: float = 30.0) -> float:
+        """Wait until this instance leads, ready or not (a missing file keeps a stream behind)."""
+
+        async def check() -> bool:
+            status, body = await self.get("/status")
+            return status == 200 and body["leader"] is True
+
+        return await self.until(check, timeout, "leader")
 
     async def leading(self, timeout: float = 30.0) -> float:
         """Wait until this instance is the leader and ready (initial snapshots applied)."""

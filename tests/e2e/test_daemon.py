@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -177,3 +178,19 @@ async def test_postgres_unreachable_means_not_ready_but_alive(dsn: str, tmp_path
     finally:
         code = daemon.stop()
     assert code == 0, daemon.output()[-3000:]
+
+
+def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Another process holds the HTTP port: one line naming the address, exit 2, before any I/O."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        daemon = DaemonProcess(write_config(tmp_path / "syncd.toml"), "postgresql://nobody@127.0.0.1:1/none",
+                               env={"SYNCD_HTTP_LISTEN": address}).start()
+        code = daemon.wait(30)
+    lines = daemon.output().splitlines()
+    assert code == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"syncd run: http.listen {address}: cannot listen")
+    assert "address already in use" in lines[0]

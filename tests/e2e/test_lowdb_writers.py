@@ -104,7 +104,7 @@ async def test_real_lowdb_writer_scenarios_end_with_pg_equal_to_the_file(
     )
     daemon = DaemonProcess(config, dsn).start()
     try:
-        await daemon.leading()  # the file does not exist yet: ready with nothing applied
+        await daemon.leader()  # the file does not exist yet: leading, not ready (nothing to read)
         ids = [new_id(i % 3) for i in range(60)]
         run_writer(version, path, [{"op": "create", "id": k, "title": f"t{k}", "tags": ["a"]} for k in ids])
         await converge(daemon, dsn, path, f"{version}: 60 creates")
