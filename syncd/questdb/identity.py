@@ -59,6 +59,7 @@ class TableWatch:
         reason = _rebuilt(state, position)
         if reason is not None:
             self._target = state.sequencer_txn  # the new table: its own commits so far
+            position.pop("row_count", None)  # the old table's count says nothing about the new one
         applied = state.applied_through(self._target)
         if reason is None and applied and state.count < position.get("row_count", 0):
             reason = "shrunk"

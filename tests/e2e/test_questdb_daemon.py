@@ -35,8 +35,9 @@ def server(request: pytest.FixtureRequest) -> QuestdbServer:
 
 
 async def write_steadily(upstream: Upstream, stop: asyncio.Event) -> int:
-    """One signal every 1/RATE s; an INSERT that meets the table missing mid-rebuild is retried,
-    as a forwarder retries a failed request. Returns how many were written."""
+    """One signal every 1/RATE s; an INSERT that meets the table mid-rebuild is retried, as a
+    forwarder retries a failed request (QuestDB answers "table does not exist", "table is dropped"
+    or "WAL writer is distressed" then). Returns how many were written."""
     n, tick = 0, time.monotonic()
     while not stop.is_set():
         signal = Signal(datetime.now(UTC) - timedelta(milliseconds=500), asset=f"E2E{n}", raw_message=f"msg {n}")
@@ -45,7 +46,7 @@ async def write_steadily(upstream: Upstream, stop: asyncio.Event) -> int:
                 await upstream.insert(signal)
                 break
             except QuestdbError as exc:
-                if "does not exist" not in str(exc):
+                if not any(text in str(exc) for text in ("does not exist", "is dropped", "distressed")):
                     raise
                 await asyncio.sleep(0.02)
         n += 1
@@ -80,9 +81,10 @@ async def converged(upstream: Upstream, pool: asyncpg.Pool) -> bool:
 
 
 async def rebuild_reconciled(pool: asyncpg.Pool) -> bool:
-    """The stream saw a rebuild (8.2.0: the WAL sequencer restarted; 9.x: a new table id) and reconciled."""
+    """The stream saw a rebuild (a new table id on 9.x, a restarted WAL sequencer, or a new _deleted row)
+    and reconciled."""
     position = await pool.fetchval("SELECT position FROM syncd.checkpoints WHERE stream = 'questdb:tp_capital_signals'")
-    return bool(position and (position.get("reconcile") or {}).get("reason") == "identity")
+    return bool(position and (position.get("reconcile") or {}).get("reason") in ("identity", "delete"))
 
 
 async def test_daemon_follows_upstream_writes_and_rebuild_deletes(server: QuestdbServer, dsn: str,
