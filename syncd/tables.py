@@ -285,9 +285,11 @@ def workspace_items(collection: str) -> TableSpec:
         *_item_fields(_SLUG, ITEM_PRIORITIES, ITEM_STATUSES),
         _f("createdAt", "created_at", "timestamp", required=True),
         _f("updatedAt", "updated_at", "timestamp"),
-        _f("createdBy", "created_by", emit="if_set"),
-        _f("updatedBy", "updated_by", emit="if_set"),
-        _f("metadata", kind="object", default={}, emit="if_set"),
+        # A record PostgreSQL created gets the shape the current service writes (these three included);
+        # an older record without them keeps its own keys (the reverse path passes it as `like`).
+        _f("createdBy", "created_by"),
+        _f("updatedBy", "updated_by"),
+        _f("metadata", kind="object", default={}),
     ]
     return TableSpec(collection, "workspace.workspace_items", tuple(fields))
 

@@ -57,9 +57,10 @@ def test_patch_updates_in_place_appends_and_deletes() -> None:
     assert document["other"] == 1
     # A record PostgreSQL created gets upstream's key order and shape.
     new = document["items"][2]
-    upstream_order = ["id", "title", "description", "category", "priority", "status", "tags", "createdAt", "updatedAt"]
+    upstream_order = ["id", "title", "description", "category", "priority", "status", "tags", "createdAt", "updatedAt",
+                      "createdBy", "updatedBy", "metadata"]
     assert list(new) == upstream_order
-    assert (new["priority"], new["tags"], new["updatedAt"]) == ("medium", [], None)
+    assert (new["priority"], new["tags"], new["updatedAt"], new["metadata"]) == ("medium", [], None, {})
 
 
 def test_patch_keeps_the_file_records_keys_and_their_order() -> None:

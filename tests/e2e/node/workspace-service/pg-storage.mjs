@@ -1,7 +1,6 @@
 // The Workspace API's PostgreSQL strategy (node-postgres), as upstream-workspace-api.md §3 describes
 // it, on syncd's tables. Rows map to the API shape with the snake_case columns and the camelCase keys
-// side by side. New ids come from the service, in LowDB's own format (`item-<epoch>-<rand>`).
-import { randomBytes } from "node:crypto";
+// side by side. createItem sends no id: the table assigns it, as upstream's strategy expects.
 import pg from "pg";
 
 const COLUMNS = "id, title, description, category, priority, status, tags, created_at, updated_at, created_by, updated_by, metadata";
@@ -44,12 +43,11 @@ export class PgStorage {
 
   async createItem(item) {
     const now = new Date();
-    const id = item.id ?? `item-${Date.now()}-${randomBytes(5).toString("base64url").slice(0, 7).toLowerCase()}`;
     const { rows } = await this.pool.query(
-      `INSERT INTO workspace_items (id, title, description, category, priority, status, tags, created_at, updated_at,
+      `INSERT INTO workspace_items (title, description, category, priority, status, tags, created_at, updated_at,
                                     created_by, updated_by, metadata)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING ${COLUMNS}`,
-      [id, item.title, item.description ?? "", item.category, item.priority ?? "medium", item.status ?? "new",
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${COLUMNS}`,
+      [item.title, item.description ?? "", item.category, item.priority ?? "medium", item.status ?? "new",
        item.tags ?? [], now, now, item.createdBy ?? null, null, item.metadata ?? {}],
     );
     return toApi(rows[0]);

@@ -1,11 +1,14 @@
-// A small Express service shaped like the Workspace API (its item and category read routes, both
-// storage clients), adopting syncd's cutover client in its storage factory. Driven by
-// tests/e2e/test_cutover_client_drill.py.
+// A small Express service shaped like the Workspace API (its item and category routes, both storage
+// clients). With LIBRARY_DB_STRATEGY (lowdb | postgresql) it picks one storage client at start, as
+// the real service does (tests/e2e/test_workspace_conformance.py); without it, it adopts syncd's
+// cutover client in its storage factory (tests/e2e/test_cutover_client_drill.py).
 //
-// env: DB_PATH (the LowDB file), DATABASE_URL, STORAGE (pg | prisma), PRISMA_CLIENT (generated
-// client.ts, with STORAGE=prisma), HOLD_BOUND_MS. Prints "listening PORT" once it serves.
+// env: DB_PATH (the LowDB file), DATABASE_URL, LIBRARY_DB_STRATEGY, STORAGE (pg | prisma),
+// PRISMA_CLIENT (generated client.ts, with STORAGE=prisma), HOLD_BOUND_MS. Prints "listening PORT"
+// once it serves.
 import express from "express";
 import { cutoverStore } from "../../../../clients/node/dist/src/index.js";
+import { categoryRoutes } from "./category-routes.mjs";
 import { LowdbStorage } from "./lowdb-storage.mjs";
 import { PgStorage } from "./pg-storage.mjs";
 
@@ -17,6 +20,12 @@ async function postgresStorage() {
 
 // The storage factory: what a service adds to adopt the cutover client is this one call.
 async function createStorage() {
+  const strategy = process.env.LIBRARY_DB_STRATEGY;
+  if (strategy) {
+    const chosen = strategy === "lowdb" ? new LowdbStorage(process.env.DB_PATH) : await postgresStorage();
+    await chosen.init();
+    return chosen;
+  }
   const storage = cutoverStore({
     file: "workspace",
     lowdb: new LowdbStorage(process.env.DB_PATH),
@@ -58,7 +67,7 @@ const storage = await createStorage();
 const app = express();
 app.use(express.json());
 
-app.get("/health", (_req, res) => res.json({ success: true, cutover: storage.cutover.status() }));
+app.get("/health", (_req, res) => res.json({ success: true, cutover: storage.cutover?.status() ?? null }));
 app.get("/api/items", route(async (_req, res) => {
   const items = await storage.getItems();
   res.json({ success: true, data: items, count: items.length });
@@ -88,6 +97,8 @@ app.get("/api/categories", route(async (_req, res) => {
   const categories = await storage.getCategories();
   res.json({ success: true, data: categories, count: categories.length });
 }));
+
+categoryRoutes(app, storage, route);
 
 const server = app.listen(Number(process.env.PORT ?? 0), "127.0.0.1", () => {
   console.log(`listening ${server.address().port}`);
