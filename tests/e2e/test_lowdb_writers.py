@@ -77,7 +77,7 @@ async def pg_holds(dsn: str, want: dict[str, dict[str, Any]]) -> bool:
     if want.keys() != got.keys():
         return False
     return all(
-        bytes(got[k]["row_hash"]) == record_hash(v) and lowdb_record_from_row(ITEMS, got[k]) == v
+        bytes(got[k]["row_hash"]) == record_hash(v) and lowdb_record_from_row(ITEMS, got[k], v) == v
         for k, v in want.items()
     )
 

@@ -40,10 +40,10 @@ def lowdb_settings(path: Path, **kw: Any) -> LowdbSettings:
     return LowdbSettings(name="workspace", path=path, layout="workspace", **kw)
 
 
-async def pg_items(pool: asyncpg.Pool) -> dict[str, dict[str, Any]]:
-    """PostgreSQL's items as LowDB records (through the inverse)."""
+async def pg_items(pool: asyncpg.Pool, like: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """PostgreSQL's items as LowDB records (through the inverse, shaped like the file's `like`)."""
     rows = await pool.fetch("SELECT * FROM workspace.workspace_items")
-    return {r["id"]: lowdb_record_from_row(ITEMS, r) for r in rows}
+    return {r["id"]: lowdb_record_from_row(ITEMS, r, like.get(r["id"])) for r in rows}
 
 
 def equals(pool: asyncpg.Pool, records: list[dict[str, Any]]) -> Any:
@@ -54,7 +54,7 @@ def equals(pool: asyncpg.Pool, records: list[dict[str, Any]]) -> Any:
         rows = await pool.fetch("SELECT id, row_hash FROM workspace.workspace_items")
         if {r["id"]: bytes(r["row_hash"]) for r in rows} != {k: record_hash(v) for k, v in want.items()}:
             return False
-        return await pg_items(pool) == want
+        return await pg_items(pool, want) == want
 
     return check
 
@@ -119,7 +119,8 @@ async def test_empty_truncated_or_garbage_reads_never_delete(pool: asyncpg.Pool,
         for bad in (b"", good[: len(good) // 2], b"\x00garbage{", b"{}", b"[]", b"null"):
             write_v1(path, bad)
             await eventually(lambda: _true(gauge(metrics.SOURCE_UP) == 0), what=f"source down on {bad[:10]!r}")
-            assert await pg_items(pool) == {r["id"]: r for r in records}
+            want = {r["id"]: r for r in records}
+            assert await pg_items(pool, want) == want
             write_v1(path, good)
             await eventually(lambda: _true(gauge(metrics.SOURCE_UP) == 1), what="source up again")
         records.append(item("new"))
