@@ -123,8 +123,12 @@ def describe(exc: BaseException, dsn: str | None) -> tuple[str | None, int]:
         return f"{target}: {exc}", EXIT_ERROR
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}", EXIT_ERROR
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        return f"cannot listen: {exc}", EXIT_ERROR  # the ops endpoint's http.listen
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
         return f"cannot connect to {target}: {str(exc) or type(exc).__name__}", EXIT_ERROR
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc}", EXIT_ERROR
     return f"unexpected {type(exc).__name__}: {exc} (syncd --debug … shows the traceback)", EXIT_ERROR
 
 

@@ -4,6 +4,7 @@ exit code DESIGN.md defines (1 ran and found a problem, 2 could not run); never 
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import asyncpg
@@ -117,6 +118,18 @@ def test_every_failure_is_one_line_and_its_exit_code(
     assert re.search(line, ran.error_line), ran.error_line
     assert PASSWORD not in ran.stderr + ran.stdout
     assert not (tmp_path / "new").exists(), "a failed backup left what it created"
+
+
+def test_run_on_a_taken_port_is_one_line(configs: dict[str, Path]) -> None:
+    """`syncd run` whose http.listen is taken: one line naming the address, exit 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = syncd("run", "--config", configs["ok"], env={"SYNCD_HTTP_LISTEN": f"127.0.0.1:{port}"}, timeout=60)
+    ran.assert_one_error_line()
+    assert ran.rc == 2
+    assert re.search(rf"^syncd run: cannot listen: .*127\.0\.0\.1', {port}\)", ran.error_line), ran.error_line
 
 
 def test_debug_adds_the_traceback(configs: dict[str, Path]) -> None:

@@ -57,6 +57,12 @@ DSN = "postgresql://syncd:***@db:5432/x"
         (click.BadParameter("no such id", param_hint="IDS"), "Invalid value for IDS: no such id (see --help)", 2),
         (KeyboardInterrupt(), "interrupted", EXIT_INTERRUPTED),
         (
+            OSError(errno.EADDRINUSE, "error while attempting to bind on address ('127.0.0.1', 9187): address in use"),
+            "cannot listen: [Errno 98] error while attempting to bind on address ('127.0.0.1', 9187): address in use",
+            2,
+        ),
+        (OSError(errno.ENOSPC, "No space left on device"), "OSError: [Errno 28] No space left on device", 2),
+        (
             ZeroDivisionError("division by zero"),
             "unexpected ZeroDivisionError: division by zero (syncd --debug … shows the traceback)",
             2,
