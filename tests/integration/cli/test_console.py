@@ -129,7 +129,9 @@ def test_run_on_a_taken_port_is_one_line(configs: dict[str, Path]) -> None:
         ran = syncd("run", "--config", configs["ok"], env={"SYNCD_HTTP_LISTEN": f"127.0.0.1:{port}"}, timeout=60)
     ran.assert_one_error_line()
     assert ran.rc == 2
-    assert re.search(rf"^syncd run: cannot listen: .*127\.0\.0\.1', {port}\)", ran.error_line), ran.error_line
+    assert re.search(rf"^syncd run: http\.listen 127\.0\.0\.1:{port}: cannot listen: .*in use", ran.error_line), (
+        ran.error_line
+    )
 
 
 def test_debug_adds_the_traceback(configs: dict[str, Path]) -> None:
