@@ -34,7 +34,7 @@ from syncd.database import connect
 from tests.lowdb_files import write_v7
 
 SECTION = "lowdb"
-SIZES = ((1_000, 40), (10_000, 30), (100_000, 20))
+SIZES = ((1_000, 20), (10_000, 15), (100_000, 10))
 """(records in the file, single-record edits per round)."""
 SYNCD = Path(sys.executable).with_name("syncd")
 
