@@ -58,7 +58,11 @@ def run(results: Results, _: str) -> str:
     return (f"From `bench/results/{doc['date']}.json`: {state} of `make bench` finished "
             f"{doc['finished_at']} on {doc['machine']['cpus']} CPUs, {doc['wall_seconds'] / 60:.1f} min; "
             f"each figure is the median of {doc['repeats']} rounds after a discarded warm-up, methods interleaved "
-            f"in rotated order; 1-minute load average during the samples {load}.\n")
+            f"in rotated order; 1-minute load average during the samples {load}."
+            + "".join(f" Sections {', '.join(c['sections'] + c['tables'])} are carried over from the run finished "
+                      f"{c['finished_at']}." for c in doc.get("carried", []))
+            + "".join(f" Not finished: {name} ({why})." for name, why in doc.get("failed", {}).items())
+            + "\n")
 
 
 def lines(results: Results, section: str) -> str:

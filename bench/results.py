@@ -78,6 +78,17 @@ class Results:
         rows: list[dict[str, Any]] = self.document.get("tables", {}).get(name, [])
         return rows
 
+    def carry(self, other: Results, sections: list[str], tables: list[str]) -> None:
+        """Take `sections` (lines) and `tables` from another run, recorded as carried with its time.
+
+        For a run cut short: the README then shows those figures with where they come from.
+        """
+        self.document["lines"] = self.lines + [line for line in other.lines if line["section"] in sections]
+        self.document.setdefault("tables", {}).update({t: other.table(t) for t in tables if other.table(t)})
+        self.document.setdefault("carried", []).append(
+            {"sections": sections, "tables": tables, "finished_at": other.document.get("finished_at")}
+        )
+
     def verdicts(self) -> list[Verdict]:
         """Every target of the issue, judged from this file."""
         return [v for check in TARGETS for v in check(self)]
@@ -137,11 +148,12 @@ def _lowdb_latency(r: Results) -> list[Verdict]:
 def _lowdb_memory(r: Results) -> list[Verdict]:
     line = r.line("lowdb", "first load, 500,000 records", "daemon")
     if line is None:
-        return [Verdict("LowDB 500k first load", "<= 20 s", "-", None),
-                Verdict("LowDB 500k peak RSS / file size", "<= 2.5x", "-", None)]
-    ratio = line["extra"]["rss_over_file"][1]
-    return [Verdict("LowDB 500k first load", "<= 20 s", f"{line['median']:.1f} s", line["median"] <= 20),
-            Verdict("LowDB 500k peak RSS / file size", "<= 2.5x", f"{ratio:.2f}x", ratio <= 2.5)]
+        return [Verdict("LowDB 500k first load (largest sample)", "<= 20 s", "-", None),
+                Verdict("LowDB 500k peak RSS / file size (largest)", "<= 2.5x", "-", None)]
+    # The largest sample: a fast one may be a /readyz that turned ready before the file committed.
+    ratio = line["extra"]["rss_over_file"][2]
+    return [Verdict("LowDB 500k first load (largest sample)", "<= 20 s", f"{line['max']:.1f} s", line["max"] <= 20),
+            Verdict("LowDB 500k peak RSS / file size (largest)", "<= 2.5x", f"{ratio:.2f}x", ratio <= 2.5)]
 
 
 def _reporting(r: Results) -> list[Verdict]:
