@@ -112,6 +112,10 @@ class Reconciler:
                 repaired += batch.size
                 yield batch
         metrics.VERIFY_MISMATCH_ROWS.labels(SIGNALS_PG_TABLE).set(repaired)
+        # Each committed repair batch replaced the source's position with its checkpoint: write
+        # the result into the current one, or it is lost (and a pending reason would stay).
+        position = self.source.position
+        position.pop("reconcile_pending", None)
         position["reconcile"] = {
             "at": format_timestamp(now),
             "reason": reason,
