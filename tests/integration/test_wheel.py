@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from syncd.migrate import discover
 
@@ -23,6 +24,8 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subp
     return done
 
 
+# Installing every dependency into a fresh venv takes minutes on a loaded 2-core machine.
+@pytest.mark.timeout(600)
 async def test_installed_wheel_migrates_a_fresh_database(tmp_path: Path, empty_dsn: str) -> None:
     wheels = tmp_path / "wheels"
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheels, ROOT, cwd=tmp_path)
