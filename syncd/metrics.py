@@ -107,6 +107,24 @@ STREAMS_CONFIGURED = Gauge(
     "Streams this instance's config names (each one lease shared by all instances).",
     registry=REGISTRY,
 )
+SNAPSHOT_ROWS_READ = Gauge(
+    "syncd_snapshot_rows_read",
+    "Records of the initial snapshot/backlog read so far, per stream (kept once caught up).",
+    ["stream"],
+    registry=REGISTRY,
+)
+SNAPSHOT_ROWS_APPLIED = Gauge(
+    "syncd_snapshot_rows_applied",
+    "Rows the initial snapshot/backlog changed in PostgreSQL so far, per stream.",
+    ["stream"],
+    registry=REGISTRY,
+)
+SNAPSHOT_ROWS_TOTAL = Gauge(
+    "syncd_snapshot_rows_total",
+    "Records the initial snapshot/backlog holds, per stream (absent while unknown).",
+    ["stream"],
+    registry=REGISTRY,
+)
 SOURCE_UP = Gauge(
     "syncd_source_up",
     "1 when the last read of the source succeeded.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,3 +92,48 @@ class ApplyResult:
             self.deleted + other.deleted,
             self.unchanged + other.unchanged,
         )
+
+
+@dataclass(slots=True)
+class LoadStats:
+    """What one load did (a `syncd backfill` run, a stream's initial catch-up): pgloader's summary."""
+
+    table: str
+    rows: int = 0
+    seconds: float = 0.0
+    sink_seconds: float = 0.0
+    total: int = 0
+    resumed: bool = False
+    applied: dict[str, ApplyResult] = field(default_factory=dict)
+    """What PostgreSQL did, per PostgreSQL table (inserted, updated, deleted, unchanged)."""
+    quarantined: int = 0
+
+    def add(self, batch: Batch, results: Mapping[str, ApplyResult]) -> None:
+        """Count a committed batch: its rows read, what PostgreSQL did per table, its quarantined records."""
+        self.rows += batch.size
+        self.quarantined += len(batch.quarantine)
+        for table, result in results.items():
+            self.applied[table] = self.applied.get(table, ApplyResult()) + result
+
+    def as_json(self) -> dict[str, Any]:
+        """Summary document (the backfill's last line, the catch-up's log line)."""
+        rate = self.rows / self.seconds if self.seconds else 0.0
+        return {
+            "table": self.table,
+            "rows": self.rows,
+            "total": self.total,
+            "tables": {t: dataclasses.asdict(r) for t, r in self.applied.items()},
+            "quarantined": self.quarantined,
+            "seconds": round(self.seconds, 3),
+            "sink_seconds": round(self.sink_seconds, 3),
+            "rows_per_second": round(rate),
+            "resumed": self.resumed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a source's initial snapshot/backlog has been read: `total` is None when unknown."""
+
+    read: int = 0
+    total: int | None = None

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from syncd.errors import BatchRejected
-from syncd.model import Batch
+from syncd.model import Batch, Progress
 
 
 class Health(Protocol):
@@ -59,6 +59,10 @@ class Source(Health, Protocol):
     @property
     def caught_up(self) -> bool:
         """True once the initial snapshot/backlog has been applied (drives /readyz)."""
+
+    @property
+    def progress(self) -> Progress:
+        """Records of the initial snapshot/backlog read so far, and how many there are (None: unknown)."""
 
     async def close(self) -> None:
         """Release files, sessions and tasks."""

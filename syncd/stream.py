@@ -15,7 +15,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 from syncd import metrics
 from syncd.database import is_transient
 from syncd.errors import BatchRejected, Retryable
-from syncd.model import ApplyResult, Batch
+from syncd.model import ApplyResult, Batch, LoadStats, Progress
 from syncd.sink.postgres import PostgresSink
 from syncd.source import Health, Source
 
@@ -52,6 +52,25 @@ class StreamState:
     """Monotonic time since which a batch taken from the source waits to commit."""
     progress_at: float = field(default_factory=time.monotonic)
     """Monotonic time of the last commit (or of the start): what the progress watchdog reads."""
+    started_at: float = field(default_factory=time.monotonic)
+    load: LoadStats = field(default_factory=lambda: LoadStats(""))
+    """The initial catch-up's counts: added to until it ends, then logged once as its summary."""
+    loaded: bool = False
+    snapshot: Progress = field(default_factory=Progress)
+    """The source's last reported snapshot/backlog progress."""
+
+    def catch_up(self) -> dict[str, Any]:
+        """Rows read and applied, percent and ETA (remaining / observed read rate) of the initial load."""
+        read, total = self.snapshot.read, self.snapshot.total
+        applied = sum(r.inserted + r.updated + r.deleted for r in self.load.applied.values())
+        percent = eta = None
+        if self.caught_up:
+            percent, eta = 100.0, 0.0
+        elif total:
+            percent = round(min(100.0, 100.0 * read / total), 1)
+            rate = read / max(time.monotonic() - self.started_at, 1e-6)
+            eta = round((total - read) / rate, 1) if rate and read < total else None
+        return {"read": read, "applied": applied, "total": total, "percent": percent, "eta_seconds": eta}
 
     @property
     def source_error(self) -> str | None:
@@ -106,6 +125,7 @@ class StreamState:
             "quarantined": self.health.quarantined if self.health is not None else 0,
             "batches": self.batches,
             "rows_applied": dict(self.rows),
+            "catch_up": self.catch_up(),
         }
 
 
@@ -127,7 +147,7 @@ class StreamRunner:
     def __init__(self, source: Source, sink: PostgresSink) -> None:
         self.source = source
         self.sink = sink
-        self.state = StreamState(source.source, source.stream, health=source)
+        self.state = StreamState(source.source, source.stream, health=source, load=LoadStats(source.stream))
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -138,8 +158,10 @@ class StreamRunner:
             try:
                 await self._retrying(self._open)
                 async for batch in self.source.batches():
+                    self._note_progress()
                     await self._apply(batch)
                     self.state.caught_up = self.source.caught_up
+                    self._note_progress()
                     if self._stopping:
                         return
             finally:
@@ -155,6 +177,23 @@ class StreamRunner:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
+    def _note_progress(self) -> None:
+        """Export the catch-up's progress; once caught up, log its summary (one JSON line) and stop counting."""
+        state, stream = self.state, self.source.stream
+        state.snapshot = self.source.progress
+        metrics.SNAPSHOT_ROWS_READ.labels(stream).set(state.snapshot.read)
+        if state.snapshot.total is not None:
+            metrics.SNAPSHOT_ROWS_TOTAL.labels(stream).set(state.snapshot.total)
+        done = state.catch_up()
+        metrics.SNAPSHOT_ROWS_APPLIED.labels(stream).set(done["applied"])
+        if state.caught_up and not state.loaded:
+            state.loaded = True
+            state.load.seconds = time.monotonic() - state.started_at
+            # Records read of the source (a LowDB batch holds only those differing from PostgreSQL).
+            state.load.rows = state.snapshot.read
+            state.load.total = state.snapshot.total or state.snapshot.read
+            log.info("initial load done", summary=state.load.as_json())
+
     async def _open(self) -> None:
         checkpoint = await self.sink.load_checkpoint(self.source.source, self.source.stream)
         self.state.checkpoint = checkpoint
@@ -162,12 +201,15 @@ class StreamRunner:
 
     async def _apply(self, batch: Batch) -> None:
         self.state.pending_since = self.state.pending_since or time.monotonic()
+        started = time.monotonic()
         try:
             results = await self._retrying(lambda: self._attempt(batch))
         except BatchRejected as exc:
             await self._rejected(batch, exc)  # the change still waits: pending_since stays
             return
         self.source.committed(batch)
+        if not self.state.loaded:
+            self.state.load.sink_seconds += time.monotonic() - started
         self._record(batch, results)
         self.state.pending_since = None
 
@@ -209,6 +251,8 @@ class StreamRunner:
     def _record(self, batch: Batch, results: dict[str, ApplyResult]) -> None:
         stream, now = self.source.stream, time.time()
         self.state.batches += 1
+        if not self.state.loaded:
+            self.state.load.add(batch, results)
         self.state.checkpoint = dict(batch.checkpoint.position)
         if self.state.last_error is not None:
             log.info("stream recovered", after=self.state.last_error)

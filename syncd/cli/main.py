@@ -125,7 +125,8 @@ STATUS_COLUMNS = (
     Column("held", right=True),
 )
 """What fits 80 columns beside the owner. Restarts and the last error follow the table, one line per
-stream that has either; rows applied and seconds since the last success are in `syncd status --json`."""
+stream that has either; `caught up` shows a first load's percent and ETA (`42% 12s`); its rows read and
+applied, rows applied and seconds since the last success are in `syncd status --json`."""
 
 
 def status_table(document: dict[str, Any]) -> Group:
@@ -150,7 +151,7 @@ def status_table(document: dict[str, Any]) -> Group:
                 lease,
                 str(stream.get("mode")),
                 "yes" if stream.get("source_up", True) else "NO",
-                "yes" if stream.get("caught_up") else "no",
+                "yes" if stream.get("caught_up") else _catching_up(stream.get("catch_up") or {}),
                 _seconds(stream.get("event_lag_seconds")),
                 str(stream.get("quarantined", 0)),
             )
@@ -166,6 +167,14 @@ def _trouble(name: str, stream: dict[str, Any]) -> str:
     if stream.get("last_error"):
         parts.append(f"last error: {stream['last_error']}")
     return f"{name}: " + "; ".join(parts) if parts else ""
+
+
+def _catching_up(progress: dict[str, Any]) -> str:
+    """`no`, or the first load's percent and ETA when known: `42% 12s` (narrow: 80 columns)."""
+    if progress.get("percent") is None:
+        return "no"
+    eta = progress.get("eta_seconds")
+    return f"{progress['percent']:.0f}%" + ("" if eta is None else f" {eta:.0f}s")
 
 
 def _seconds(value: float | None) -> str:

@@ -32,7 +32,8 @@ from syncd.database import PG_ERRORS, Connection, borrowed, connect, is_transien
 from syncd.errors import BatchRejected, UnreadableFile
 from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes
 from syncd.lowdb.reader import VersionReader
-from syncd.model import Batch, Checkpoint
+from syncd.lowdb.records import Records
+from syncd.model import Batch, Checkpoint, Progress
 from syncd.quarantine import Held, held
 from syncd.tables import TableSpec, specs_for
 
@@ -79,6 +80,7 @@ class LowdbSource:
         self._refused: dict[tuple[str, str], tuple[bytes, str]] = {}
         self._holding: frozenset[tuple[str, str]] | None = None
         self._caught_up = False
+        self._progress = Progress()
         self._failing = False
         self._error: str | None = None
         self._dirty_at: float | None = None
@@ -92,6 +94,11 @@ class LowdbSource:
     def caught_up(self) -> bool:
         """True once the first batch (the start-up diff against PostgreSQL) has committed."""
         return self._caught_up
+
+    @property
+    def progress(self) -> Progress:
+        """The file's records once its first version is read (the snapshot is read whole, then diffed)."""
+        return self._progress
 
     @property
     def in_sync_at(self) -> float | None:
@@ -190,6 +197,9 @@ class LowdbSource:
             if missing:
                 self._set_up(False, f"file {self.path} does not exist (lowdb creates it on its first write)")
             return self._missing_file_batch(observed) if missing and not self._caught_up else None
+        if not self._caught_up:
+            records = sum(_records(version.collection(spec)) for spec in self.specs)
+            self._progress = Progress(records, records)
         result = await asyncio.to_thread(diff, version, self.specs, self._applied, self._held, dict(self._refused))
         for record in result.quarantine:
             log.warning(
@@ -389,6 +399,11 @@ class LowdbSource:
     def _mark_dirty(self) -> None:
         self._dirty_at = self._dirty_at or time.monotonic()
         self._wake.set()
+
+
+def _records(collection: Any) -> int:
+    """Records of one collection: keyed Records or a parsed list (anything else holds none)."""
+    return len(collection) if isinstance(collection, Records | list) else 0
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:

@@ -9,10 +9,8 @@ while the previous one is applied (queue of 2), so memory stays at two pages wha
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +19,7 @@ import structlog
 
 from syncd.config import QuestdbSettings
 from syncd.errors import ConfigError, RetriesExhausted, Retryable
-from syncd.model import ApplyResult, Batch, Checkpoint
+from syncd.model import ApplyResult, Batch, Checkpoint, LoadStats
 from syncd.questdb.reader import SOURCE, QuestdbReader, format_timestamp, make_reader
 from syncd.questdb.source import MAIN, VersionedSource, backoff, signal_changes
 from syncd.questdb.sql import SIGNALS_TABLE, VERSIONED, Cursor, day_bounds, lit, next_page
@@ -30,36 +28,6 @@ from syncd.sink.postgres import PostgresSink
 log = structlog.get_logger(__name__)
 _ONE_US = timedelta(microseconds=1)
 Progress = Callable[[int], None]
-
-
-@dataclass(slots=True)
-class BackfillStats:
-    """What one backfill run did (the CLI prints it as the last line)."""
-
-    table: str
-    rows: int = 0
-    seconds: float = 0.0
-    sink_seconds: float = 0.0
-    total: int = 0
-    resumed: bool = False
-    applied: dict[str, ApplyResult] = field(default_factory=dict)
-    """What PostgreSQL did, per PostgreSQL table (inserted, updated, deleted, unchanged)."""
-    quarantined: int = 0
-
-    def as_json(self) -> dict[str, Any]:
-        """Summary document."""
-        rate = self.rows / self.seconds if self.seconds else 0.0
-        return {
-            "table": self.table,
-            "rows": self.rows,
-            "total": self.total,
-            "tables": {t: dataclasses.asdict(r) for t, r in self.applied.items()},
-            "quarantined": self.quarantined,
-            "seconds": round(self.seconds, 3),
-            "sink_seconds": round(self.sink_seconds, 3),
-            "rows_per_second": round(rate),
-            "resumed": self.resumed,
-        }
 
 
 def stream_name(table: str) -> str:
@@ -85,7 +53,7 @@ class Backfill:
         # Pages keep QuestDB's texts: keys and hashes come from them (no datetime formatted per row).
         self.reader = reader or make_reader(settings, keep_text=True)
         self.stream = stream_name(table)
-        self.stats = BackfillStats(table)
+        self.stats = LoadStats(table)
 
     async def close(self) -> None:
         """Close the reader."""
@@ -105,9 +73,7 @@ class Backfill:
         sql = f"SELECT count(*) FROM {self.table} WHERE ts >= {lit(start)} AND ts <= {lit(end)}"
         return int((await self._query(sql)).rows[0][0])
 
-    async def run(
-        self, start: datetime | None, end: datetime | None, progress: Progress | None = None
-    ) -> BackfillStats:
+    async def run(self, start: datetime | None, end: datetime | None, progress: Progress | None = None) -> LoadStats:
         """Load the range, resuming from this stream's checkpoint when it covers the same range."""
         began = time.monotonic()
         sink = PostgresSink(self.pool, await self._epoch())
@@ -197,10 +163,7 @@ class Backfill:
         started = time.monotonic()
         results: dict[str, ApplyResult] = await self._retry(lambda: sink.apply(batch))
         self.stats.sink_seconds += time.monotonic() - started
-        self.stats.rows += batch.size
-        self.stats.quarantined += len(batch.quarantine)
-        for table, result in results.items():
-            self.stats.applied[table] = self.stats.applied.get(table, ApplyResult()) + result
+        self.stats.add(batch, results)
 
     async def _versioned(self, sink: PostgresSink) -> None:
         source = VersionedSource(self.settings, self.table, self.reader)

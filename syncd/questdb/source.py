@@ -22,7 +22,7 @@ import structlog
 from syncd import metrics
 from syncd.config import QuestdbSettings
 from syncd.errors import BatchRejected, QueryRejected, SourceUnavailable, TableMissing
-from syncd.model import Batch, Checkpoint, TableChanges
+from syncd.model import Batch, Checkpoint, Progress, TableChanges
 from syncd.questdb.identity import Look, TableWatch
 from syncd.questdb.reader import SOURCE, QuestdbReader, Rows, format_timestamp, make_reader
 from syncd.questdb.reconcile import Reconciler, reconcile_due
@@ -63,6 +63,7 @@ class QuestdbBase:
         self.skew = 0.0
         self._last_ok: float | None = None
         self._caught_up = False
+        self._progress = Progress()
         self._failures = 0
         self._committed: dict[str, Any] = {}
         self._rewind = False
@@ -73,6 +74,11 @@ class QuestdbBase:
     def caught_up(self) -> bool:
         """True once a poll found nothing more to read."""
         return self._caught_up
+
+    @property
+    def progress(self) -> Progress:
+        """Backlog rows read so far; the total is not estimated (None)."""
+        return self._progress
 
     @property
     def in_sync_at(self) -> float | None:
@@ -140,6 +146,8 @@ class QuestdbBase:
             try:
                 async with aclosing(self.poll()) as batches:
                     async for batch in batches:
+                        if not self._caught_up:
+                            self._progress = Progress(self._progress.read + batch.size)
                         yield batch
                         if self._rewind:
                             break

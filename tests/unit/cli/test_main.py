@@ -25,6 +25,8 @@ DOCUMENT = {
                       "restarts": 0, "last_error": None},
         "questdb:tp_capital_signals": {"mode": "pg-primary", "source_up": False, "caught_up": False,
                                        "event_lag_seconds": 12.5,
+                                       "catch_up": {"read": 42000, "applied": 41000, "total": 100000,
+                                                    "percent": 42.0, "eta_seconds": 12.3},
                                        "rows_applied": {"insert": 100000, "update": 0, "delete": 0},
                                        "quarantined": 2, "restarts": 3, "last_error": DOWN},
     },
@@ -39,14 +41,15 @@ def render(width: int) -> list[str]:
 
 
 def test_status_table_fits_80_columns_with_source_up_and_every_word_of_the_error() -> None:
-    """Source up and caught up are columns, names are never cut; restarts and the error follow the table."""
+    """Source up and caught up (with a first load's percent and ETA) are columns, names are never cut;
+    restarts and the error follow the table."""
     lines = render(80)
     assert max(len(line) for line in lines) <= 80
     assert lines[0] == "syncd 0.1.0 syncd-0 (leader; members: syncd-0)"
     header = " ".join(line for line in lines[1:] if line and not line.lstrip().startswith(("─", "questdb", "work")))
     assert re.search(r"\bup\b", header)
     down = next(line for line in lines if line.lstrip().startswith("questdb:"))
-    assert re.search(r"^ questdb:tp_capital_signals\s+syncd-0@3\s+pg-primary\s+NO\s+no\s+12\s", down)
+    assert re.search(r"^ questdb:tp_capital_signals\s+syncd-0@3\s+pg-primary\s+NO\s+42% 12s\s+12\s", down)
     up = next(line for line in lines if line.lstrip().startswith("workspace"))
     assert re.search(r"^ workspace\s+syncd-0@7\s+mirror\s+yes\s+yes\s+0\.000\s", up)
     trouble = " ".join(lines[lines.index(up) + 1 :]).split()
