@@ -119,8 +119,8 @@ SNAPSHOT_ROWS_APPLIED = Gauge(
     ["stream"],
     registry=REGISTRY,
 )
-SNAPSHOT_ROWS_TOTAL = Gauge(
-    "syncd_snapshot_rows_total",
+SNAPSHOT_ROWS_EXPECTED = Gauge(
+    "syncd_snapshot_rows_expected",
     "Records the initial snapshot/backlog holds, per stream (absent while unknown).",
     ["stream"],
     registry=REGISTRY,

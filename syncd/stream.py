@@ -183,7 +183,7 @@ class StreamRunner:
         state.snapshot = self.source.progress
         metrics.SNAPSHOT_ROWS_READ.labels(stream).set(state.snapshot.read)
         if state.snapshot.total is not None:
-            metrics.SNAPSHOT_ROWS_TOTAL.labels(stream).set(state.snapshot.total)
+            metrics.SNAPSHOT_ROWS_EXPECTED.labels(stream).set(state.snapshot.total)
         done = state.catch_up()
         metrics.SNAPSHOT_ROWS_APPLIED.labels(stream).set(done["applied"])
         if state.caught_up and not state.loaded:

@@ -76,7 +76,7 @@ async def test_catch_up_progress_and_summary_of_a_file_of_thousands(
         await eventually(lambda: caught_up(runner), what="caught up")
         after = runner.state.as_json()["catch_up"]
     assert after == {"read": RECORDS, "applied": RECORDS, "total": RECORDS, "percent": 100.0, "eta_seconds": 0.0}
-    assert gauge(metrics.SNAPSHOT_ROWS_READ) == gauge(metrics.SNAPSHOT_ROWS_TOTAL) == RECORDS
+    assert gauge(metrics.SNAPSHOT_ROWS_READ) == gauge(metrics.SNAPSHOT_ROWS_EXPECTED) == RECORDS
     assert gauge(metrics.SNAPSHOT_ROWS_APPLIED) == RECORDS
     [first] = summaries(capsys.readouterr().err)
     assert first["table"] == "workspace"
