@@ -9,12 +9,14 @@ asks for it (the end-to-end test and the server facts).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 
 from syncd.cluster import temporary_database, throwaway_server, with_database
 from syncd.database import connect, init_connection
@@ -109,3 +111,16 @@ async def questdb(questdb_server: QuestdbServer) -> AsyncIterator[Upstream]:
     async with Upstream(questdb_server.http_port) as upstream:
         await upstream.reset()
         yield upstream
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger and structlog back as they were."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers, root.level = handlers, level
+        logging.captureWarnings(False)
+        structlog.reset_defaults()

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +25,10 @@ RECORDS = 3000
 
 
 @pytest.fixture
-def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Logging put back as it was after the test configures the daemon's (JSON lines on stderr)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    # stream.py's logger may be cached on an earlier configuration: a fresh proxy uses the test's.
+def json_logs(restore_logging: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logging put back after the test configures the daemon's; stream.py's logger a fresh proxy
+    (it may be cached on an earlier configuration)."""
     monkeypatch.setattr(stream_module, "log", structlog.get_logger(stream_module.__name__))
-    try:
-        yield
-    finally:
-        root.handlers, root.level = handlers, level
-        logging.captureWarnings(False)
-        structlog.reset_defaults()
 
 
 def gauge(metric: Any, stream: str = "workspace") -> float:

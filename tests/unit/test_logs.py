@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -25,18 +24,6 @@ def test_processor_masks_secret_keys_and_values() -> None:
     event = {"event": "x", "token": "123:ABC", "dsn": "postgres://u:pw@h/d"}
     assert redact_secrets(None, "info", event) == {"event": "x", "token": "***", "dsn": "postgres://u:***@h/d"}
 
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """Put the root logger and structlog back as they were."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers, root.level = handlers, level
-        logging.captureWarnings(False)
-        structlog.reset_defaults()
 
 
 def test_standard_library_logging_comes_out_as_json_lines(
