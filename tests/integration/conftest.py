@@ -23,8 +23,11 @@ async def sink(pool: asyncpg.Pool) -> PostgresSink:
     return PostgresSink(pool, epoch)
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll `check` until it returns a truthy value, failing with `what` at the deadline."""
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll `check` until it returns a truthy value, failing with `what` at the deadline.
+
+    The default deadline is generous on purpose: a passing check returns at once, and a 2-core CI
+    machine running QuestDB, Kafka and PostgreSQL beside the suite can take seconds per round."""
     deadline = time.monotonic() + timeout
     while True:
         value = await check()
