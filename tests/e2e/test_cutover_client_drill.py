@@ -22,14 +22,13 @@ from syncd.database import connect
 from tests.e2e.daemon import DaemonProcess, write_config
 from tests.e2e.prisma import generate, prisma_env, prisma_project
 from tests.e2e.test_cutover_drill import equal, syncd
-from tests.e2e.test_lowdb_writers import NODE, node_modules
+from tests.e2e.test_lowdb_writers import node_modules
 from tests.e2e.workspace_service import Load, Service
 
 __all__ = ["node_modules"]
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NODE is None, reason="node is not installed: the service cannot run"),
     pytest.mark.timeout(300),
 ]
 

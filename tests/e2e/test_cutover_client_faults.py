@@ -26,7 +26,7 @@ from syncd.config import LowdbSettings
 from syncd.database import connect
 from tests.e2e.daemon import DaemonProcess, write_config
 from tests.e2e.test_cutover_drill import equal, syncd
-from tests.e2e.test_lowdb_writers import NODE, node_modules
+from tests.e2e.test_lowdb_writers import node_modules
 from tests.e2e.workspace_service import Service
 from tests.tcp_proxy import TcpProxy
 
@@ -34,7 +34,6 @@ __all__ = ["node_modules"]
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NODE is None, reason="node is not installed: the service cannot run"),
 ]
 
 HOLD_BOUND_MS = 8000

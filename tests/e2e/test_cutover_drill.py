@@ -22,13 +22,12 @@ from syncd.cutover.verify import verify_file
 from syncd.database import connect
 from tests.e2e.daemon import SYNCD, DaemonProcess, write_config
 from tests.e2e.prisma import generate, prisma_env, prisma_project, write_through_prisma
-from tests.e2e.test_lowdb_writers import NODE, node_modules, run_writer
+from tests.e2e.test_lowdb_writers import node_modules, run_writer
 
 __all__ = ["node_modules"]  # the module fixture installing the npm writers (Prisma's too)
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NODE is None, reason="node is not installed: the real lowdb writers cannot run"),
 ]
 
 INSERT = """INSERT INTO workspace.workspace_items (id, title, description, category, priority, status, tags, created_at)

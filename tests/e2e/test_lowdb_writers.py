@@ -29,7 +29,6 @@ ITEMS = workspace_items("items")
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NODE is None, reason="node is not installed: the real lowdb writers cannot run"),
 ]
 
 

@@ -7,12 +7,10 @@ import subprocess
 
 import pytest
 
-from tests.e2e.test_lowdb_writers import NODE
 from tests.e2e.workspace_service import ROOT
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NODE is None, reason="node is not installed: the cutover client cannot run"),
     pytest.mark.timeout(300),  # tsc on a busy 2-core machine
 ]
 

@@ -36,7 +36,6 @@ __all__ = ["node_modules"]  # the module fixture installing the npm writers
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NODE is None, reason="node is not installed: the real lowdb writer cannot run"),
 ]
 
 RECOVERY_SECONDS = 10.0

@@ -26,7 +26,6 @@ SYNCD = Path(sys.executable).with_name("syncd")
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NODE is None, reason="node is not installed: the real lowdb writers cannot run"),
 ]
 
 

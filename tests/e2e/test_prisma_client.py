@@ -22,7 +22,6 @@ from syncd.prisma import read_schema
 from syncd.sink.postgres import PostgresSink
 from tests.e2e.prisma import (
     NODE_BIN,
-    NPX,
     generate,
     install_node_modules,
     prisma_env,
@@ -38,7 +37,6 @@ SYNCED_ID = "synced-1"
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NODE is None or NPX is None, reason="node/npx is not installed: Prisma cannot run"),
 ]
 
 

@@ -20,7 +20,7 @@ from syncd.cutover import reverse, transitions
 from syncd.cutover.lowdb_file import dumps
 from syncd.cutover.verify import verify_file
 from syncd.sink.postgres import PostgresSink
-from tests.e2e.test_lowdb_writers import NODE, node_modules, run_writer
+from tests.e2e.test_lowdb_writers import node_modules, run_writer
 from tests.integration.cutover.conftest import mirror
 from tests.lowdb_files import CATEGORIES
 
@@ -28,7 +28,6 @@ __all__ = ["node_modules"]  # the module fixture installing the npm writers
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NODE is None, reason="node is not installed: the real lowdb writers cannot run"),
 ]
 
 RECORDS: list[dict[str, Any]] = [

@@ -25,14 +25,13 @@ from syncd.config import LowdbSettings
 from syncd.cutover.verify import verify_file
 from syncd.database import connect
 from tests.e2e.daemon import SYNCD, DaemonProcess, write_config
-from tests.e2e.test_lowdb_writers import NODE, node_modules
+from tests.e2e.test_lowdb_writers import node_modules
 from tests.e2e.workspace_service import Service
 
 __all__ = ["node_modules"]  # the module fixture installing the npm packages
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NODE is None, reason="node is not installed: the Express service cannot run"),
 ]
 
 ITEM_KEYS = ("id", "title", "description", "category", "priority", "status", "tags", "createdAt", "updatedAt",

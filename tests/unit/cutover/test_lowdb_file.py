@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from syncd.cutover.lowdb_file import dumps, patch, write_atomic
 from syncd.tables import DOCUMENTATION_SYSTEMS, TableSpec, workspace_items
@@ -25,9 +24,9 @@ TRICKY: dict[str, Any] = {
 }
 
 
-@pytest.mark.skipif(NODE is None, reason="node is not installed: cannot compare with JSON.stringify")
 def test_bytes_equal_json_stringify_with_two_spaces() -> None:
     """What lowdb (JSON.stringify(data, null, 2)) would write for the same document, byte for byte."""
+    assert NODE is not None, "node is not installed: cannot compare with JSON.stringify (make test needs Node 20)"
     script = (
         "let s='';process.stdin.on('data',d=>s+=d)"
         ".on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s),null,2)))"
