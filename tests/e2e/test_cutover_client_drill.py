@@ -142,6 +142,8 @@ async def run_drill(dsn: str, tmp_path: Path, storage: dict[str, str]) -> None:
         await drill.step("rollback", "mirror")
         await drill.step("promote", "pg-primary")
         report = await load.stop()
+        # The last writes went to PostgreSQL (pg-primary): the file holds them once the reverse path caught up.
+        await drill.until(lambda: equal(dsn, settings), "PostgreSQL equal to the file after the load")
         status = await service.health()
     finally:
         load.kill()
