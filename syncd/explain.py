@@ -7,13 +7,20 @@ version that wrote the row; otherwise a later batch has moved the checkpoint on 
 written by an earlier version. (`xmin` cannot tell: the first-load COPY runs in a savepoint, whose
 rows carry the subtransaction's id.) Around that: the transaction id, the row's last audited change,
 its outbox events and its quarantine history.
+
+`syncd.documents` (layout `generic`) holds every generic file's collections under
+`(collection, id)`: its KEY is `COLLECTION/ID`, and the collection names the stream. Those rows are
+not change-captured (no audit or outbox rows), so their provenance is the row and the checkpoint.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import asyncpg
 
 from syncd.config import Config
 from syncd.database import Connection
@@ -22,6 +29,7 @@ from syncd.questdb.sql import SIGNALS_TABLE, VERSIONED
 from syncd.tables import specs_for_layout
 
 _SIGNALS_PG = "signals.tp_capital_signals"
+DOCUMENTS = "syncd.documents"
 
 
 class UnknownSyncedTable(SyncdError, LookupError):
@@ -33,6 +41,17 @@ class UnknownSyncedTable(SyncdError, LookupError):
         self.known = known
 
 
+class UnknownDocument(SyncdError, LookupError):
+    """A `syncd.documents` key that is not `COLLECTION/ID` of a configured generic collection."""
+
+    def __init__(self, key: str, collections: list[str]) -> None:
+        super().__init__(
+            f"key {key!r} of {DOCUMENTS} is not COLLECTION/ID of a configured collection"
+            f" (collections: {', '.join(collections) or 'none: no lowdb entry has layout generic'})"
+        )
+        self.key = key
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """A synced table: the stream that writes it and its key column."""
@@ -41,6 +60,32 @@ class Target:
     stream: str
     source: str
     key_column: str
+    collections: Mapping[str, str] = field(default_factory=dict)
+    """syncd.documents only: the stream writing each collection (its rows are keyed COLLECTION/ID)."""
+
+    def locate(self, key: str) -> Located:
+        """Where row `key` lives: its stream, the row's filter and its quarantine entries' names."""
+        if self.table != DOCUMENTS:
+            return Located(self.stream, f't."{self.key_column}" = $1', (key,), self.table, key, captured=True)
+        collection, slash, record = key.partition("/")
+        stream = self.collections.get(collection)
+        if not slash or not record or stream is None:
+            raise UnknownDocument(key, sorted(self.collections))
+        where = "t.collection = $1 AND t.id = $2"
+        return Located(stream, where, (collection, record), f"{DOCUMENTS}:{collection}", record, captured=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """One row of a target: the stream that writes it, how to find it, its quarantine entries' names."""
+
+    stream: str
+    where: str
+    args: tuple[str, ...]
+    quarantine_table: str
+    quarantine_key: str
+    captured: bool
+    """Its table is change-captured: audit and outbox rows exist (not for syncd.documents)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +96,7 @@ class Provenance:
     key: str
     stream: str
     present: bool
+    captured: bool = True
     row_txid: int | None = None
     synced_at: str | None = None
     position: dict[str, Any] | None = None
@@ -67,6 +113,7 @@ class Provenance:
             "key": self.key,
             "stream": self.stream,
             "present": self.present,
+            "change_captured": self.captured,
             "row_txid": self.row_txid,
             "synced_at": self.synced_at,
             "source_position": self.position,
@@ -80,15 +127,19 @@ class Provenance:
 
 def targets(config: Config) -> dict[str, Target]:
     """Every table syncd writes, by qualified name: the configured LowDB files' tables and QuestDB's."""
-    found = {
-        spec.table: Target(spec.table, entry.name, "lowdb", "id")
-        for entry in config.lowdb
-        for spec in specs_for_layout(entry.layout, entry.collections)
-        if not spec.document
-    }
+    found: dict[str, Target] = {}
+    documents: dict[str, str] = {}
+    for entry in config.lowdb:
+        for spec in specs_for_layout(entry.layout, entry.collections):
+            if spec.document:
+                documents[spec.collection] = entry.name
+            else:
+                found[spec.table] = Target(spec.table, entry.name, "lowdb", "id")
+    if documents:
+        found[DOCUMENTS] = Target(DOCUMENTS, "", "lowdb", "id", documents)
     found[_SIGNALS_PG] = Target(_SIGNALS_PG, f"questdb:{SIGNALS_TABLE}", "questdb", "signal_key")
-    for name, spec in VERSIONED.items():
-        found[spec.pg_table] = Target(spec.pg_table, f"questdb:{name}", "questdb", "id")
+    for name, versioned in VERSIONED.items():
+        found[versioned.pg_table] = Target(versioned.pg_table, f"questdb:{name}", "questdb", "id")
     return found
 
 
@@ -102,19 +153,53 @@ def resolve(config: Config, name: str) -> Target:
 
 
 async def explain(conn: Connection, target: Target, key: str, *, events: int = 20) -> Provenance:
-    """Read the row's provenance (read-only)."""
+    """Read the row's provenance (read-only); UnknownDocument for a syncd.documents key of no collection."""
+    located = target.locate(key)
     schema, table = target.table.split(".", 1)
     row = await conn.fetchrow(
         f"""SELECT t.xmin::text::bigint AS xmin, t.synced_at
-              FROM "{schema}"."{table}" t WHERE t."{target.key_column}" = $1 LIMIT 1""",
-        key,
+              FROM "{schema}"."{table}" t WHERE {located.where} LIMIT 1""",
+        *located.args,
     )
     checkpoint = await conn.fetchrow(
         """SELECT position, updated_at FROM syncd.checkpoints
             WHERE source = $1 AND stream = $2""",
         target.source,
-        target.stream,
+        located.stream,
     )
+    change, outbox = await _changes(conn, target, key, events) if located.captured else (None, [])
+    held = await conn.fetch(
+        """SELECT id, status, reason, position, created_at, resolved_at FROM syncd.quarantine
+            WHERE table_name = $1 AND key = $2 ORDER BY id""",
+        located.quarantine_table,
+        located.quarantine_key,
+    )
+    synced_at = None if row is None else row["synced_at"]
+    wrote = synced_at is not None and checkpoint is not None and checkpoint["updated_at"] == synced_at
+    row_txid = None if row is None else int(row["xmin"])
+    if change is not None and synced_at is not None and change["at"] == synced_at:
+        row_txid = int(change["txid"])  # the top-level txid of that transaction, as audit and outbox show it
+    return Provenance(
+        table=target.table,
+        key=key,
+        stream=located.stream,
+        present=row is not None,
+        captured=located.captured,
+        row_txid=row_txid,
+        synced_at=None if synced_at is None else synced_at.isoformat(),
+        position=None if checkpoint is None else dict(checkpoint["position"]),
+        position_at=None if checkpoint is None else checkpoint["updated_at"],
+        position_wrote_row=wrote,
+        last_change=None if change is None else dict(change),
+        events=[dict(r) for r in reversed(outbox)],
+        quarantine=[dict(r) for r in held],
+    )
+
+
+async def _changes(
+    conn: Connection, target: Target, key: str, events: int
+) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
+    """The row's last audited change and its newest outbox events (newest first)."""
     change = await conn.fetchrow(
         """SELECT at, op, origin, actor, txid, changed_fields FROM syncd.audit_log
             WHERE table_name = $1 AND key = $2 ORDER BY id DESC LIMIT 1""",
@@ -128,31 +213,7 @@ async def explain(conn: Connection, target: Target, key: str, *, events: int = 2
         key,
         events,
     )
-    held = await conn.fetch(
-        """SELECT id, status, reason, position, created_at, resolved_at FROM syncd.quarantine
-            WHERE table_name = $1 AND key = $2 ORDER BY id""",
-        target.table,
-        key,
-    )
-    synced_at = None if row is None else row["synced_at"]
-    wrote = synced_at is not None and checkpoint is not None and checkpoint["updated_at"] == synced_at
-    row_txid = None if row is None else int(row["xmin"])
-    if change is not None and synced_at is not None and change["at"] == synced_at:
-        row_txid = int(change["txid"])  # the top-level txid of that transaction, as audit and outbox show it
-    return Provenance(
-        table=target.table,
-        key=key,
-        stream=target.stream,
-        present=row is not None,
-        row_txid=row_txid,
-        synced_at=None if synced_at is None else synced_at.isoformat(),
-        position=None if checkpoint is None else dict(checkpoint["position"]),
-        position_at=None if checkpoint is None else checkpoint["updated_at"],
-        position_wrote_row=wrote,
-        last_change=None if change is None else dict(change),
-        events=[dict(r) for r in reversed(outbox)],
-        quarantine=[dict(r) for r in held],
-    )
+    return change, outbox
 
 
 def _jsonable(value: dict[str, Any] | None) -> dict[str, Any] | None:

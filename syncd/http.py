@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd import metrics
 from syncd.errors import SinkUnavailable
-from syncd.explain import UnknownSyncedTable
+from syncd.explain import UnknownDocument, UnknownSyncedTable
 from syncd.version import VERSION
 
 # A loop that has not ticked for this long is stuck: /healthz fails so the supervisor restarts us.
@@ -61,7 +61,8 @@ class OpsServer:
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/status", self.status)
-        app.router.add_get("/explain/{table}/{key}", self.explain)
+        # A syncd.documents key is COLLECTION/ID: the key takes the rest of the path, slashes included.
+        app.router.add_get("/explain/{table}/{key:.+}", self.explain)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         self.port: int | None = None
 
@@ -115,7 +116,7 @@ class OpsServer:
         """Where one row came from: 200 with the provenance, 404 for an unknown table, 503 without PostgreSQL."""
         try:
             found = await self._daemon.explain(request.match_info["table"], request.match_info["key"])
-        except UnknownSyncedTable as exc:
+        except (UnknownSyncedTable, UnknownDocument) as exc:
             return _json({"error": str(exc)}, 404)
         except (OSError, SinkUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             return _json({"error": f"PostgreSQL: {exc}"}, 503)

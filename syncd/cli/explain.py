@@ -25,7 +25,7 @@ def explain_command(config_path: Path | None, table: str, key: str, as_json: boo
     cursor) of the batch that wrote it, its transaction, last change, outbox events and quarantine history.
 
     TABLE is any table syncd writes, qualified (signals.tp_capital_signals) or bare; KEY is its id
-    (signal_key for the signals).
+    (signal_key for the signals, COLLECTION/ID for syncd.documents).
     """
     config = load_config(config_path)
     target = explain.resolve(config, table)  # an unknown table: one line, exit 2
@@ -44,13 +44,16 @@ def explain_command(config_path: Path | None, table: str, key: str, as_json: boo
 def _rows(p: explain.Provenance, files: dict[str, Path]) -> list[tuple[str, str]]:
     rows = [("stream", p.stream), ("row", _row(p))]
     rows.append(("source position", _position(p, files.get(p.stream))))
+    if not p.captured:
+        rows.append(("changes", "not change-captured (layout generic): no audit or outbox rows"))
     change = p.last_change
     if change is not None:
         fields = ", ".join(change["changed_fields"])
         rows.append(("last change", f"{change['at']:%Y-%m-%d %H:%M:%S} {change['op']} by {change['origin']} "
                      f"({change['actor']}), txid {change['txid']}" + (f": {fields}" if fields else "")))  # fmt: skip
     events = [f"#{e['id']} {e['op']} by {e['origin']}, txid {e['txid']}, {e['created_at']:%H:%M:%S}" for e in p.events]
-    rows.append(("outbox events", "\n".join(events) or "none (none yet, or pruned once consumed)"))
+    if p.captured:
+        rows.append(("outbox events", "\n".join(events) or "none (none yet, or pruned once consumed)"))
     held = [f"#{q['id']} {q['status']} {q['created_at']:%Y-%m-%d %H:%M}: {q['reason']}" for q in p.quarantine]
     rows.append(("quarantine", "\n".join(held) or "never quarantined"))
     return rows

@@ -9,6 +9,7 @@ is one Batch whose checkpoint is the position after it, committed in the rows' t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections import deque
@@ -37,6 +38,7 @@ from syncd.questdb.sql import (
     Cursor,
     PageSpec,
     VersionedSpec,
+    backlog_query,
     next_page,
     signal_row,
     signal_row_text,
@@ -47,6 +49,8 @@ log = structlog.get_logger(__name__)
 
 MAIN = PageSpec(SIGNALS_TABLE, SIGNAL_COLUMNS, "ts", "ingested_at")
 DELETES = PageSpec(DELETED_TABLE, (*SIGNAL_COLUMNS, "deleted_at"), "deleted_at", "ingested_at")
+ESTIMATE_SECONDS = 5.0
+"""A catch-up re-counts its backlog at most this often (one `count(*)` each): percent and ETA."""
 
 
 class QuestdbBase:
@@ -64,6 +68,7 @@ class QuestdbBase:
         self._last_ok: float | None = None
         self._caught_up = False
         self._progress = Progress()
+        self._estimated_at = 0.0
         self._failures = 0
         self._committed: dict[str, Any] = {}
         self._rewind = False
@@ -77,7 +82,7 @@ class QuestdbBase:
 
     @property
     def progress(self) -> Progress:
-        """Backlog rows read so far; the total is not estimated (None)."""
+        """Backlog rows read so far, and read plus what a count of the rest found (None before it)."""
         return self._progress
 
     @property
@@ -147,7 +152,9 @@ class QuestdbBase:
                 async with aclosing(self.poll()) as batches:
                     async for batch in batches:
                         if not self._caught_up:
-                            self._progress = Progress(self._progress.read + batch.size)
+                            read = self._progress.read + batch.size
+                            total = self._progress.total
+                            self._progress = Progress(read, None if total is None else max(total, read))
                         yield batch
                         if self._rewind:
                             break
@@ -174,6 +181,19 @@ class QuestdbBase:
     def poll(self) -> AsyncGenerator[Batch, None]:
         """One poll cycle's batches (overridden)."""
         raise NotImplementedError
+
+    def expect(self, left: int) -> None:
+        """The catch-up has `left` rows still to read: its total is what it read plus those."""
+        self._progress = dataclasses.replace(self._progress, total=self._progress.read + left)
+
+    async def estimate(self, spec: PageSpec, cursor: Cursor, upper: datetime, *, first: bool) -> None:
+        """During the catch-up, count the backlog after `cursor`: at a poll's start, then at most
+        every ESTIMATE_SECONDS (rows written below `upper` meanwhile, late ones, move the total)."""
+        now = time.monotonic()
+        if self._caught_up or not (first or now - self._estimated_at >= ESTIMATE_SECONDS):
+            return
+        self._estimated_at = now
+        self.expect((await self.reader.query(backlog_query(spec, cursor, upper))).value(int))
 
     def _ok(self) -> None:
         if self._error is not None:
@@ -264,8 +284,11 @@ class SignalsSource(QuestdbBase):
         self, spec: PageSpec, key: str, upper: datetime, observed: float, *, deleted: bool
     ) -> AsyncIterator[Batch]:
         cursor = Cursor.from_json(self.position.get(key))
-        more = True
+        more, first = True, True
         while more:
+            if not deleted:
+                await self.estimate(spec, cursor, upper, first=first)
+                first = False
             rows, cursor, more = await next_page(self.reader, spec, cursor, upper, self.settings.page_size)
             self.position[key] = cursor.as_json()
             if rows:
@@ -374,6 +397,8 @@ class VersionedSource(QuestdbBase):
         result = await self.reader.query(f"SELECT {cols} FROM {self.table} LATEST ON updated_at PARTITION BY id")
         self._last_full = time.monotonic()
         rows = [versioned_row(r) for r in result.rows if r[0]]
+        if not self._caught_up:
+            self.expect(len(rows))  # the catch-up is this one read: its rows are the total
         self.position["marker"] = marker
         changes = TableChanges(self.spec.pg_table, (*self.spec.columns, "row_hash"), ("id",), rows)
         yield self.batch([changes], newest, observed)

@@ -128,6 +128,22 @@ def range_query(spec: PageSpec, lo: datetime | None, hi: datetime, limit: int) -
     )
 
 
+def backlog_query(spec: PageSpec, cursor: Cursor, hi: datetime) -> str:
+    """The number of rows after `cursor` up to `hi`: what `next_page` has still to read.
+
+    A group being paged counts only its rows past the tie value done; the lower bound stays a
+    plain range on the order column, so QuestDB counts by an interval scan of the designated ts."""
+    conds = [f"{spec.order} <= {lit(hi)}"]
+    if cursor.ts is not None and cursor.within is None:
+        conds.append(f"{spec.order} > {lit(cursor.ts)}")
+    elif cursor.ts is not None:
+        tie = f"{spec.tie} > '{cursor.within}'" if cursor.within else f"{spec.tie} IS NOT NULL"
+        conds += [f"{spec.order} >= {lit(cursor.ts)}", f"({spec.order} > {lit(cursor.ts)} OR {tie})"]
+    if spec.where:
+        conds.append(f"({spec.where})")
+    return f"SELECT count(*) FROM {spec.table} WHERE {' AND '.join(conds)}"
+
+
 def group_query(spec: PageSpec, ts: datetime, within: str, limit: int) -> str:
     """The next rows of one order-column group, paged by the tie column."""
     tie = f"{spec.tie} > '{within}'" if within else f"{spec.tie} IS NOT NULL"

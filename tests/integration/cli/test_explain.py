@@ -92,3 +92,49 @@ async def test_explain_shows_quarantine_history_and_missing_rows(dsn: str, tmp_p
     unknown = await asyncio.to_thread(syncd, "explain", "nope", "1", "--config", config)
     assert unknown.rc == 2
     assert unknown.error_line.startswith("syncd explain: table 'nope' is not written by syncd (tables: ")
+
+
+async def test_explain_a_generic_document_by_collection_and_id(
+    dsn: str, pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path
+) -> None:
+    """syncd.documents rows are keyed COLLECTION/ID: the collection names the stream and file; a
+    quarantined record shows under its collection; a key of no configured collection exits 2."""
+    path = tmp_path / "notes.json"
+    write_v7(path, {"notes": [{"id": "n1", "text": "one"}, {"text": "no id"}]})
+    entry = LowdbSettings.model_validate(
+        {"name": "notes", "path": path, "layout": "generic", "collections": [{"name": "notes"}]}
+    )
+    config = write_config(
+        tmp_path / "syncd.toml",
+        dsn,
+        f'[[lowdb]]\nname = "notes"\npath = "{path}"\nlayout = "generic"\ncollections = [{{name = "notes"}}]\n',
+    )
+    async with running(LowdbSource(entry, pool=pool), sink):
+        await eventually(lambda: pool.fetchval("SELECT count(*) = 1 FROM syncd.documents"), what="first load")
+    await pool.execute(
+        """INSERT INTO syncd.quarantine (source, stream, table_name, key, raw, reason)
+           VALUES ('lowdb', 'notes', 'syncd.documents:notes', 'n2', '{}', 'held for the test')"""
+    )
+    found = await explain(config, "documents", "notes/n1")
+    assert (found["table"], found["stream"], found["present"], found["change_captured"]) == (
+        "syncd.documents", "notes", True, False)  # fmt: skip
+    assert found["source_position"]["sha"] == hashlib.sha256(path.read_bytes()).hexdigest()  # type: ignore[index]
+    assert found["source_position_wrote_row"] is True
+    assert (found["last_change"], found["outbox_events"]) == (None, [])
+    held = await explain(config, "syncd.documents", "notes/n2")
+    assert held["present"] is False
+    assert [q["reason"] for q in held["quarantine"]] == ["held for the test"]  # type: ignore[union-attr]
+
+    table = await asyncio.to_thread(syncd, "explain", "syncd.documents", "notes/n1", "--config", config)
+    assert table.rc == 0, table.stderr
+    words = " ".join(table.stdout.split())  # free text folds at 80 columns
+    assert "notes.json" in words
+    assert "not change-captured (layout generic)" in words
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    for bad in ("n1", "other/n1", "notes/"):
+        ran = await asyncio.to_thread(syncd, "explain", "documents", bad, "--config", config)
+        assert ran.rc == 2, ran.stdout
+        assert ran.error_line == (
+            f"syncd explain: key {bad!r} of syncd.documents is not COLLECTION/ID of a configured collection"
+            " (collections: notes)"
+        )

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,10 +17,12 @@ import pytest
 
 from syncd import metrics
 from syncd.config import QuestdbSettings
+from syncd.questdb import source as source_module
 from syncd.questdb.reader import format_timestamp, make_reader, parse_timestamp
 from syncd.questdb.source import SignalsSource, VersionedSource
 from syncd.questdb.sql import Cursor, PageSpec, next_page
 from syncd.sink.postgres import PostgresSink
+from syncd.stream import StreamState
 from tests.integration.conftest import eventually, running
 from tests.questdb_faults import FaultyHttp, TcpProxy
 from tests.questdb_server import QuestdbServer
@@ -97,6 +100,62 @@ async def test_rows_sharing_one_ts_split_across_pages(questdb: Upstream, setting
             await questdb.insert(Signal(NOW - timedelta(minutes=3), asset=f"CCCC{i}"))
         await eventually(lambda: in_sync(questdb, pool), what="second group")
     assert await pool.fetchval(f"SELECT count(*) FROM {SIGNALS} WHERE signal_key LIKE 'h:%'") == 1
+
+
+async def test_catch_up_counts_its_backlog_exactly_page_by_page(
+    questdb: Upstream, settings: QuestdbSettings, sink: PostgresSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catch-up counts the rows still to read before each page (re-count allowed every page
+    here): the total is exactly the rows there are at every page, a group larger than a page and
+    its legacy NULL-tie row included, while read grows to it; /status's percent climbs to 100."""
+    monkeypatch.setattr(source_module, "ESTIMATE_SECONDS", 0.0)
+    group = NOW - timedelta(minutes=20)
+    for i in range(9):
+        await questdb.insert(Signal(NOW - timedelta(minutes=30, seconds=-i), asset=f"P{i}"))
+    for i in range(8):
+        await questdb.insert(Signal(group, asset=f"G{i}"))
+    await questdb.insert(Signal(group, raw_message="legacy row"), ingested=False)
+    await questdb.insert(Signal(NOW - timedelta(minutes=10)))
+    await questdb.applied()
+    rows = 19
+    source = SignalsSource(settings)
+    state = StreamState(source.source, source.stream, health=source)
+    await source.open(None)
+    seen: list[tuple[int, int | None, float | None]] = []
+    try:
+        async with aclosing(source.batches()) as batches:
+            async for batch in batches:
+                if source.caught_up:
+                    break
+                state.snapshot = source.progress
+                seen.append((source.progress.read, source.progress.total, state.catch_up()["percent"]))
+                await sink.apply(batch)
+                source.committed(batch)
+    finally:
+        await source.close()
+    assert len(seen) >= rows // settings.page_size
+    assert {total for _, total, _ in seen} == {rows}
+    reads = [read for read, _, _ in seen]
+    assert reads == sorted(reads)
+    assert reads[-1] == rows
+    percents = [p for _, _, p in seen]
+    assert percents == sorted(percents)
+    assert 0 < (percents[0] or 0) < 50
+    assert percents[-1] == 100.0
+
+
+async def test_versioned_catch_up_total_is_its_one_read(
+    questdb: Upstream, settings: QuestdbSettings, sink: PostgresSink
+) -> None:
+    """A versioned table catches up in one read of the latest versions: its total is their number."""
+    await questdb.append_bot("bot-1", "active", NOW - timedelta(minutes=10), token="T")
+    await questdb.append_bot("bot-1", "inactive", NOW - timedelta(minutes=5), token="T")
+    await questdb.append_bot("bot-2", "active", NOW - timedelta(minutes=9), token="T")
+    await questdb.applied()
+    async with running(VersionedSource(settings, "telegram_bots"), sink) as runner:
+        await eventually(lambda: _true(runner.state.caught_up), what="caught up")
+        assert runner.state.as_json()["catch_up"] == {
+            "read": 2, "applied": 2, "total": 2, "percent": 100.0, "eta_seconds": 0.0}
 
 
 async def test_late_rows_inside_lag_window_are_applied_and_counted(
