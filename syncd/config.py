@@ -32,6 +32,16 @@ def parse_duration(value: object) -> float:
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
+def _comma_list(value: object) -> object:
+    """`a, b` (an environment variable) as `["a", "b"]`; a TOML array passes as it is."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Names = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -134,7 +144,7 @@ class QuestdbSettings(_Section):
     user: str = "admin"
     password: SecretStr = SecretStr("quest")
     transport: Literal["http", "pg"] = "http"
-    tables: tuple[str, ...] = ("tp_capital_signals", "telegram_bots", "telegram_channels")
+    tables: Names = ("tp_capital_signals", "telegram_bots", "telegram_channels")
     poll_interval: Seconds = 1.0
     safety_lag: Seconds = 2.0
     lag_window: Seconds = 600.0
@@ -189,7 +199,9 @@ class Config(_Section):
             raise _first_error(exc, origins, path) from None
 
 
-# Env names upstream already uses, then SYNCD_<SECTION>_<KEY> for every scalar key.
+# Environment over the file (12-factor), and per key the most specific name wins:
+# SYNCD_<SECTION>_<KEY> over the names other software already uses (upstream's QUESTDB_*,
+# DATABASE_URL, systemd's). Each tuple lists a key's names from weakest to strongest.
 _ENV_ALIASES: tuple[tuple[str, tuple[str, str]], ...] = (
     ("DATABASE_URL", ("postgres", "dsn")),
     ("SYNCD_PG_DSN", ("postgres", "dsn")),
@@ -231,11 +243,11 @@ def _apply_env(raw: dict[str, Any], origins: dict[str, str], environ: Mapping[st
     overrides = list(_ENV_ALIASES)
     for section, model in _SECTIONS.items():
         overrides += [(f"SYNCD_{section}_{k}".upper(), (section, k)) for k in model.model_fields]
-    for env_name, (section, key) in overrides:
-        if env_name not in environ:
-            continue
-        # QUESTDB_* is set in every upstream service's env: it tunes the source, never enables it.
-        if section == "questdb" and "questdb" not in raw and not env_name.startswith("SYNCD_"):
+    # QUESTDB_* is set in every upstream service's env: it tunes the source, never enables it. The
+    # file's [questdb] or any SYNCD_QUESTDB_* enables it, whatever order the names are applied in.
+    questdb = "questdb" in raw or any(name.startswith("SYNCD_QUESTDB_") for name in environ)
+    for env_name, (section, key) in overrides:  # weakest first: a stronger name overwrites
+        if env_name not in environ or (section == "questdb" and not questdb):
             continue
         raw.setdefault(section, {})[key] = environ[env_name]
         origins[f"{section}.{key}"] = f"env {env_name}"

@@ -64,6 +64,34 @@ def test_questdb_env_tunes_but_never_enables(tmp_path: Path) -> None:
     assert (questdb.host, questdb.http_port) == ("data-questdb", 9002)
 
 
+def test_questdb_precedence_syncd_env_over_upstream_env_over_file(tmp_path: Path) -> None:
+    """Per key: SYNCD_QUESTDB_<KEY>, else upstream's QUESTDB_<KEY>, else the file, else the default."""
+    path = write(tmp_path, '[questdb]\nhost = "file-host"\nhttp_port = 9100\nuser = "file-user"\npg_port = 8900\n')
+    env = {"SYNCD_PG_DSN": DSN, "QUESTDB_HOST": "data-questdb", "QUESTDB_HTTP_PORT": "9002",
+           "SYNCD_QUESTDB_HTTP_PORT": "9555", "QUESTDB_PASSWORD": "upstream-pw"}
+    questdb = Config.load(path, env).questdb
+    assert questdb is not None
+    assert (questdb.host, questdb.http_port, questdb.user, questdb.pg_port) == ("data-questdb", 9555, "file-user", 8900)
+    assert questdb.password.get_secret_value() == "upstream-pw"
+    with pytest.raises(ConfigError) as info:
+        Config.load(path, {**env, "QUESTDB_PG_PORT": "eight"})
+    assert (info.value.key, info.value.origin) == ("questdb.pg_port", "env QUESTDB_PG_PORT")
+    # The stronger name's value is the one validated: a bad upstream value it overrides is not read.
+    assert Config.load(path, {**env, "QUESTDB_PG_PORT": "eight", "SYNCD_QUESTDB_PG_PORT": "8813"}).questdb
+
+
+def test_questdb_enabled_from_syncd_env_still_reads_upstream_names() -> None:
+    """A [questdb] section made by SYNCD_QUESTDB_* alone (no file section) takes upstream's
+    QUESTDB_* too: the names are applied after the section is known to exist, not in list order."""
+    env = {"SYNCD_PG_DSN": DSN, "SYNCD_QUESTDB_TABLES": "tp_capital_signals, telegram_bots",
+           "QUESTDB_HOST": "data-questdb", "QUESTDB_PASSWORD": "upstream-pw", "QUESTDB_PG_PORT": "8813"}
+    questdb = Config.load(None, env).questdb
+    assert questdb is not None
+    assert (questdb.host, questdb.pg_port, questdb.tables) == ("data-questdb", 8813,
+                                                               ("tp_capital_signals", "telegram_bots"))
+    assert questdb.password.get_secret_value() == "upstream-pw"
+
+
 def test_unknown_key_is_rejected(tmp_path: Path) -> None:
     """A typo in the file is an error naming the key, not a silently ignored setting."""
     path = write(tmp_path, f'[postgres]\ndsn = "{DSN}"\n[http]\nlisten_on = "0.0.0.0:1"\n')
