@@ -150,7 +150,11 @@ class QuestdbSettings(_Section):
     lag_window: Seconds = 600.0
     rescan_interval: Seconds = 30.0
     page_size: int = Field(default=10_000, ge=1)
-    request_timeout: Seconds = 30.0
+    connect_timeout: Seconds = Field(default=2.0, gt=0)
+    """Opening a connection: TCP connect, and over PG wire the startup and authentication too."""
+    request_timeout: Seconds = Field(default=5.0, gt=0)
+    """One query (the command timeout): over HTTP the longest silence while waiting for or reading
+    an answer, over PG wire the whole query. A server that accepts and never answers costs this."""
     reconcile_at: str = Field(default="02:30", pattern=r"^\d{2}:\d{2}$")
     reconcile_days: int = Field(default=7, ge=1)
     """Closed days (before today, source clock) compared by the nightly reconcile."""

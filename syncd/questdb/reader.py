@@ -18,7 +18,7 @@ import asyncio
 import base64
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -180,7 +180,10 @@ class HttpReader:
         self._url = f"http://{settings.host}:{settings.http_port}/exec"
         credentials = f"{settings.user}:{settings.password.get_secret_value()}".encode()
         self._headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
-        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout)
+        # No total bound: a big page streams for as long as it streams; silence is what times out.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout, sock_read=settings.request_timeout
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def query(self, sql: str) -> Result:
@@ -278,12 +281,17 @@ class PgWireReader:
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             s = self._settings
-            kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(s.request_timeout))}
+            # libpq counts connect_timeout in whole seconds, at least 2: wait_for holds the real bound.
+            kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(2, math.ceil(s.connect_timeout))}
             if self._dsn is None:
                 kwargs.update(
                     host=s.host, port=s.pg_port, user=s.user, password=s.password.get_secret_value(), dbname="qdb"
                 )
-            self._conn = await psycopg.AsyncConnection.connect(self._dsn or "", **kwargs)
+            connecting = psycopg.AsyncConnection.connect(self._dsn or "", **kwargs)
+            try:
+                self._conn = await asyncio.wait_for(connecting, s.connect_timeout)
+            except TimeoutError:
+                raise TimeoutError(f"connect: no answer within {s.connect_timeout:g}s") from None
         return self._conn
 
     async def query(self, sql: str) -> Result:
@@ -291,7 +299,7 @@ class PgWireReader:
         try:
             conn = await self._connect()
             async with conn.cursor(binary=True) as cur:
-                await asyncio.wait_for(cur.execute(sql.encode()), self._settings.request_timeout)
+                await self._bounded(conn, cur.execute(sql.encode()))
                 rows = await cur.fetchall() if cur.description else []
                 description = cur.description or []
         except (psycopg.OperationalError, TimeoutError, OSError) as exc:
@@ -303,11 +311,33 @@ class PgWireReader:
         types = tuple(_pg_type(d.type_code) for d in description)
         return Result(names, types, [tuple(_utc(v) for v in row) for row in rows])
 
+    async def _bounded(self, conn: psycopg.AsyncConnection[Any], work: Awaitable[Any]) -> None:
+        """`work` within request_timeout. Cancelled, psycopg sends a cancel request and waits up to
+        5 s for it, then 5 s more for the query to end (through a hung server: 10 s per attempt);
+        so the connection is closed first, leaving its cancellation nothing to cancel."""
+        task = asyncio.ensure_future(work)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self._settings.request_timeout)
+        except BaseException:  # we are cancelled ourselves (a stop): the query must not outlive us
+            await _abandon(conn, task)
+            raise
+        if not done:
+            await _abandon(conn, task)
+            raise TimeoutError(f"no answer within {self._settings.request_timeout:g}s")
+        task.result()
+
     async def close(self) -> None:
         """Close the connection."""
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+
+async def _abandon(conn: psycopg.AsyncConnection[Any], task: asyncio.Future[Any]) -> None:
+    """Close `conn` under the query `task` runs, then cancel it: nothing is left to cancel."""
+    await conn.close()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _utc(value: Any) -> Any:

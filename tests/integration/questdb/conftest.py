@@ -20,4 +20,5 @@ def settings(request: pytest.FixtureRequest, questdb_server: QuestdbServer) -> Q
     """
     return QuestdbSettings(http_port=questdb_server.http_port, pg_port=questdb_server.pg_port,
                            transport=request.param, poll_interval=0.05, safety_lag=0.5, lag_window=3600,
-                           rescan_interval=0.2, page_size=5, request_timeout=1.0)
+                           rescan_interval=0.2, page_size=5, request_timeout=1.0,
+                           connect_timeout=1.0)
