@@ -1,10 +1,12 @@
 """Apply a Batch to PostgreSQL in ONE transaction: rows, deletes, quarantine, checkpoint, fencing.
 
-Upserts are deduplicated by key (last wins), then either COPied straight into the table when none
-of their keys can exist yet (first load), or merged set-based: keys and hashes are COPied into a
-narrow temp stage first, joined against the table, and only new or changed rows travel in full to a
-second stage and through `INSERT … ON CONFLICT DO UPDATE`. Re-applying an unchanged batch therefore
-writes nothing, locks nothing and fires no trigger.
+Upserts are either COPied straight into the table when none of their keys can exist yet (first
+load, appends), or merged set-based: keys and hashes are COPied into a narrow temp stage first,
+joined against the table, and only new or changed rows travel in full to a second stage and through
+`INSERT … ON CONFLICT DO UPDATE`. Re-applying an unchanged batch therefore writes nothing, locks
+nothing and fires no trigger. Only the merge deduplicates by key (last wins, ON CONFLICT cannot touch
+a row twice): the straight COPY leaves that to the primary key, and a batch whose keys repeat fails
+it, which retries the batch through the merge.
 
 Round trips are what a batch pays beside its rows, so the per-batch statements are one: the
 session settings, the fence, the mirror check, each table's partitions and its key-range probe go
@@ -81,12 +83,20 @@ _PYTHON_ORDERED = ("timestamp", "date", "bigint", "integer", "smallint", "numeri
 
 @dataclass(frozen=True, slots=True)
 class _Upserts:
-    """One table's deduplicated upserts and their leading key's range, computed before the transaction."""
+    """One table's upserts and their leading key's range, computed before the transaction."""
 
     changes: TableChanges
     rows: Sequence[Row]
+    """As the batch brought them (keys may repeat) for the straight COPY, deduplicated for the merge."""
     leads: list[Any]
     """The leading key column of each row (signals: ts), in row order."""
+    deduplicated: bool
+
+    def merged(self) -> _Upserts:
+        """These upserts with one row per key (the last), as the merge needs them."""
+        if self.deduplicated:
+            return self
+        return _upserts(self.changes, dedupe(self.rows, _key_positions(self.changes)), deduplicated=True)
 
 
 class PostgresSink:
@@ -107,12 +117,13 @@ class PostgresSink:
 
     async def apply(self, batch: Batch) -> dict[str, ApplyResult]:
         """Commit every change of `batch` and its checkpoint atomically; return what each table saw."""
-        upserts = [_deduplicated(c) for c in batch.tables]
+        upserts = [_upserts(c, c.upserts, deduplicated=len(c.upserts) <= SMALL_BATCH) for c in batch.tables]
         try:
             return await self._apply(batch, upserts, fast=True)
         except _FastPathMissed:
-            # A key appeared between the probe and the COPY (another writer): merge this once.
-            return await self._apply(batch, upserts, fast=False)
+            # A key repeated in the batch, or appeared between the probe and the COPY (another
+            # writer): merge this batch once, deduplicated.
+            return await self._apply(batch, [u.merged() for u in upserts], fast=False)
 
     async def _apply(self, batch: Batch, upserts: list[_Upserts], *, fast: bool) -> dict[str, ApplyResult]:
         stream = batch.checkpoint.stream
@@ -159,7 +170,7 @@ class PostgresSink:
 
     async def _probe(self, conn: Connection, changes: TableChanges) -> None:
         """The upserts of `changes` alone, as `apply` runs them (through the merge)."""
-        u = _deduplicated(changes)
+        u = _upserts(changes, changes.upserts, deduplicated=False).merged()
         info = await self._table_info(conn, changes.table)
         batch = Batch(Checkpoint("", "", {}), [changes])
         [highest] = await self._prelude(conn, batch, [u], [info], save_checkpoint=False)
@@ -276,10 +287,15 @@ def dedupe(rows: Sequence[Row], key_positions: Sequence[int]) -> Sequence[Row]:
     return rows if len(last) == len(rows) else list(last.values())
 
 
-def _deduplicated(changes: TableChanges) -> _Upserts:
-    rows = dedupe(changes.upserts, [changes.columns.index(k) for k in changes.key])
+def _key_positions(changes: TableChanges) -> list[int]:
+    return [changes.columns.index(k) for k in changes.key]
+
+
+def _upserts(changes: TableChanges, rows: Sequence[Row], *, deduplicated: bool) -> _Upserts:
+    if deduplicated:
+        rows = dedupe(rows, _key_positions(changes))
     leads = list(map(itemgetter(changes.columns.index(changes.key[0])), rows))
-    return _Upserts(changes, rows, leads)
+    return _Upserts(changes, rows, leads, deduplicated)
 
 
 async def _upsert(conn: Connection, u: _Upserts, info: _TableInfo, highest: Any, *, fast: bool) -> ApplyResult:
@@ -287,18 +303,27 @@ async def _upsert(conn: Connection, u: _Upserts, info: _TableInfo, highest: Any,
     if not u.rows:
         return ApplyResult()
     if len(u.rows) <= SMALL_BATCH:
-        return await _upsert_small(conn, u)
-    fresh, known = _split_fresh(u, highest) if fast else ([], u.rows)
+        return await _upsert_small(conn, u.changes, u.rows)
+    if not fast:
+        return await _merge(conn, u.changes, u.rows)
+    fresh, known = _split_fresh(u, highest)
     if not fresh:
-        return await _merge(conn, u.changes, known)
+        return await _merge(conn, u.changes, u.merged().rows)
     # A probe over text is only a guess (collations): guard its COPY with a savepoint. Over times
     # and numbers it is exact unless another writer commits meanwhile, which aborts the whole batch
-    # and `apply` retries it through the merge.
+    # and `apply` retries it through the merge; so does a key repeated in the batch.
     guarded = not info.ordered_like_python(u.changes.key[0])
     copied = await _copy_direct(conn, u.changes, fresh, guarded=guarded)
     if copied is None:
-        return await _merge(conn, u.changes, u.rows)
-    return ApplyResult(inserted=copied) + await _merge(conn, u.changes, known)
+        return await _merge(conn, u.changes, u.merged().rows)
+    if not known:
+        return ApplyResult(inserted=copied)
+    # The few rows at the probed key itself (ties of a non-unique leading key across two batches)
+    # go as one statement rather than through the stages.
+    known = dedupe(known, _key_positions(u.changes))
+    small = len(known) <= SMALL_BATCH
+    rest = await (_upsert_small(conn, u.changes, known) if small else _merge(conn, u.changes, known))
+    return ApplyResult(inserted=copied) + rest
 
 
 def _ident(name: str) -> str:
@@ -314,12 +339,11 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def _upsert_small(conn: Connection, u: _Upserts) -> ApplyResult:
-    """A few rows (an edit): one statement carrying them as JSON, instead of stages and COPYs."""
-    changes = u.changes
+async def _upsert_small(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -> ApplyResult:
+    """A few deduplicated rows (an edit): one statement carrying them as JSON, instead of stages and COPYs."""
     cols = ", ".join(_ident(c) for c in changes.columns)
     updates = ", ".join(f"{_ident(c)} = excluded.{_ident(c)}" for c in changes.columns if c not in changes.key)
-    document = orjson.dumps([dict(zip(changes.columns, row, strict=True)) for row in u.rows], default=_json_value)
+    document = orjson.dumps([dict(zip(changes.columns, row, strict=True)) for row in rows], default=_json_value)
     keys = ", ".join(_ident(k) for k in changes.key)
     same_key = " AND ".join(f"e.{_ident(k)} = u.{_ident(k)}" for k in changes.key)
     # Every part of one statement sees the table as it was before it: `existed` tells updates apart.
@@ -338,7 +362,7 @@ async def _upsert_small(conn: Connection, u: _Upserts) -> ApplyResult:
     )
     assert row is not None
     inserted, updated = row["inserted"], row["touched"] - row["inserted"]
-    return ApplyResult(inserted=inserted, updated=updated, unchanged=len(u.rows) - inserted - updated)
+    return ApplyResult(inserted=inserted, updated=updated, unchanged=len(rows) - inserted - updated)
 
 
 def _json_value(value: Any) -> str:
@@ -382,7 +406,8 @@ async def _merge(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -
     """Send keys and hashes first; only new or changed rows travel in full and reach INSERT."""
     if not rows:
         return ApplyResult()
-    existed = await _changed_keys(conn, changes, rows)
+    keys_stage, rows_stage = await _stages(conn, changes)
+    existed = await _changed_keys(conn, changes, rows, keys_stage)
     if not existed:
         return ApplyResult(unchanged=len(rows))
     key_of = _key_getter(changes)
@@ -391,16 +416,11 @@ async def _merge(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -
         copied = await _copy_direct(conn, changes, changed)
         if copied is not None:
             return ApplyResult(inserted=copied, unchanged=len(rows) - copied)
-    stage = await _stage(
-        conn,
-        "stage_rows_" + changes.table.replace(".", "__"),
-        f"(LIKE {changes.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-    )
-    await conn.copy_records_to_table(stage, columns=list(changes.columns), records=changed)
+    await conn.copy_records_to_table(rows_stage, columns=list(changes.columns), records=changed)
     cols = ", ".join(_ident(c) for c in changes.columns)
     updates = ", ".join(f"{_ident(c)} = excluded.{_ident(c)}" for c in changes.columns if c not in changes.key)
     await conn.execute(
-        f"""INSERT INTO {changes.table} AS t ({cols}) SELECT {cols} FROM {stage}
+        f"""INSERT INTO {changes.table} AS t ({cols}) SELECT {cols} FROM {rows_stage}
             ON CONFLICT ({", ".join(_ident(k) for k in changes.key)})
             DO UPDATE SET {updates}, synced_at = now()
             WHERE t.row_hash IS DISTINCT FROM excluded.row_hash"""
@@ -410,18 +430,12 @@ async def _merge(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -
     return ApplyResult(inserted=inserted, updated=updated, unchanged=len(rows) - len(changed))
 
 
-async def _changed_keys(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -> dict[Any, bool]:
+async def _changed_keys(conn: Connection, changes: TableChanges, rows: Sequence[Row], stage: str) -> dict[Any, bool]:
     """Keys whose row is new or differs from PostgreSQL's `row_hash`, mapped to whether it existed.
 
     A one-column key is the value itself, a wider one a tuple (what `_key_getter` gives).
     """
     narrow = [*changes.key, "row_hash"]
-    names = ", ".join(_ident(c) for c in narrow)
-    stage = await _stage(
-        conn,
-        "stage_keys_" + changes.table.replace(".", "__"),
-        f"ON COMMIT DELETE ROWS AS SELECT {names} FROM {changes.table} WITH NO DATA",
-    )
     narrow_of = itemgetter(*(changes.columns.index(c) for c in narrow))
     await conn.copy_records_to_table(stage, columns=narrow, records=list(map(narrow_of, rows)))
     same_key = " AND ".join(f"t.{_ident(k)} = s.{_ident(k)}" for k in changes.key)
@@ -447,10 +461,20 @@ def _key_getter(changes: TableChanges) -> Callable[[Row], Any]:
     return itemgetter(*(changes.columns.index(k) for k in changes.key))
 
 
-async def _stage(conn: Connection, name: str, definition: str) -> str:
-    """A session temp table, created once per connection and emptied at every commit."""
-    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} {definition}")
-    return name
+async def _stages(conn: Connection, changes: TableChanges) -> tuple[str, str]:
+    """The table's two session temp tables (keys and hashes; whole rows), emptied at every commit.
+
+    Created once per connection; IF NOT EXISTS makes that one round trip for both each time.
+    """
+    suffix = changes.table.replace(".", "__")
+    keys, rows = f"stage_keys_{suffix}", f"stage_rows_{suffix}"
+    names = ", ".join(_ident(c) for c in (*changes.key, "row_hash"))
+    await conn.execute(
+        f"""CREATE TEMP TABLE IF NOT EXISTS {keys} ON COMMIT DELETE ROWS
+                AS SELECT {names} FROM {changes.table} WITH NO DATA;
+            CREATE TEMP TABLE IF NOT EXISTS {rows} (LIKE {changes.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+    )
+    return keys, rows
 
 
 async def _quarantine(conn: Connection, batch: Batch) -> None:

@@ -191,3 +191,33 @@ async def test_large_batches_take_the_copy_and_merge_paths_with_the_same_results
     assert await pool.fetchval(f"SELECT count(*) FROM {ITEMS} WHERE title = 'b'") == n // 10
     ops = await pool.fetch("SELECT op, count(*) FROM syncd.outbox GROUP BY op ORDER BY op")
     assert [tuple(r) for r in ops] == [("delete", 1), ("insert", n + 1), ("update", n // 10)]
+
+
+async def test_a_large_batch_repeating_keys_keeps_the_last_on_every_path(pool: asyncpg.Pool) -> None:
+    """The straight COPY leaves deduplication to the primary key: a repeated key falls back to the merge.
+
+    Over a text key (guarded COPY), over signals' timestamp key (unguarded, the batch retried), and
+    where the batch also brings ties of the probed leading key (ts not unique): last version wins.
+    """
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    n = SMALL_BATCH * 2
+    items = [item(f"{i:04d}", "a") for i in range(n)] + [item("0007", "last")]
+    assert (await sink.apply(batch(items)))[ITEMS] == ApplyResult(inserted=n)
+    assert await pool.fetchval(f"SELECT title FROM {ITEMS} WHERE id = '0007'") == "last"
+
+    table = "signals.tp_capital_signals"
+    columns = ("ts", "signal_key", "asset", "row_hash")
+    ts = datetime(2025, 5, 6, tzinfo=UTC)
+    signals = [(ts + timedelta(seconds=i // 2), f"k{i}", "A", b"1") for i in range(n)]
+    changes = TableChanges(table, columns, ("ts", "signal_key"), [*signals, (signals[5][0], "k5", "B", b"2")])
+    first = await sink.apply(Batch(Checkpoint("questdb", "q", {"n": 1}), [changes]))
+    assert first[table] == ApplyResult(inserted=n)
+    # The next batch starts at the last stored second (two rows there already, one of them new).
+    tail = signals[-1][0]
+    later = [(tail, f"k{n - 1}", "A", b"1"), (tail, "t0", "A", b"1")]
+    later += [(tail + timedelta(seconds=1 + i), f"t{i + 1}", "A", b"1") for i in range(n)]
+    second = await sink.apply(Batch(Checkpoint("questdb", "q", {"n": 2}), [TableChanges(table, columns,
+                                                                                       ("ts", "signal_key"), later)]))
+    assert second[table] == ApplyResult(inserted=n + 1, unchanged=1)
+    assert await pool.fetchval(f"SELECT asset FROM {table} WHERE signal_key = 'k5'") == "B"
+    assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 2 * n + 1
