@@ -131,3 +131,7 @@ def _refresh_derived(status: Mapping[str, Any]) -> None:
         lag = stream.get("event_lag_seconds")
         if lag is not None:
             metrics.EVENT_LAG.labels(name).set(lag)
+        catch_up = stream.get("catch_up") or {}
+        if catch_up.get("percent") is not None:
+            # A first load in one transaction commits nothing until it ends: read its counters now.
+            metrics.export_catch_up(name, catch_up)

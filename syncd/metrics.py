@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -125,6 +127,25 @@ SNAPSHOT_ROWS_EXPECTED = Gauge(
     ["stream"],
     registry=REGISTRY,
 )
+SNAPSHOT_ROWS_STAGED = Gauge(
+    "syncd_snapshot_rows_staged",
+    "Rows a first load done in one transaction has handed to its COPY so far, per stream (LowDB).",
+    ["stream"],
+    registry=REGISTRY,
+)
+SNAPSHOT_PROGRESS = Gauge(
+    "syncd_snapshot_progress_ratio",
+    "Share of the initial snapshot/backlog done, 0 to 1, per stream (absent while its total is unknown).",
+    ["stream"],
+    registry=REGISTRY,
+)
+SNAPSHOT_ETA = Gauge(
+    "syncd_snapshot_eta_seconds",
+    "Seconds the initial snapshot/backlog still needs at its rate so far, per stream (0 once caught up).",
+    ["stream"],
+    registry=REGISTRY,
+)
+
 SOURCE_UP = Gauge(
     "syncd_source_up",
     "1 when the last read of the source succeeded.",
@@ -208,3 +229,19 @@ def forget_stream(stream: str) -> None:
     for gauge in STREAM_GAUGES:
         with contextlib.suppress(KeyError):
             gauge.remove(stream)
+
+
+def export_catch_up(stream: str, catch_up: Mapping[str, Any]) -> None:
+    """Set the `syncd_snapshot_*` gauges from a stream's /status `catch_up` (unknown values left out)."""
+    gauges = {
+        "read": SNAPSHOT_ROWS_READ,
+        "staged": SNAPSHOT_ROWS_STAGED,
+        "applied": SNAPSHOT_ROWS_APPLIED,
+        "total": SNAPSHOT_ROWS_EXPECTED,
+        "eta_seconds": SNAPSHOT_ETA,
+    }
+    for key, gauge in gauges.items():
+        if catch_up.get(key) is not None:
+            gauge.labels(stream).set(catch_up[key])
+    if catch_up.get("percent") is not None:
+        SNAPSHOT_PROGRESS.labels(stream).set(catch_up["percent"] / 100.0)

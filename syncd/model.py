@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,8 @@ class Batch:
     quarantine: Sequence[QuarantinedRecord] = field(default=())
     mirror_of: str | None = None
     """Cutover unit (LowDB file name) that must still be in `mirror` for this batch to commit."""
+    progress: LoadProgress | None = field(default=None, compare=False)
+    """A first load's counters: the sink advances `staged` as its COPYs take the rows."""
 
     @property
     def size(self) -> int:
@@ -133,7 +136,56 @@ class LoadStats:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """How far a source's initial snapshot/backlog has been read: `total` is None when unknown."""
+    """How far a source's initial snapshot/backlog has got: `total` is None when unknown.
+
+    A source whose catch-up commits batch by batch (QuestDB) counts records `read`. A load that is
+    one transaction (a LowDB file's start-up diff) does two passes, both counted: records `read`
+    (parsed, checked, hashed) out of `total`, then rows `staged` (taken by its COPY) out of
+    `to_stage` (its upserts; `total` until the diff has counted them)."""
 
     read: int = 0
     total: int | None = None
+    staged: int | None = None
+    """None: the source's batches commit as they go, so nothing is staged apart."""
+    to_stage: int | None = None
+
+    def fraction(self) -> float | None:
+        """Share of the catch-up's work done, 0..1; None while the total is unknown."""
+        if not self.total:
+            return None
+        if self.staged is None:
+            return min(1.0, self.read / self.total)
+        stage = self.total if self.to_stage is None else self.to_stage
+        return min(1.0, (self.read + self.staged) / (self.total + stage))
+
+
+STAGE_STEP = 10_000
+"""A first load's COPY counts its rows this many at a time (per row stays in C)."""
+
+
+class LoadProgress:
+    """The live counters of a load done in one transaction, advanced by the threads doing it:
+    the source sets `total`, its diff `read` (from a worker thread: plain int stores), the sink
+    `staged`. `/status` reads them while the load runs, through the source's `progress`."""
+
+    __slots__ = ("read", "staged", "to_stage", "total")
+
+    def __init__(self, total: int | None = None) -> None:
+        self.total = total
+        self.read = 0
+        self.staged = 0
+        self.to_stage: int | None = None
+
+    def snapshot(self) -> Progress:
+        """The counters now, frozen."""
+        return Progress(self.read, self.total, self.staged, self.to_stage)
+
+    def feed(self, rows: Sequence[Any]) -> Iterator[Any]:
+        """`rows` for a COPY, `staged` advancing a step at a time as the COPY takes them."""
+        steps = range(0, len(rows), STAGE_STEP)
+        return itertools.chain.from_iterable(map(self._step, itertools.repeat(rows), steps))
+
+    def _step(self, rows: Sequence[Any], start: int) -> Sequence[Any]:
+        chunk = rows[start : start + STAGE_STEP]
+        self.staged += len(chunk)
+        return chunk

@@ -33,6 +33,12 @@ class Health(Protocol):
 
         The progress watchdog fails a stream that sits on such changes for too long."""
 
+    @property
+    def progress(self) -> Progress:
+        """How far the initial snapshot/backlog has got (read, total, staged), as of now.
+
+        Read whenever /status is asked, a load in one transaction included: never blocks."""
+
 
 class Source(Health, Protocol):
     """One stream. The runner applies each yielded batch, then calls `committed` before the next."""
@@ -59,10 +65,6 @@ class Source(Health, Protocol):
     @property
     def caught_up(self) -> bool:
         """True once the initial snapshot/backlog has been applied (drives /readyz)."""
-
-    @property
-    def progress(self) -> Progress:
-        """Records of the initial snapshot/backlog read so far, and how many there are (None: unknown)."""
 
     async def close(self) -> None:
         """Release files, sessions and tasks."""

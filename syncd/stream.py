@@ -56,21 +56,33 @@ class StreamState:
     load: LoadStats = field(default_factory=lambda: LoadStats(""))
     """The initial catch-up's counts: added to until it ends, then logged once as its summary."""
     loaded: bool = False
-    snapshot: Progress = field(default_factory=Progress)
-    """The source's last reported snapshot/backlog progress."""
+
+    @property
+    def snapshot(self) -> Progress:
+        """The source's catch-up progress as of now (a load in one transaction moves it too)."""
+        return self.health.progress if self.health is not None else Progress()
 
     def catch_up(self) -> dict[str, Any]:
-        """Rows read and applied, percent and ETA (remaining / observed read rate) of the initial load."""
-        read, total = self.snapshot.read, self.snapshot.total
+        """Rows read, staged and applied, percent and ETA (the work left at the rate so far) of the
+        initial load. Short of caught up it says at most 99.9 %: the commit is still to come."""
+        progress = self.snapshot
         applied = sum(r.inserted + r.updated + r.deleted for r in self.load.applied.values())
+        done = progress.fraction()
         percent = eta = None
         if self.caught_up:
             percent, eta = 100.0, 0.0
-        elif total:
-            percent = round(min(100.0, 100.0 * read / total), 1)
-            rate = read / max(time.monotonic() - self.started_at, 1e-6)
-            eta = round((total - read) / rate, 1) if rate and read < total else None
-        return {"read": read, "applied": applied, "total": total, "percent": percent, "eta_seconds": eta}
+        elif done is not None:
+            percent = round(min(99.9, 100.0 * done), 1)
+            elapsed = time.monotonic() - self.started_at
+            eta = round(elapsed * (1.0 - done) / done, 1) if 0.0 < done < 1.0 else None
+        return {
+            "read": progress.read,
+            "staged": progress.staged,
+            "applied": applied,
+            "total": progress.total,
+            "percent": percent,
+            "eta_seconds": eta,
+        }
 
     @property
     def source_error(self) -> str | None:
@@ -179,19 +191,15 @@ class StreamRunner:
 
     def _note_progress(self) -> None:
         """Export the catch-up's progress; once caught up, log its summary (one JSON line) and stop counting."""
-        state, stream = self.state, self.source.stream
-        state.snapshot = self.source.progress
-        metrics.SNAPSHOT_ROWS_READ.labels(stream).set(state.snapshot.read)
-        if state.snapshot.total is not None:
-            metrics.SNAPSHOT_ROWS_EXPECTED.labels(stream).set(state.snapshot.total)
-        done = state.catch_up()
-        metrics.SNAPSHOT_ROWS_APPLIED.labels(stream).set(done["applied"])
+        state = self.state
+        metrics.export_catch_up(self.source.stream, state.catch_up())
         if state.caught_up and not state.loaded:
             state.loaded = True
             state.load.seconds = time.monotonic() - state.started_at
             # Records read of the source (a LowDB batch holds only those differing from PostgreSQL).
-            state.load.rows = state.snapshot.read
-            state.load.total = state.snapshot.total or state.snapshot.read
+            progress = state.snapshot
+            state.load.rows = progress.read
+            state.load.total = progress.total or progress.read
             log.info("initial load done", summary=state.load.as_json())
 
     async def _open(self) -> None:

@@ -174,7 +174,8 @@ def _catching_up(progress: dict[str, Any]) -> str:
     if progress.get("percent") is None:
         return "no"
     eta = progress.get("eta_seconds")
-    return f"{progress['percent']:.0f}%" + ("" if eta is None else f" {eta:.0f}s")
+    # Floored: a load short of its commit never reads 100%.
+    return f"{int(progress['percent'])}%" + ("" if eta is None else f" {eta:.0f}s")
 
 
 def _seconds(value: float | None) -> str:

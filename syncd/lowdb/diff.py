@@ -22,7 +22,7 @@ import orjson
 
 from syncd.errors import InvalidRecord, UnreadableFile
 from syncd.lowdb.records import Records
-from syncd.model import QuarantinedRecord, Row, TableChanges
+from syncd.model import LoadProgress, QuarantinedRecord, Row, TableChanges
 from syncd.poison import Poison, storable
 from syncd.quarantine import Held
 from syncd.tables import TableSpec, record_hash
@@ -77,6 +77,15 @@ class Diff:
     blocked: set[tuple[str, str]] = field(default_factory=set)
     """Keys this diff quarantined (blocked from now on)."""
     refused: Refused = field(default_factory=dict)
+    progress: LoadProgress | None = None
+    """A first load's counters: `read` follows the records examined."""
+    examined: int = 0
+    """Records of the collections diffed before the current one."""
+
+    def seen(self, index: int) -> None:
+        """Record `index` of the current collection has been examined (and those before it)."""
+        if self.progress is not None:
+            self.progress.read = self.examined + index + 1
 
     @property
     def empty(self) -> bool:
@@ -154,16 +163,30 @@ def content_hash(data: bytes) -> str:
 
 
 def diff(
-    version: FileVersion, specs: Sequence[TableSpec], applied: Applied, held: Held, refused: Refused | None = None
+    version: FileVersion,
+    specs: Sequence[TableSpec],
+    applied: Applied,
+    held: Held,
+    refused: Refused | None = None,
+    progress: LoadProgress | None = None,
 ) -> Diff:
     """Compare every collection of `version` with `applied`, skipping keys `held` blocks.
 
-    A record version in `refused` is quarantined with PostgreSQL's reason instead of upserted."""
-    result = Diff([], refused=refused or {})
+    A record version in `refused` is quarantined with PostgreSQL's reason instead of upserted;
+    `progress.read` follows the records examined (a first load reports it while it runs)."""
+    result = Diff([], refused=refused or {}, progress=progress)
     with gc_paused():
         for spec in specs:
-            result.tables.append(_diff_table(spec, version.collection(spec), applied, held, result))
+            value = version.collection(spec)
+            result.tables.append(_diff_table(spec, value, applied, held, result))
+            result.examined += record_count(value)
+            result.seen(-1)  # every record of the collection examined, unchanged ones included
     return result
+
+
+def record_count(collection: Any) -> int:
+    """Records of one collection: keyed Records or a parsed list (anything else holds none)."""
+    return len(collection) if isinstance(collection, Records | list) else 0
 
 
 def _diff_table(spec: TableSpec, value: Any, applied: Applied, held: Held, result: Diff) -> TableDiff:
@@ -203,6 +226,7 @@ def _diff_unique(
         added += key not in old
         if key is not None and (table, key) not in blocked:
             _upsert(out, key, records.record(i), records.digests[i], f"{out.spec.collection}[{i}]", result)
+        result.seen(i)
     # Every key of `old` still present (the usual edit) is known without a 100k-key set difference.
     if len(present) - added == len(old):
         return
@@ -218,6 +242,7 @@ def _diff_grouped(
     for key, i in by_key.items():
         if (table, key) not in blocked and old.get(key) != records.digests[i]:
             _upsert(out, key, records.record(i), records.digests[i], f"{out.spec.collection}[{i}]", result)
+            result.seen(i)
     for key, versions in duplicates.items():
         if (table, key) not in blocked:
             for i in versions:

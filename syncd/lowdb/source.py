@@ -30,10 +30,9 @@ from syncd import metrics
 from syncd.config import LowdbSettings
 from syncd.database import PG_ERRORS, Connection, borrowed, connect, is_transient
 from syncd.errors import BatchRejected, UnreadableFile
-from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes
+from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes, record_count
 from syncd.lowdb.reader import VersionReader
-from syncd.lowdb.records import Records
-from syncd.model import Batch, Checkpoint, Progress
+from syncd.model import Batch, Checkpoint, LoadProgress, Progress
 from syncd.quarantine import Held, held
 from syncd.tables import TableSpec, specs_for
 
@@ -80,7 +79,7 @@ class LowdbSource:
         self._refused: dict[tuple[str, str], tuple[bytes, str]] = {}
         self._holding: frozenset[tuple[str, str]] | None = None
         self._caught_up = False
-        self._progress = Progress()
+        self._load = LoadProgress()
         self._failing = False
         self._error: str | None = None
         self._dirty_at: float | None = None
@@ -97,8 +96,8 @@ class LowdbSource:
 
     @property
     def progress(self) -> Progress:
-        """The file's records once its first version is read (the snapshot is read whole, then diffed)."""
-        return self._progress
+        """The first load as it runs: records examined of the file's, then rows its COPY has taken."""
+        return self._load.snapshot()
 
     @property
     def in_sync_at(self) -> float | None:
@@ -197,10 +196,11 @@ class LowdbSource:
             if missing:
                 self._set_up(False, f"file {self.path} does not exist (lowdb creates it on its first write)")
             return self._missing_file_batch(observed) if missing and not self._caught_up else None
+        load = None
         if not self._caught_up:
-            records = sum(_records(version.collection(spec)) for spec in self.specs)
-            self._progress = Progress(records, records)
-        result = await asyncio.to_thread(diff, version, self.specs, self._applied, self._held, dict(self._refused))
+            load = self._load = LoadProgress(sum(record_count(version.collection(s)) for s in self.specs))
+        refused = dict(self._refused)
+        result = await asyncio.to_thread(diff, version, self.specs, self._applied, self._held, refused, load)
         for record in result.quarantine:
             log.warning(
                 "record quarantined", path=str(self.path), table=record.table, key=record.key, reason=record.reason
@@ -209,6 +209,8 @@ class LowdbSource:
         if self._caught_up and result.empty and version.position["sha"] == self._position.get("sha"):
             return None
         self._pending = (result, with_deletes)
+        if load is not None:
+            load.to_stage = sum(len(t.upserts) for t in result.tables)
         position = dict(version.position)
         if not with_deletes:
             position["held_deletes"] = sum(len(t.deletes) for t in result.tables)
@@ -219,6 +221,7 @@ class LowdbSource:
             source_time=version.mtime,
             quarantine=result.quarantine,
             mirror_of=self.stream,
+            progress=load,
         )
 
     async def _read(self) -> FileVersion | None:
@@ -399,11 +402,6 @@ class LowdbSource:
     def _mark_dirty(self) -> None:
         self._dirty_at = self._dirty_at or time.monotonic()
         self._wake.set()
-
-
-def _records(collection: Any) -> int:
-    """Records of one collection: keyed Records or a parsed list (anything else holds none)."""
-    return len(collection) if isinstance(collection, Records | list) else 0
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:

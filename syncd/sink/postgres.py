@@ -16,7 +16,8 @@ to PostgreSQL as a single `SELECT` (`_prelude`). Per-row work stays in C (`map`,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import compress
@@ -30,7 +31,7 @@ from asyncpg.exceptions import _base as asyncpg_base
 
 from syncd.database import PG_ERRORS, Connection, borrowed, is_transient
 from syncd.errors import BatchRejected, Fenced, ModeChanged, SinkUnavailable
-from syncd.model import ApplyResult, Batch, Checkpoint, Row, TableChanges
+from syncd.model import ApplyResult, Batch, Checkpoint, LoadProgress, Row, TableChanges
 from syncd.sink.culprits import about_rows, culprits
 
 log = structlog.get_logger(__name__)
@@ -75,6 +76,10 @@ class _TableInfo:
         return kind.startswith(_PYTHON_ORDERED)
 
 
+_STAGING: ContextVar[LoadProgress | None] = ContextVar("staging", default=None)
+"""The counters of the first load being applied (Batch.progress), for the COPYs deep in the merge:
+a context variable rather than a parameter of every function between `apply` and them."""
+
 SMALL_BATCH = 100
 """Up to this many rows a table's upserts go as one JSON statement (fewer round trips than stages)."""
 
@@ -116,7 +121,16 @@ class PostgresSink:
         self._info: dict[str, _TableInfo] = {}
 
     async def apply(self, batch: Batch) -> dict[str, ApplyResult]:
-        """Commit every change of `batch` and its checkpoint atomically; return what each table saw."""
+        """Commit every change of `batch` and its checkpoint atomically; return what each table saw.
+
+        A first load's `batch.progress.staged` follows the rows its COPYs take, per attempt."""
+        token = _STAGING.set(batch.progress)
+        try:
+            return await self._apply_batch(batch)
+        finally:
+            _STAGING.reset(token)
+
+    async def _apply_batch(self, batch: Batch) -> dict[str, ApplyResult]:
         upserts = [_upserts(c, c.upserts, deduplicated=len(c.upserts) <= SMALL_BATCH) for c in batch.tables]
         try:
             return await self._apply(batch, upserts, fast=True)
@@ -128,6 +142,8 @@ class PostgresSink:
     async def _apply(self, batch: Batch, upserts: list[_Upserts], *, fast: bool) -> dict[str, ApplyResult]:
         stream = batch.checkpoint.stream
         table = "-"
+        if batch.progress is not None:
+            batch.progress.staged = 0  # an attempt stages afresh (a retry, the merge after a missed fast path)
         try:
             async with borrowed(self._pool, self.acquire_timeout) as conn, conn.transaction():
                 infos = [await self._table_info(conn, u.changes.table) for u in upserts]
@@ -303,6 +319,7 @@ async def _upsert(conn: Connection, u: _Upserts, info: _TableInfo, highest: Any,
     if not u.rows:
         return ApplyResult()
     if len(u.rows) <= SMALL_BATCH:
+        _staged_at_once(u.rows)
         return await _upsert_small(conn, u.changes, u.rows)
     if not fast:
         return await _merge(conn, u.changes, u.rows)
@@ -393,13 +410,26 @@ async def _copy_direct(
     schema, name = _split(changes.table)
     columns = list(changes.columns)
     if not guarded:
-        return _count(await conn.copy_records_to_table(name, schema_name=schema, columns=columns, records=rows))
+        return _count(await conn.copy_records_to_table(name, schema_name=schema, columns=columns, records=_fed(rows)))
     try:
         async with conn.transaction():
-            status = await conn.copy_records_to_table(name, schema_name=schema, columns=columns, records=rows)
+            status = await conn.copy_records_to_table(name, schema_name=schema, columns=columns, records=_fed(rows))
     except asyncpg.UniqueViolationError:
         return None
     return _count(status)
+
+
+def _fed(rows: Sequence[Row]) -> Iterable[Row]:
+    """`rows` for a COPY of full rows, counted into the first load's `staged` when one is applied."""
+    progress = _STAGING.get()
+    return rows if progress is None else progress.feed(rows)
+
+
+def _staged_at_once(rows: Sequence[Row]) -> None:
+    """A first load's few rows going as one statement: all staged at once."""
+    progress = _STAGING.get()
+    if progress is not None:
+        progress.staged += len(rows)
 
 
 async def _merge(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -> ApplyResult:
@@ -416,7 +446,7 @@ async def _merge(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -
         copied = await _copy_direct(conn, changes, changed)
         if copied is not None:
             return ApplyResult(inserted=copied, unchanged=len(rows) - copied)
-    await conn.copy_records_to_table(rows_stage, columns=list(changes.columns), records=changed)
+    await conn.copy_records_to_table(rows_stage, columns=list(changes.columns), records=_fed(changed))
     cols = ", ".join(_ident(c) for c in changes.columns)
     updates = ", ".join(f"{_ident(c)} = excluded.{_ident(c)}" for c in changes.columns if c not in changes.key)
     await conn.execute(

@@ -60,12 +60,13 @@ async def test_catch_up_progress_and_summary_of_a_file_of_thousands(
     settings = LowdbSettings(name="workspace", path=path, layout="workspace")
     runner = StreamRunner(LowdbSource(settings, pool=pool), sink)
     before = runner.state.as_json()["catch_up"]
-    assert before == {"read": 0, "applied": 0, "total": None, "percent": None, "eta_seconds": None}
+    assert before == {"read": 0, "staged": 0, "applied": 0, "total": None, "percent": None, "eta_seconds": None}
 
     async with running(LowdbSource(settings, pool=pool), sink) as runner:
         await eventually(lambda: caught_up(runner), what="caught up")
         after = runner.state.as_json()["catch_up"]
-    assert after == {"read": RECORDS, "applied": RECORDS, "total": RECORDS, "percent": 100.0, "eta_seconds": 0.0}
+    assert after == {
+        "read": RECORDS, "staged": RECORDS, "applied": RECORDS, "total": RECORDS, "percent": 100.0, "eta_seconds": 0.0}
     assert gauge(metrics.SNAPSHOT_ROWS_READ) == gauge(metrics.SNAPSHOT_ROWS_EXPECTED) == RECORDS
     assert gauge(metrics.SNAPSHOT_ROWS_APPLIED) == RECORDS
     [first] = summaries(capsys.readouterr().err)
@@ -82,7 +83,7 @@ async def test_catch_up_progress_and_summary_of_a_file_of_thousands(
     async with running(LowdbSource(settings, pool=pool), sink) as runner:
         await eventually(lambda: caught_up(runner), what="caught up again")
         again = runner.state.as_json()["catch_up"]
-    assert (again["read"], again["applied"], again["total"]) == (RECORDS + 5, 15, RECORDS + 5)
+    assert (again["read"], again["staged"], again["applied"], again["total"]) == (RECORDS + 5, 15, 15, RECORDS + 5)
     [second] = summaries(capsys.readouterr().err)
     items = second["tables"]["workspace.workspace_items"]
     assert (second["rows"], items["inserted"], items["updated"], items["deleted"]) == (RECORDS + 5, 5, 10, 0)

@@ -127,7 +127,6 @@ async def test_catch_up_counts_its_backlog_exactly_page_by_page(
             async for batch in batches:
                 if source.caught_up:
                     break
-                state.snapshot = source.progress
                 seen.append((source.progress.read, source.progress.total, state.catch_up()["percent"]))
                 await sink.apply(batch)
                 source.committed(batch)
@@ -141,7 +140,7 @@ async def test_catch_up_counts_its_backlog_exactly_page_by_page(
     percents = [p for _, _, p in seen]
     assert percents == sorted(percents)
     assert 0 < (percents[0] or 0) < 50
-    assert percents[-1] == 100.0
+    assert percents[-1] == 99.9  # every row read; short of caught up it never says 100
 
 
 async def test_versioned_catch_up_total_is_its_one_read(
@@ -155,7 +154,7 @@ async def test_versioned_catch_up_total_is_its_one_read(
     async with running(VersionedSource(settings, "telegram_bots"), sink) as runner:
         await eventually(lambda: _true(runner.state.caught_up), what="caught up")
         assert runner.state.as_json()["catch_up"] == {
-            "read": 2, "applied": 2, "total": 2, "percent": 100.0, "eta_seconds": 0.0}
+            "read": 2, "staged": None, "applied": 2, "total": 2, "percent": 100.0, "eta_seconds": 0.0}
 
 
 async def test_late_rows_inside_lag_window_are_applied_and_counted(
