@@ -3,8 +3,10 @@
 The capture triggers (0002, `syncd.track_changes(..., audit => true)`) write one audit row per
 real change of a Workspace or Documentation row: the operation, the origin (`syncd.origin` of the
 writing transaction: `syncd` for what syncd mirrored, else `app` or what the writer set), the old
-and new row as JSON and, for updates, the names of the columns that changed. This module resolves a
-table name and reads those rows back.
+and new row as JSON and, for updates, the names of the columns that changed. `syncd quarantine
+accept` and `discard` add rows of their own (op `accept`/`discard`, origin `quarantine`): the held
+record as old, for an accept the record with the stated values as new and their fields as changed.
+This module resolves a table name and reads those rows back.
 """
 
 from __future__ import annotations
@@ -128,9 +130,11 @@ def _entry(row: Any) -> AuditEntry:
     old: dict[str, Any] = _document(row["old"])
     new: dict[str, Any] = _document(row["new"])
     whole_row = new if row["op"] == "insert" else old
+    # An update (and an operator's `accept`) names the fields it changed; an insert, delete or
+    # `discard` stands for the whole record.
     fields = (
         list(row["changed_fields"])
-        if row["op"] == "update"
+        if row["op"] in ("update", "accept")
         else sorted(k for k, v in whole_row.items() if v is not None)
     )
     changes = {f: Change(old.get(f), new.get(f)) for f in fields}

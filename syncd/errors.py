@@ -190,3 +190,23 @@ class QueryRejected(SyncdError):
         self.query = query
         self.message = message
         self.position = position
+
+
+class BadCoercion(SyncdError, ValueError):
+    """A coercion stated to `syncd quarantine accept` cannot be applied: an unknown field, a value
+    its column cannot hold, or values that leave the record invalid (exit 2: a bad argument)."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"{setting}: {reason}")
+        self.setting = setting
+        self.reason = reason
+
+
+class NotAcceptable(ProblemFound):
+    """A held record no coercion resolves (no id, a duplicated id, only its text kept, a foreign
+    write); the operator fixes it at the source or discards it (exit 1: a refusal)."""
+
+    def __init__(self, quarantine_id: int, reason: str) -> None:
+        super().__init__(f"quarantine record {quarantine_id} cannot be accepted: {reason}")
+        self.quarantine_id = quarantine_id
+        self.reason = reason

@@ -114,11 +114,13 @@ class TableSpec:
         """The PK tuple of a record key, in `key` order."""
         return (self.collection, record_key) if self.document else (record_key,)
 
-    def to_row(self, record: Any, digest: bytes | None = None) -> Row:
+    def to_row(self, record: Any, digest: bytes | None = None, stated: Mapping[str, Any] | None = None) -> Row:
         """Validate and map one record; raises InvalidRecord with the reason.
 
         A value a column cannot hold exactly takes its documented coercion (`syncd.fields`) and
         is kept raw in `extra` under its own key, counted as schema drift like an unknown key.
+        `stated` is an operator's coercion (`syncd quarantine accept`): source key → the value its
+        column takes instead, the record's own value kept in `extra` the same way.
         """
         key = self.record_key(record)
         if not isinstance(record, dict):
@@ -135,7 +137,10 @@ class TableSpec:
         values: dict[str, Any] = {}
         for f in self.fields:
             try:
-                values[f.source] = self._column_value(f, record, values, extra)
+                if stated is not None and f.source in stated:
+                    values[f.source] = self._stated_value(f, record, stated[f.source], extra)
+                else:
+                    values[f.source] = self._column_value(f, record, values, extra)
             except ValueError as exc:  # Unstorable too: the record is poison
                 raise InvalidRecord(self.table, key, str(exc)) from None
         found = problem(extra, "record") if extra else None
@@ -162,6 +167,33 @@ class TableSpec:
         if f.source in record and not same_json(f.to_source(value, int_ids=self.int_ids), raw):
             extra[f.source] = raw
         return value
+
+    def _stated_value(self, f: Field, record: Mapping[str, Any], stated: Any, extra: dict[str, Any]) -> Any:
+        value = f.convert(stated, self.zone)  # exactly: `accept` refuses a value the column cannot hold
+        if f.source in record and not same_json(f.to_source(value, int_ids=self.int_ids), record[f.source]):
+            extra[f.source] = record[f.source]
+        return value
+
+    def content(self, values: Sequence[Any]) -> Sequence[Any]:
+        """A row's content columns (`columns` order, without `row_hash`) as the file would read them
+        back: `extra` without a raw value its column no longer holds (a service changed the column
+        since, or an operator's accepted coercion stands instead), which the inverse never writes.
+        """
+        at = len(self.fields)
+        extra = None if self.document else values[at]
+        if not extra or self._known.isdisjoint(extra):
+            return values
+        row = dict(zip(self.columns, values, strict=False))
+        kept = {
+            k: v
+            for k, v in extra.items()
+            if k not in self._by_source or self._still_holds(self._by_source[k], v, row[self._by_source[k].column], row)
+        }
+        return (*values[:at], kept, *values[at + 1 :])
+
+    def field_of(self, source: str) -> Field | None:
+        """The field read from LowDB key `source`, if the spec has one."""
+        return self._by_source.get(source)
 
     def record_from_row(self, row: Mapping[str, Any], like: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The LowDB record a PostgreSQL row stands for (see `lowdb_record_from_row`)."""

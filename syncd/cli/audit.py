@@ -15,7 +15,12 @@ from syncd.cli.console import Column, config_option, grid, on_connection, out
 from syncd.database import Connection
 
 _VALUE_WIDTH = 60
-_WHOLE_ROW = {"insert": "(new row)", "delete": "(row deleted)"}
+_WHOLE_ROW = {
+    "insert": "(new row)",
+    "delete": "(row deleted)",
+    "accept": "(held record accepted)",
+    "discard": "(held record discarded)",
+}
 
 
 @click.command("audit")

@@ -25,6 +25,7 @@ from syncd.cutover.verify import file_digests, pg_digests
 from syncd.database import Connection
 from syncd.lowdb.diff import FileVersion, content_hash
 from syncd.poison import storable
+from syncd.quarantine import accepted
 from syncd.sink.postgres import ORIGIN
 from syncd.tables import TableSpec
 
@@ -57,15 +58,17 @@ class FileMark:
 
 
 async def differing(
-    conn: Connection, specs: Sequence[TableSpec], version: FileVersion, since: int
+    conn: Connection, stream: str, specs: Sequence[TableSpec], version: FileVersion, since: int
 ) -> dict[str, set[str]]:
     """Per table, keys whose record in the file differs from PostgreSQL's row (or exists on one side
-    only), leaving out keys a service changed since the reverse path's position `since`: those are
-    the backlog the reverse path writes, not a foreign change. They are read after the rows, so a
-    change the rows already show is always among them."""
+    only; a version an operator accepted compares with its stated coercion), leaving out keys a
+    service changed since the reverse path's position `since`: those are the backlog the reverse
+    path writes, not a foreign change. They are read after the rows, so a change the rows already
+    show is always among them."""
     found: dict[str, set[str]] = {}
+    coercions = await accepted(conn, stream)
     for spec in specs:
-        source, invalid = file_digests(spec, version.document.get(spec.collection, []))
+        source, invalid = file_digests(spec, version.document.get(spec.collection, []), coercions)
         pg = await pg_digests(conn, spec)
         keys = {k for k in source.keys() | pg.keys() if source.get(k) != pg.get(k)}
         found[spec.table] = keys | {k for k in invalid if k in pg}

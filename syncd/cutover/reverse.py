@@ -107,7 +107,7 @@ async def _foreign(
     version, seen = await asyncio.to_thread(_read_marked, settings.path, [s.collection for s in specs])
     if guard.mark is not None and seen.sha == guard.mark.sha:
         return version, seen, {}
-    return version, seen, await foreign_writes.differing(conn, specs, version, since)
+    return version, seen, await foreign_writes.differing(conn, settings.name, specs, version, since)
 
 
 def _read_marked(path: Path, collections: Sequence[str]) -> tuple[FileVersion, FileMark]:

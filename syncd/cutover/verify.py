@@ -3,8 +3,11 @@
 Both sides are compared in column space: each file record goes through its table spec (the same
 mapping the sink applies) and each PostgreSQL row is read as stored, so a timestamp written as
 `…:00Z` and stored as `…:00.000+00:00` is equal, while any value that differs is a mismatch.
-Bookkeeping columns (`row_hash`) are not content. A record the spec rejects is a mismatch too:
-PostgreSQL cannot hold it, so the two sides are not equal.
+Bookkeeping columns (`row_hash`) are not content, nor is a raw value in `extra` that its column
+no longer holds (the reverse path never writes it back: `TableSpec.content`). A record the spec
+rejects is a mismatch too: PostgreSQL cannot hold it, so the two sides are not equal, unless an
+operator accepted that version with a stated coercion (`syncd quarantine accept`), which both the
+stream and this check apply.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ from syncd import metrics
 from syncd.config import LowdbSettings, QuestdbSettings
 from syncd.database import Connection
 from syncd.errors import InvalidRecord
-from syncd.lowdb.diff import FileVersion
+from syncd.lowdb.diff import FileVersion, quarantine_table
 from syncd.lowdb.reader import read_version
 from syncd.lowdb.records import Records
 from syncd.poison import Poison
+from syncd.quarantine import Coercions, accepted, stated_for
 from syncd.questdb.reconcile import DayParity, Reconciler
 from syncd.questdb.source import SignalsSource
 from syncd.questdb.sql import day_bounds
-from syncd.tables import TableSpec, specs_for
+from syncd.tables import TableSpec, record_hash, specs_for
 
 BUCKETS = 64
 """Key buckets per table: a mismatch report names the buckets, then their differing keys."""
@@ -102,27 +106,33 @@ def bucket_hashes(digests: Mapping[str, bytes]) -> list[int]:
     return buckets
 
 
-def file_digests(spec: TableSpec, records: Any) -> tuple[Digests, list[str]]:
+def file_digests(spec: TableSpec, records: Any, accepted: Coercions | None = None) -> tuple[Digests, list[str]]:
     """Content digests of a collection's valid records by key, and the keys the spec rejects.
 
-    `records` is the parsed list, or the per-record read's `Records` (whose poison is invalid too)."""
+    `records` is the parsed list, or the per-record read's `Records` (whose poison is invalid too).
+    A record version an operator accepted (`accepted`) is mapped with its stated coercion, as the
+    stream writes it."""
     if isinstance(records, Records):
         records = [records.record(i) for i in range(len(records))]
     digests: Digests = {}
     invalid: list[str] = []
+    table = quarantine_table(spec)
     for record in records if isinstance(records, list) else []:
         if isinstance(record, Poison):
             invalid.append(record.key or "<no id>")
             continue
         key = spec.record_key(record)
+        stated = None
+        if accepted and (table, key) in accepted:
+            stated = stated_for(accepted, table, key, record_hash(record))
         try:
-            row = spec.to_row(record, b"")
+            row = spec.to_row(record, b"", stated)
         except InvalidRecord:
             invalid.append(key or "<no id>")
             continue
         if key in digests:
             invalid.append(f"{key}{DUPLICATE}")
-        digests[str(key)] = content_digest(row[:-1])
+        digests[str(key)] = content_digest(spec.content(row[:-1]))
     return digests, invalid
 
 
@@ -142,7 +152,7 @@ async def _stream_digests(conn: Connection, spec: TableSpec) -> Digests:
     digests: Digests = {}
     async for row in conn.cursor(f"SELECT {columns} FROM {spec.table} {where}", *args, prefetch=2000):
         values = tuple(row)
-        digests[values[key_at]] = content_digest(values)
+        digests[values[key_at]] = content_digest(spec.content(values))
     return digests
 
 
@@ -179,9 +189,10 @@ async def verify_file(conn: Connection, settings: LowdbSettings, version: FileVe
     specs = specs_for(settings)
     if version is None:
         version = await asyncio.to_thread(read_version, settings.path, specs)
+    coercions = await accepted(conn, settings.name)
     tables = []
     for spec in specs:
-        source, invalid = await asyncio.to_thread(file_digests, spec, version.collection(spec))
+        source, invalid = await asyncio.to_thread(file_digests, spec, version.collection(spec), coercions)
         label = f"{spec.table}:{spec.collection}" if spec.document else spec.table
         tables.append(compare(label, source, await pg_digests(conn, spec), invalid))
     return FileParity(settings.name, settings.path, tuple(tables), version.position["sha"])

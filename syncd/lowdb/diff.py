@@ -24,13 +24,15 @@ from syncd.errors import InvalidRecord, UnreadableFile
 from syncd.lowdb.records import Records
 from syncd.model import LoadProgress, QuarantinedRecord, Row, TableChanges
 from syncd.poison import Poison, storable
-from syncd.quarantine import Held
+from syncd.quarantine import Coercions, Held, stated_for
 from syncd.tables import TableSpec, record_hash
 
 Applied = dict[str, dict[str, bytes]]
 """Per collection: record key → row_hash of the version PostgreSQL holds."""
 Blocked = set[tuple[str, str]] | frozenset[tuple[str, str]]
 """(quarantine table, key) pairs whose changes wait."""
+DUPLICATE_ID = ": duplicate id "
+"""What the reason of a record held for its duplicated id says (`quarantine accept` refuses those)."""
 Refused = Mapping[tuple[str, str], tuple[bytes, str]]
 """(collection, key) → (row_hash, reason) of record versions PostgreSQL refused (`RejectedRow`)."""
 
@@ -77,6 +79,8 @@ class Diff:
     blocked: set[tuple[str, str]] = field(default_factory=set)
     """Keys this diff quarantined (blocked from now on)."""
     refused: Refused = field(default_factory=dict)
+    accepted: Coercions = field(default_factory=dict)
+    """Accepted record versions: their stated coercion applies while the file holds them."""
     progress: LoadProgress | None = None
     """A first load's counters: `read` follows the records examined."""
     examined: int = 0
@@ -172,9 +176,10 @@ def diff(
 ) -> Diff:
     """Compare every collection of `version` with `applied`, skipping keys `held` blocks.
 
-    A record version in `refused` is quarantined with PostgreSQL's reason instead of upserted;
-    `progress.read` follows the records examined (a first load reports it while it runs)."""
-    result = Diff([], refused=refused or {}, progress=progress)
+    A record version in `refused` is quarantined with PostgreSQL's reason instead of upserted; the
+    version `held` says was accepted takes its stated coercion; `progress.read` follows the records
+    examined (a first load reports it while it runs)."""
+    result = Diff([], refused=refused or {}, accepted=held.accepted, progress=progress)
     with gc_paused():
         for spec in specs:
             value = version.collection(spec)
@@ -246,7 +251,7 @@ def _diff_grouped(
     for key, versions in duplicates.items():
         if (table, key) not in blocked:
             for i in versions:
-                reason = f"{out.spec.collection}[{i}]: duplicate id {key!r}: {len(versions)} records carry it"
+                reason = f"{out.spec.collection}[{i}]{DUPLICATE_ID}{key!r}: {len(versions)} records carry it"
                 _quarantine(result, table, key, records.record(i), reason)
     # A record read without its id may be any of the missing keys: none of them is deleted.
     if not unreadable:
@@ -268,7 +273,7 @@ def _upsert(out: TableDiff, key: str, record: Any, digest: bytes, where: str, re
         _quarantine(result, table, key, record, f"{where}: PostgreSQL refused it: {refused[1]}")
         return
     try:
-        out.upserts.append(out.spec.to_row(record, digest))
+        out.upserts.append(out.spec.to_row(record, digest, stated_for(result.accepted, table, key, digest)))
     except InvalidRecord as exc:
         _quarantine(result, table, key, record, f"{where}: {exc.reason}")
         return

@@ -83,6 +83,8 @@ CASES = [
         2,
     ),
     ("ok", ["quarantine", "discard", "998", "999"], r"no quarantine record with id 998, 999", 2),
+    ("ok", ["quarantine", "accept", "999", "--set", "title=x"], r"no quarantine record with id 999; nothing", 2),
+    ("ok", ["quarantine", "accept", "999", "--set", "title"], r"Invalid value for '--set': 'title' is not FIELD=V", 2),
     (
         "ok",
         ["quarantine", "list", "--stream", "nope"],
