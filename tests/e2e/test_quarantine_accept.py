@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 import pytest
 
-from syncd import quarantine as q
 from syncd.database import connect
 from syncd.tables import record_hash
 from tests.e2e.daemon import DaemonProcess, write_config
 from tests.e2e.test_lowdb_writers import node_modules, run_writer
+from tests.e2e.test_poison import held
 from tests.integration.cli.conftest import Ran, syncd
 
 __all__ = ["node_modules"]  # the module fixture installing the npm writers
@@ -54,15 +54,6 @@ async def rows(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
     conn = await connect(dsn)
     try:
         return [dict(r) for r in await conn.fetch(sql, *args)]
-    finally:
-        await conn.close()
-
-
-async def held(dsn: str) -> list[q.Entry]:
-    """The held quarantine rows."""
-    conn = await connect(dsn)
-    try:
-        return await q.list_entries(conn)
     finally:
         await conn.close()
 
