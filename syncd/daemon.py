@@ -40,7 +40,7 @@ from syncd.relay import STREAM as RELAY_STREAM
 from syncd.relay import KafkaRelay
 from syncd.sink.postgres import PostgresSink
 from syncd.source import Source
-from syncd.stream import Runner, StreamRunner
+from syncd.stream import LoadReport, Runner, StreamRunner
 from syncd.supervisor import Supervisor
 from syncd.systemd import Notifier
 
@@ -60,8 +60,10 @@ class Daemon:
     """One syncd process: runs the streams it holds leases for (all of them when alone), serving the
     ops endpoint either way."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, on_load: LoadReport | None = None) -> None:
+        """`on_load` is told each stream's initial-load summary (`syncd run` prints it on a terminal)."""
         self.config = config
+        self._on_load = on_load
         self.should_exit = False
         self.force_exit = False
         self.last_tick = time.monotonic()
@@ -235,7 +237,9 @@ class Daemon:
         if stream not in {entry.name for entry in self.config.lowdb}:
             sink = self._sink(epoch, stream)
             self._supervisor.start(
-                functools.partial(_forward, functools.partial(build_questdb_stream, self.config, stream), sink)
+                functools.partial(
+                    _forward, functools.partial(build_questdb_stream, self.config, stream), sink, self._on_load
+                )
             )
 
     def _sink(self, epoch: int, stream: str) -> PostgresSink:
@@ -294,7 +298,7 @@ class Daemon:
         assert pool is not None
         if mode in cutover.FORWARD_MODES:
             sink = self._sink(self._ownership.epochs[entry.name], entry.name)
-            return lambda: StreamRunner(LowdbSource(entry, pool=pool), sink)
+            return lambda: StreamRunner(LowdbSource(entry, pool=pool), sink, self._on_load)
         if mode in cutover.REVERSE_MODES:
             return lambda: ReverseSync(entry, pool)
         return None
@@ -413,8 +417,8 @@ def _stream_kind(mode: cutover.Mode) -> str:
     return "reverse" if mode in cutover.REVERSE_MODES else "none"
 
 
-def _forward(make_source: Callable[[], Source], sink: PostgresSink) -> Runner:
-    return StreamRunner(make_source(), sink)
+def _forward(make_source: Callable[[], Source], sink: PostgresSink, on_load: LoadReport | None) -> Runner:
+    return StreamRunner(make_source(), sink, on_load)
 
 
 def _role(leader: bool, known: bool) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -26,6 +26,9 @@ T = TypeVar("T")
 # checkpoint where it is and let the source build the next batch from its state then. Without rows
 # to quarantine the rebuilt batch may be refused again: wait before it.
 REJECTED_RETRY_SECONDS = 10.0
+
+LoadReport = Callable[[str, Mapping[str, Any]], None]
+"""Told (stream, summary) once a stream's initial load is done, after its log line (a terminal's table)."""
 
 
 @dataclass(slots=True)
@@ -56,6 +59,8 @@ class StreamState:
     load: LoadStats = field(default_factory=lambda: LoadStats(""))
     """The initial catch-up's counts: added to until it ends, then logged once as its summary."""
     loaded: bool = False
+    initial_load: dict[str, Any] | None = None
+    """The initial load's summary (the `initial load done` line's), once it is done."""
 
     @property
     def snapshot(self) -> Progress:
@@ -138,6 +143,7 @@ class StreamState:
             "batches": self.batches,
             "rows_applied": dict(self.rows),
             "catch_up": self.catch_up(),
+            "initial_load": self.initial_load,
         }
 
 
@@ -156,9 +162,10 @@ class Runner(Protocol):
 class StreamRunner:
     """Runs one Source until stopped; a batch in flight is finished or rolled back, never split."""
 
-    def __init__(self, source: Source, sink: PostgresSink) -> None:
+    def __init__(self, source: Source, sink: PostgresSink, on_load: LoadReport | None = None) -> None:
         self.source = source
         self.sink = sink
+        self.on_load = on_load
         self.state = StreamState(source.source, source.stream, health=source, load=LoadStats(source.stream))
         self._stopping = False
         self._idle = asyncio.Event()
@@ -200,7 +207,10 @@ class StreamRunner:
             progress = state.snapshot
             state.load.rows = progress.read
             state.load.total = progress.total or progress.read
-            log.info("initial load done", summary=state.load.as_json())
+            state.initial_load = state.load.as_json()
+            log.info("initial load done", summary=state.initial_load)
+            if self.on_load is not None:
+                self.on_load(self.source.stream, state.initial_load)
 
     async def _open(self) -> None:
         checkpoint = await self.sink.load_checkpoint(self.source.source, self.source.stream)

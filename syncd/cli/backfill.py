@@ -20,10 +20,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
-from syncd.cli.console import Column, CommandGroup, config_option, grid, load_config, out, run_async
+from syncd.cli.console import CommandGroup, config_option, load_config, out, run_async
+from syncd.cli.summary import summary_table, summary_title
 from syncd.config import Config, QuestdbSettings, parse_duration
 from syncd.database import create_pool
 from syncd.questdb.backfill import Backfill
@@ -146,30 +146,8 @@ def backfill_questdb(
         settings = settings.model_copy(update={"page_size": page_size})
     job = run_backfill(config, settings, table, start, end, progress=not no_progress, retry_for=give_up)
     stats = run_async(job)
-    out().print(summary_table(stats))
+    out().print(summary_table(summary_title(f"syncd backfill {table}", stats), {table: stats}))
     click.echo(orjson.dumps(stats).decode())
-
-
-SUMMARY_COLUMNS = tuple(
-    Column(name, keep=name == "table", right=name != "table")
-    for name in ("table", "read", "inserted", "updated", "deleted", "unchanged", "quarantined", "seconds")
-)
-
-
-def summary_table(stats: dict[str, Any]) -> Table:
-    """pgloader's end-of-load table: per PostgreSQL table what was read and what PostgreSQL did."""
-    rows = [
-        (
-            table,
-            str(stats["rows"]) if len(stats["tables"]) == 1 else "-",
-            *(str(done[k]) for k in ("inserted", "updated", "deleted", "unchanged")),
-            str(stats["quarantined"]) if len(stats["tables"]) == 1 else "-",
-            f"{stats['seconds']:.1f}",
-        )
-        for table, done in stats["tables"].items()
-    ]
-    title = f"syncd backfill {stats['table']}: {stats['rows']} row(s) read" + (", resumed" if stats["resumed"] else "")
-    return grid(title, SUMMARY_COLUMNS, rows)
 
 
 def _questdb_settings(config: Config) -> QuestdbSettings:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import platform
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
-from rich.console import Group
+from rich.console import Console, Group
 from rich.text import Text
 
 from syncd import logs
@@ -29,6 +30,7 @@ from syncd.cli.console import (
     out,
     run_async,
 )
+from syncd.cli.summary import summary_table, summary_title
 from syncd.errors import Unreachable
 from syncd.version import VERSION
 
@@ -54,11 +56,22 @@ def main(log_level: str, log_format: str, debug: bool) -> None:
 @main.command()
 @config_option
 def run(config_path: Path | None) -> None:
-    """Run the daemon until SIGTERM/SIGINT."""
+    """Run the daemon until SIGTERM/SIGINT.
+
+    Logs are JSON lines on stderr; on a terminal, each stream's initial load also ends with its
+    summary table there (under its `initial load done` line)."""
     from syncd.daemon import Daemon
 
     config = load_config(config_path)
-    run_async(Daemon(config).serve())
+    report = print_initial_load if sys.stderr.isatty() else None
+    run_async(Daemon(config, on_load=report).serve())
+
+
+def print_initial_load(stream: str, summary: Mapping[str, Any]) -> None:
+    """A stream's initial-load table on stderr: for a person at the terminal (files and journald
+    get the JSON line only, so `jq` keeps working)."""
+    title = summary_title(f"syncd: initial load of {stream}", summary)
+    Console(stderr=True).print(summary_table(title, {stream: summary}))
 
 
 @main.command()
@@ -100,7 +113,8 @@ def _print_migration_status(states: list[migrations.MigrationStatus]) -> None:
 @main.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /status document.")
-def status(config_path: Path | None, as_json: bool) -> None:
+@click.option("--loads", is_flag=True, help="Also the initial loads' summary: per stream and table, like pgloader's.")
+def status(config_path: Path | None, as_json: bool, loads: bool) -> None:
     """Show the running daemon's /status as a table; exit 2 when it cannot be reached."""
     config = load_config(config_path)
     url = f"http://{config.http.host}:{config.http.port}/status"
@@ -113,6 +127,8 @@ def status(config_path: Path | None, as_json: bool) -> None:
         click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
         return
     out().print(status_table(document))
+    if loads:
+        out().print(loads_table(document))
 
 
 STATUS_COLUMNS = (
@@ -158,6 +174,18 @@ def status_table(document: dict[str, Any]) -> Group:
         )
     notes = [Text(note) for name, stream in streams.items() if (note := _trouble(name, stream))]
     return Group(grid(title, STATUS_COLUMNS, rows), *notes)
+
+
+def loads_table(document: dict[str, Any]) -> Group:
+    """The initial loads done (pgloader's table), then a line per stream whose load is still running."""
+    streams: dict[str, dict[str, Any]] = document.get("streams", {})
+    done = {name: s["initial_load"] for name, s in sorted(streams.items()) if s.get("initial_load")}
+    running = [
+        Text(f"{name}: initial load under way, {_catching_up(s.get('catch_up') or {})}")
+        for name, s in sorted(streams.items())
+        if not (s.get("initial_load") or s.get("caught_up"))
+    ]
+    return Group(summary_table(f"initial loads: {len(done)} done", done), *running)
 
 
 def _trouble(name: str, stream: dict[str, Any]) -> str:

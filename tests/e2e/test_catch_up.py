@@ -1,16 +1,26 @@
 """A first LowDB load through the real daemon: while its one transaction waits, /status, /metrics and
-`syncd status` say how far it has got; once it commits, 100 %."""
+`syncd status` say how far it has got; once it commits, 100 %, its summary in /status and
+`syncd status --loads`, and its table on stderr when that is a terminal (JSON lines otherwise)."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import pty
 import re
+import select
+import signal
+import struct
+import subprocess
+import termios
+import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from tests.e2e.daemon import DaemonProcess, write_config
+from tests.e2e.daemon import SYNCD, DaemonProcess, write_config
 from tests.integration.cli.conftest import syncd
 from tests.lowdb_files import item, write_v7
 
@@ -70,6 +80,62 @@ async def test_first_load_progress_while_its_transaction_waits(dsn: str, tmp_pat
         metrics = (await daemon.get("/metrics"))[1]
         assert gauge(metrics, "syncd_snapshot_progress_ratio") == 1.0
         assert gauge(metrics, "syncd_snapshot_eta_seconds") == 0.0
+        summary = (await daemon.get("/status"))[1]["streams"]["workspace"]["initial_load"]
+        assert (summary["rows"], summary["tables"]["workspace.workspace_items"]["inserted"]) == (RECORDS, RECORDS)
+        [logged] = [e["summary"] for e in daemon.events() if e["event"] == "initial load done"]  # JSON lines only
+        assert logged == summary
+
+        loads = await asyncio.to_thread(
+            syncd, "status", "--loads", "--config", config, env={"SYNCD_HTTP_LISTEN": daemon.url[7:]}
+        )
+        assert loads.rc == 0, loads.stderr
+        lines = [line.rstrip() for line in loads.stdout.splitlines()]
+        assert "initial loads: 1 done" in lines
+        rows = [line.split() for line in lines if line.lstrip().startswith("workspace")]
+        assert rows[-3][:6] == ["workspace", str(RECORDS), str(RECORDS), "0", "0", "0"]  # the load's row
+        assert rows[-1] == ["workspace_items", str(RECORDS), "0", "0"]  # and the table it wrote
+        assert max(map(len, lines)) <= 80
     finally:
         await blocker.close()
         assert daemon.stop() == 0, daemon.output()
+
+
+def read_until(fd: int, needles: tuple[str, ...], timeout: float) -> str:
+    """What a terminal shows from `fd` until every needle has appeared (or the deadline: then fail)."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while not all(n.encode() in seen for n in needles):
+        left = deadline - time.monotonic()
+        assert left > 0, f"{needles} not shown on the terminal:\n{seen.decode(errors='replace')}"
+        if select.select([fd], [], [], min(left, 1.0))[0]:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:  # the daemon exited: the terminal is gone
+                break
+    return seen.decode(errors="replace")
+
+
+async def test_initial_load_table_on_a_terminal(dsn: str, tmp_path: Path) -> None:
+    """`syncd run` with stderr on a terminal: the JSON line, then the load's table for the person there."""
+    path = tmp_path / "library.json"
+    write_v7(path, {"items": [item(f"item-{i}") for i in range(50)], "categories": []})
+    body = f'\n[[lowdb]]\nname = "workspace"\npath = "{path}"\nlayout = "workspace"\n'
+    config = write_config(tmp_path / "syncd.toml", body)
+    terminal, stderr = pty.openpty()
+    fcntl.ioctl(stderr, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    env = DaemonProcess(config, dsn).env
+    proc = subprocess.Popen([str(SYNCD), "run", "--config", str(config)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=stderr)  # fmt: skip
+    os.close(stderr)
+    try:
+        shown = await asyncio.to_thread(
+            read_until, terminal, ("syncd: initial load of workspace: 50 row(s) read in", "workspace_items"), 60
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        os.close(terminal)
+    assert code == 0
+    assert '"event": "initial load done"' in shown or '"event":"initial load done"' in shown
+    table = shown[shown.index("syncd: initial load of workspace"):].splitlines()
+    load = next(line.split() for line in table if line.lstrip().startswith("workspace "))
+    assert load[:6] == ["workspace", "50", "50", "0", "0", "0"]

@@ -27,7 +27,8 @@ async def test_backfill_ends_with_a_summary_table_and_a_json_line(
     assert summary["tables"]["signals.tp_capital_signals"] == {"inserted": rows, "updated": 0, "deleted": 0,
                                                                "unchanged": 0}
     assert summary["quarantined"] == 0
-    assert table[0].startswith(f"syncd backfill tp_capital_signals: {rows} row(s) read")
-    line = next(t for t in table if "signals.tp_capital_signals" in t).split()
-    assert line[:7] == ["signals.tp_capital_signals", str(rows), str(rows), "0", "0", "0", "0"]
+    assert table[0].startswith(f"syncd backfill tp_capital_signals: {rows} row(s) read in ")
+    load, written = (t.split() for t in table if t.lstrip().startswith("tp_capital_signals"))
+    assert load[:6] == ["tp_capital_signals", str(rows), str(rows), "0", "0", "0"]  # read, ins, upd, del, held
+    assert written == ["tp_capital_signals", str(rows), "0", "0"]  # the PostgreSQL table it wrote
     assert max(len(t) for t in table) <= 80

@@ -7,7 +7,7 @@ import re
 
 from rich.console import Console
 
-from syncd.cli.main import status_table
+from syncd.cli.main import loads_table, status_table
 
 DOWN = "source questdb unavailable: ClientConnectorError: Cannot connect to host 127.0.0.1:9000"
 DOCUMENT = {
@@ -55,3 +55,25 @@ def test_status_table_fits_80_columns_with_source_up_and_every_word_of_the_error
     trouble = " ".join(lines[lines.index(up) + 1 :]).split()
     assert " ".join(trouble) == f"questdb:tp_capital_signals: 3 restarts; last error: {DOWN}"
     assert not any(line.startswith("workspace:") for line in lines), "a healthy stream gets no line of its own"
+
+
+SUMMARY = {"table": "workspace", "rows": 3005, "total": 3005, "quarantined": 1, "seconds": 2.25, "resumed": False,
+           "tables": {"workspace.workspace_categories": {"inserted": 0, "updated": 0, "deleted": 0, "unchanged": 4},
+                      "workspace.workspace_items": {"inserted": 5, "updated": 10, "deleted": 2, "unchanged": 2990}}}
+
+
+def test_loads_table_per_stream_and_table_in_80_columns() -> None:
+    """`syncd status --loads`: a row per finished load, one per table under it, then loads running."""
+    document = {"streams": {"workspace": {**DOCUMENT["streams"]["workspace"], "initial_load": SUMMARY},  # type: ignore[dict-item]
+                            "questdb:tp_capital_signals": DOCUMENT["streams"]["questdb:tp_capital_signals"]}}
+    console = Console(width=80, file=io.StringIO(), record=True)
+    console.print(loads_table(document))
+    lines = [line.rstrip() for line in console.export_text().splitlines()]
+    assert lines[0] == "initial loads: 1 done"
+    assert max(map(len, lines)) <= 80
+    assert lines[2].split() == ["load", "/", "table", "read", "inserted", "updated", "deleted", "held", "secs"]
+    rows = [line.split() for line in lines[4:7]]
+    assert rows == [["workspace", "3005", "5", "10", "2", "1", "2.2"],
+                    ["workspace_categories", "0", "0", "0"],
+                    ["workspace_items", "5", "10", "2"]]
+    assert lines[-1] == "questdb:tp_capital_signals: initial load under way, 42% 12s"
