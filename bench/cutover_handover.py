@@ -1,12 +1,19 @@
-"""Cutover scenario: the latency a handover adds to a Node service's requests, through the cutover client.
+"""Cutover scenario: what a handover costs a Node service's requests, and whether the drill's load is served.
 
-The Workspace-shaped Express service of the drill (tests/e2e/node/workspace-service, node-postgres
-storage) runs through the cutover client beside a `syncd run` daemon on a fresh database; the drill's
-load process (tests/e2e/cutover_load.py) offers mixed requests at RATE per second. Each round is one
-promote and one rollback under that load, with a steady stretch before and after each. The value is
-the p99 of the requests in flight during a handover (started while a `syncd cutover` command ran)
-minus the p99 of the steady requests; the round also keeps the steady p99, the handover p99, the
-requests per second served and the handover time the command printed.
+The Workspace-shaped Express service of the drill (tests/e2e/node/workspace-service) runs through
+the cutover client beside a `syncd run` daemon, once with its node-postgres storage client and once
+with its Prisma 7 one, each on a fresh database and file of its own; the drill's load process
+(tests/e2e/cutover_load.py) offers mixed requests open loop at the drill's RATE. Each round is one
+promote and one rollback under that load, with a steady stretch before, between and after; the two
+clients' rounds are interleaved (bench/harness.py).
+
+The value is the p99 of the requests sent while a `syncd cutover` command ran (until the client
+followed) minus the p99 of the steady requests (those sent more than a second away from any
+handover). Beside it: both p99s, the requests/s served over the whole round, how late the steady
+requests were sent (the load's schedule lag: near zero when the machine keeps up), the longest hold
+the client saw, the handover time the command printed, and where the time went: the share of one
+CPU the service, the daemon and the load process each used over the round. bench/results.py judges
+the rate served.
 """
 
 from __future__ import annotations
@@ -15,17 +22,61 @@ import asyncio
 import re
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from bench.harness import Bench, Sample, fresh_database
 from tests.e2e.daemon import DaemonProcess, write_config
+from tests.e2e.prisma import generate, prisma_env, prisma_project
 from tests.e2e.test_cutover_drill import syncd
 from tests.e2e.workspace_service import Load, Service
 
 SECTION = "cutover"
-RATE = 200.0
-STEADY_SECONDS = 3.0
-"""Load before and after each handover (a bench may wait on the clock; tests never do)."""
+SCENARIO = "handover under load"
+RATE = 260.0
+"""Requests/s offered: the drill's rate (tests/e2e/test_cutover_client_drill.py), above the issue's 200."""
+STEADY_SECONDS = 2.0
+"""Load before, between and after the handovers (a bench may wait on the clock; tests never do)."""
+MARGIN_SECONDS = 1.0
+"""A request this close to a handover window counts as neither steady nor in the handover."""
+STORAGES = {"node-postgres client": "pg", "Prisma 7 client": "prisma"}
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) a process and its descendants used so far; 0 once gone."""
+    if pid is None:
+        return 0.0
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+class CpuShare:
+    """Where the time goes: each named process's share of one CPU between `__init__` and `shares()`."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self._pids = pids
+        self._start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self._wall = time.monotonic()
+
+    def shares(self) -> dict[str, float]:
+        """Percent of one CPU per process since the start (the load process must still run)."""
+        wall = time.monotonic() - self._wall
+        return {f"{name}_cpu_pct": 100 * (cpu_seconds(pid) - self._start[name]) / wall
+                for name, pid in self._pids.items()}
 
 
 def p99(values: list[float]) -> float:
@@ -34,67 +85,101 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
 
 
-async def _client_in(service: Service, mode: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (await service.health())["mode"] != mode:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the cutover client did not follow to {mode}:\n{service.output()[-2000:]}")
-        await asyncio.sleep(0.02)
+class Rig:
+    """One service (one storage client) through the cutover client, its daemon, database and file."""
 
+    def __init__(self, root: Path, dsn: str, service: Service, daemon: DaemonProcess, config: Path) -> None:
+        self.root = root
+        self.dsn = dsn
+        self.service = service
+        self.daemon = daemon
+        self.config = config
 
-async def _round(dsn: str, config: Path, service: Service, out: Path) -> Sample:
-    """One promote and one rollback under load."""
-    load = Load(service.url, RATE, out)
-    windows: list[tuple[float, float]] = []
-    handover_ms: list[float] = []
-    try:
-        await asyncio.sleep(STEADY_SECONDS)
-        for command, mode in (("promote", "pg-primary"), ("rollback", "mirror")):
-            started = time.time()
-            done = await syncd("cutover", command, "workspace", dsn=dsn, config=config)
-            if done.returncode != 0:
-                raise RuntimeError(f"{command} failed: {done.stderr}")
-            await _client_in(service, mode)
-            windows.append((started, time.time()))
-            if found := re.search(r"handover (\d+) ms", done.stdout):
-                handover_ms.append(float(found.group(1)))
+    async def client_in(self, mode: str, timeout: float = 30.0) -> None:
+        """Wait until the service's cutover client routes by `mode`."""
+        deadline = time.monotonic() + timeout
+        while (await self.service.health())["mode"] != mode:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the cutover client did not follow to {mode}:\n{self.service.output()[-2000:]}")
+            await asyncio.sleep(0.02)
+
+    async def round(self) -> Sample:
+        """One promote and one rollback under the load."""
+        load = Load(self.service.url, RATE, self.root / "load.json")
+        windows: list[tuple[float, float]] = []
+        handover_ms: list[float] = []
+        service, daemon = self.service.proc, self.daemon.proc
+        cpu = CpuShare({"service": service.pid if service else None, "daemon": daemon.pid if daemon else None,
+                        "load": load.proc.pid})
+        try:
             await asyncio.sleep(STEADY_SECONDS)
-        report = await load.stop()
-    finally:
-        load.kill()
-    if report["failures"]:
-        raise RuntimeError(f"{len(report['failures'])} failed requests: {report['failures'][:3]}")
-    during = [d * 1000 for s, d, _ in report["latencies"] if any(a <= s <= b for a, b in windows)]
-    steady = [d * 1000 for s, d, _ in report["latencies"] if not any(a - 1 <= s <= b + 1 for a, b in windows)]
-    served = report["requests"] / (report["stopped"] - report["started"])
-    return Sample(
-        p99(during) - p99(steady),
-        {"steady_p99_ms": p99(steady), "handover_p99_ms": p99(during), "served_per_s": served,
-         "handover_ms": max(handover_ms, default=0.0), "requests_in_handover": float(len(during))},
-    )
+            for command, mode in (("promote", "pg-primary"), ("rollback", "mirror")):
+                started = time.time()
+                done = await syncd("cutover", command, "workspace", dsn=self.dsn, config=self.config)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{command} failed: {done.stderr}")
+                await self.client_in(mode)
+                windows.append((started, time.time()))
+                if found := re.search(r"handover (\d+) ms", done.stdout):
+                    handover_ms.append(float(found.group(1)))
+                await asyncio.sleep(STEADY_SECONDS)
+            shares = cpu.shares()
+            report = await load.stop()
+        finally:
+            load.kill()
+        if report["failures"]:
+            raise RuntimeError(f"{len(report['failures'])} failed requests: {report['failures'][:3]}")
+        return _sample(report, windows, handover_ms, await self.service.health(), shares)
 
 
-async def run(bench: Bench) -> None:
-    """One line: the p99 a handover adds (ms), with the steady and handover p99s beside it."""
-    async with fresh_database(bench.dsn) as dsn:
-        with tempfile.TemporaryDirectory(prefix="syncd-bench-cutover-") as tmp:
+def _sample(report: dict[str, Any], windows: list[tuple[float, float]], handover_ms: list[float],
+            status: dict[str, Any], shares: dict[str, float]) -> Sample:
+    requests = report["latencies"]
+    during = [r for r in requests if any(a <= r[0] <= b for a, b in windows)]
+    steady = [r for r in requests if not any(a - MARGIN_SECONDS <= r[0] <= b + MARGIN_SECONDS for a, b in windows)]
+    steady_p99, during_p99 = p99([r[1] * 1000 for r in steady]), p99([r[1] * 1000 for r in during])
+    return Sample(during_p99 - steady_p99, {
+        "steady_p99_ms": steady_p99,
+        "handover_p99_ms": during_p99,
+        "served_per_s": report["requests"] / report["loading"],
+        "steady_lag_p99_ms": p99([r[3] * 1000 for r in steady]),
+        "hold_ms_max": float(status["holdMsMax"]),
+        "handover_ms": max(handover_ms, default=0.0),
+        "requests_in_handover": float(len(during)),
+        **shares,
+    })
+
+
+@asynccontextmanager
+async def rig(server_dsn: str, storage: str) -> AsyncIterator[Rig]:
+    """A service on `storage` (pg | prisma) with its daemon, in mirror, on a database of its own."""
+    async with fresh_database(server_dsn) as dsn:
+        with tempfile.TemporaryDirectory(prefix=f"syncd-bench-cutover-{storage}-") as tmp:
             root = Path(tmp)
             path = root / "library.json"
             config = write_config(
                 root / "syncd.toml", f'\n[[lowdb]]\nname = "workspace"\npath = "{path}"\nlayout = "workspace"\n'
             )
-            service = await Service(root, {"DB_PATH": str(path), "DATABASE_URL": dsn, "STORAGE": "pg"}).start()
+            env = {"DB_PATH": str(path), "DATABASE_URL": dsn, "STORAGE": storage}
+            if storage == "prisma":
+                client = await asyncio.to_thread(generate, prisma_project(root), prisma_env(root, dsn))
+                env["PRISMA_CLIENT"] = str(client)
+            service = await Service(root, env).start()
             daemon = DaemonProcess(config, dsn).start()
             try:
                 await daemon.leading()
-                await _client_in(service, "mirror")
-
-                async def cycle() -> Sample:
-                    return await _round(dsn, config, service, root / "load.json")
-
-                await bench.repeat(SECTION, "handover under load (node-postgres client)", "p99 added", cycle,
-                                   unit="ms", n=2, note=f"{RATE:.0f} requests/s offered, promote + rollback",
-                                   warmup=not bench.quick)
+                one = Rig(root, dsn, service, daemon, config)
+                await one.client_in("mirror")
+                yield one
             finally:
                 service.stop()
                 daemon.stop()
+
+
+async def run(bench: Bench) -> None:
+    """One line per storage client: the p99 a handover adds (ms), the rate served and the lag beside it."""
+    async with AsyncExitStack() as stack:
+        rigs = {name: await stack.enter_async_context(rig(bench.dsn, storage)) for name, storage in STORAGES.items()}
+        note = f"{RATE:.0f} requests/s offered open loop; promote + rollback per round"
+        await bench.interleave(SECTION, SCENARIO, {name: r.round for name, r in rigs.items()}, unit="ms", n=2,
+                               notes=dict.fromkeys(rigs, note), warmup=not bench.quick)

@@ -65,8 +65,11 @@ def run(results: Results, _: str) -> str:
             + "\n")
 
 
+NOT_MEASURED = "Not measured: the results file holds no `{}` figures yet (`make bench` writes them).\n"
+
+
 def lines(results: Results, section: str) -> str:
-    """A results section as a table."""
+    """A results section as a table; "not measured" when the results file has none of its lines."""
     rows = []
     for line in results.section(section):
         unit = line["unit"]
@@ -76,12 +79,16 @@ def lines(results: Results, section: str) -> str:
         rows.append([line["scenario"], line["method"], f"{line['n']:,}", f"{_number(line['median'], unit)} {unit}",
                      f"{_number(line['min'], unit)} to {_number(line['max'], unit)}",
                      f"{line['load'][0]:.1f}-{line['load'][1]:.1f}", others, note])
+    if not rows:
+        return NOT_MEASURED.format(section)
     return _markdown(["scenario", "method", "n", "median", "min, max", "load", "others' CPU", "note"], rows)
 
 
 def table(results: Results, name: str) -> str:
-    """A scenario table, columns in first-seen order."""
+    """A scenario table, columns in first-seen order; "not measured" when absent."""
     rows = results.table(name)
+    if not rows:
+        return NOT_MEASURED.format(name)
     header: list[str] = []
     for row in rows:
         header += [k for k in row if k not in header]

@@ -201,7 +201,25 @@ def _relay(r: Results) -> list[Verdict]:
     return [Verdict(name, "both measured", got, True)]
 
 
+CUTOVER_CLIENTS = ("node-postgres client", "Prisma 7 client")
+
+
+def _cutover(r: Results) -> list[Verdict]:
+    """The drill's load served through a promote and a rollback, and the p99 a handover adds (measured)."""
+    lines = [r.line("cutover", "handover under load", client) for client in CUTOVER_CLIENTS]
+    served_name, added_name = "cutover drill load served (both storage clients)", "p99 a handover adds"
+    found = [line for line in lines if line is not None]
+    if len(found) < len(CUTOVER_CLIENTS):
+        return [Verdict(served_name, ">= 200 requests/s", "-", None), Verdict(added_name, "measured", "-", None)]
+    served = [line["extra"]["served_per_s"][1] for line in found]
+    got = ", ".join(f"{rate:,.0f}/s" for rate in served)
+    added = ", ".join(f"{line['median']:,.0f} ms" for line in found)
+    return [Verdict(served_name, ">= 200 requests/s", got, min(served) >= 200),
+            Verdict(added_name, "measured", added, True)]
+
+
 TARGETS: tuple[Callable[[Results], list[Verdict]], ...] = (
-    _sink_vs_copy, _sink_vs_dlt, _lowdb_latency, _lowdb_memory, _reporting, _questdb_backfill, _relay, _wall,
+    _sink_vs_copy, _sink_vs_dlt, _lowdb_latency, _lowdb_memory, _reporting, _questdb_backfill, _relay, _cutover,
+    _wall,
 )
 """Checks, in the order of the final table; a scenario's own targets are added here."""

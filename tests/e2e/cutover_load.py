@@ -1,14 +1,22 @@
 """Steady mixed load on a Workspace-shaped API, as a separate process: `python -m tests.e2e.cutover_load URL RATE OUT`.
 
+Open loop: request i is due at a fixed moment (start + i / RATE), whatever became of the earlier
+ones, and goes to whichever worker is idle. A slow answer therefore never lowers the rate offered;
+when every worker is busy the load falls behind its schedule, and each request records how late it
+was sent (`lag`), so a reader tells "served what was offered" from "offered less". Connections are
+kept alive (one per worker) and dropped by the client before the service would (Node closes an
+idle one after 5 s), so a pause never leaves a worker a socket the server is closing.
+
 Workers each own the items they create, so every answer can be checked against what the worker
 itself last wrote: a read must show the worker's last acknowledged write (title, status, priority),
 a deleted item must be gone, a list must hold every live item of the worker and none it deleted.
 Any other answer, any status other than the expected one, and any connection error is a failure.
 
-Commands on stdin, one per line: `pause` (finish the requests in flight, then answer `paused` on
-stdout), `resume` (answer `resumed`), `stop` (write the report to OUT as JSON, answer `stopped`).
-Every read of items records which store served it: the PostgreSQL storage client answers with the
-snake_case columns beside the camelCase keys (`created_at`), the LowDB one does not.
+Commands on stdin, one per line: `pause` (send nothing more, finish the requests in flight, then
+answer `paused` on stdout), `resume` (the schedule starts again from now; answer `resumed`), `stop`
+(write the report to OUT as JSON, answer `stopped`). Every read of items records which store served
+it: the PostgreSQL storage client answers with the snake_case columns beside the camelCase keys
+(`created_at`), the LowDB one does not.
 """
 
 from __future__ import annotations
@@ -24,9 +32,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-WORKERS = 24
-LIVE = 5
+WORKERS = 128
+"""Idle workers take the next due request: enough that a handover's held writes (each holds its
+worker) leave others to send the reads meanwhile."""
+LIVE = 2
 """Items each worker keeps at most: the file stays small, so the load measures the switch, not the file size."""
+KEEPALIVE_S = 3.0
+"""An idle connection is closed by the client first: Node's keepAliveTimeout is 5 s."""
 FIELDS = ("title", "status", "priority", "category")
 STATUSES = ("new", "review", "in-progress", "completed", "rejected")
 PRIORITIES = ("low", "medium", "high", "critical")
@@ -39,31 +51,50 @@ class Report:
     """Everything the drill asserts on."""
 
     requests: int = 0
+    """Requests answered (checked or failed)."""
+    due: int = 0
+    """Requests whose moment came while the load ran (sent or not): `requests` falls short when it lagged."""
+    loading: float = 0.0
+    """Seconds the load ran (pauses excluded): `due` is `rate` times this."""
     failures: list[str] = field(default_factory=list)
     reads: list[tuple[float, float, str]] = field(default_factory=list)
     """(start, end, store) of every read of items."""
-    latencies: list[tuple[float, float, str]] = field(default_factory=list)
-    """(start, seconds, op) of every request."""
+    latencies: list[tuple[float, float, str, float]] = field(default_factory=list)
+    """(start, seconds, op, lag) of every request: sent at `start` (Unix time), answered `seconds` later,
+    sent `lag` seconds after it was due (no worker was idle, or the event loop was busy)."""
     live: dict[str, dict[str, Any]] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.time)
-    stopped: float = 0.0
-    paused: float = 0.0
-    """Seconds spent paused (not loading)."""
 
 
-class Pacer:
-    """Spaces requests evenly at `rate` per second across all workers."""
+class Schedule:
+    """Request i is due at origin + i / rate; a pause moves the origin so that nothing is due meanwhile."""
 
     def __init__(self, rate: float) -> None:
-        self._interval = 1.0 / rate
-        self._next = time.monotonic()
+        self.rate = rate
+        self.due = 0
+        """Requests made due so far."""
+        self.loading = 0.0
+        """Seconds run so far, up to the last `halt`."""
+        self._origin = self._resumed = time.monotonic()
 
-    async def wait(self) -> None:
-        """Sleep until this request's slot."""
+    async def next(self) -> float:
+        """Sleep until the next request is due; when it was due (monotonic clock)."""
+        due = self._origin + self.due / self.rate
+        self.due += 1
+        if (wait := due - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        return due
+
+    def halt(self) -> None:
+        """Stop the clock: every request whose moment came counts as due, sent or not."""
         now = time.monotonic()
-        self._next = max(self._next, now) + self._interval
-        await asyncio.sleep(max(0.0, self._next - self._interval - now))
+        self.due = int((now - self._origin) * self.rate) + 1  # request i is due at origin + i / rate
+        self.loading += now - self._resumed
+
+    def restart(self) -> None:
+        """Start the clock again: the next request is due now."""
+        self._resumed = time.monotonic()
+        self._origin = self._resumed - self.due / self.rate
 
 
 class Worker:
@@ -78,8 +109,8 @@ class Worker:
         self.deleted: list[str] = []
         self.created = 0
 
-    async def step(self) -> None:
-        """One request, chosen at random, checked."""
+    async def step(self, lag: float) -> None:
+        """One request, chosen at random, checked; it was due `lag` seconds ago."""
         op = random.choices(OPS, WEIGHTS)[0]
         if op in ("get", "update", "delete") and not self.live:
             op = "create"
@@ -93,7 +124,7 @@ class Worker:
         except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError) as exc:
             self.fail(op, f"{type(exc).__name__}: {exc}")
         self.report.requests += 1
-        self.report.latencies.append((start, time.time() - start, op))
+        self.report.latencies.append((start, time.time() - start, op, lag))
 
     def fail(self, op: str, what: str) -> None:
         """Record a failed or inconsistent answer."""
@@ -102,7 +133,7 @@ class Worker:
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """One HTTP request; (status, JSON body)."""
         async with self.session.request(method, self.url + path, json=body) as response:
-            return response.status, await response.json(content_type=None)
+            return response.status, await response.json(loads=orjson.loads, content_type=None)
 
     def check(self, op: str, key: str, data: Any) -> None:
         """`data` must show this worker's last write of `key`."""
@@ -187,51 +218,93 @@ class Worker:
             self.fail("categories", f"{status} {answer}")
 
 
+class Load:
+    """The schedule, the workers and the report; `send` runs until `stop()`."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, rate: float) -> None:
+        self.report = Report()
+        self.schedule = Schedule(rate)
+        self.workers = [Worker(n, session, url, self.report) for n in range(WORKERS)]
+        self.idle: asyncio.Queue[Worker] = asyncio.Queue()
+        for worker in self.workers:
+            self.idle.put_nowait(worker)
+        self.running = asyncio.Event()
+        self.running.set()
+        self.stopped = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self) -> None:
+        """Hand each due request to an idle worker, on time whatever the earlier ones are doing."""
+        while True:
+            await self.running.wait()
+            if self.stopped:
+                return
+            due = await self.schedule.next()
+            worker = await self.idle.get()  # all busy: the load falls behind, and the lag says by how much
+            if self.stopped or not self.running.is_set():  # a pause or stop came meanwhile
+                self.idle.put_nowait(worker)
+                continue
+            task = asyncio.create_task(self.one(worker, max(0.0, time.monotonic() - due)))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def one(self, worker: Worker, lag: float) -> None:
+        """One request of `worker`, which is idle again afterwards."""
+        try:
+            await worker.step(lag)
+        finally:
+            self.idle.put_nowait(worker)
+
+    async def quiet(self) -> None:
+        """Send nothing more until `restart`; return once the requests in flight are answered."""
+        self.running.clear()
+        self.schedule.halt()
+        while self.tasks:
+            await asyncio.gather(*self.tasks)
+
+    def restart(self) -> None:
+        """Offer the load again, from now."""
+        self.schedule.restart()
+        self.running.set()
+
+    async def stop(self) -> Report:
+        """Finish the requests in flight and complete the report."""
+        if self.running.is_set():
+            self.schedule.halt()
+        self.report.due, self.report.loading = self.schedule.due, self.schedule.loading
+        self.stopped = True
+        self.running.set()
+        while self.tasks:
+            await asyncio.gather(*self.tasks)
+        for worker in self.workers:
+            self.report.live.update(worker.live)
+            self.report.deleted.extend(worker.deleted)
+        return self.report
+
+
 async def run(url: str, rate: float, out: Path) -> None:
     """Load until `stop`; pause and resume on command."""
-    report = Report()
-    pacer = Pacer(rate)
-    running = asyncio.Event()
-    running.set()
-    idle = [asyncio.Event() for _ in range(WORKERS)]
-    stop = asyncio.Event()
-    paused_at = time.time()
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=WORKERS)) as session:
-        workers = [Worker(n, session, url, report) for n in range(WORKERS)]
-
-        async def loop(worker: Worker, done: asyncio.Event) -> None:
-            while not stop.is_set():
-                if not running.is_set():
-                    done.set()
-                    await running.wait()
-                    continue
-                done.clear()
-                await pacer.wait()
-                await worker.step()
-            done.set()
-
-        tasks = [asyncio.create_task(loop(w, e)) for w, e in zip(workers, idle, strict=True)]
+    connector = aiohttp.TCPConnector(limit=WORKERS, keepalive_timeout=KEEPALIVE_S)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector, json_serialize=_dumps) as session:
+        load = Load(session, url, rate)
+        sender = asyncio.create_task(load.send())
         reader = asyncio.StreamReader()
         await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while (line := (await reader.readline()).decode().strip()) != "stop" and line:
             if line == "pause":
-                running.clear()
-                await asyncio.gather(*(e.wait() for e in idle))
-                paused_at = time.time()
+                await load.quiet()
             elif line == "resume":
-                report.paused += time.time() - paused_at
-                running.set()
+                load.restart()
             print(f"{line}d" if line != "pause" else "paused", flush=True)
-        stop.set()
-        running.set()
-        await asyncio.gather(*tasks)
-    report.stopped = time.time()
-    for w in workers:
-        report.live.update(w.live)
-        report.deleted.extend(w.deleted)
+        report = await load.stop()
+        await sender
     out.write_bytes(orjson.dumps(report.__dict__))
     print("stopped", flush=True)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 if __name__ == "__main__":

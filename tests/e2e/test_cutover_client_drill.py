@@ -33,8 +33,10 @@ pytestmark = [
 ]
 
 RATE = 260.0
-"""Requests per second the load offers. What the machine served is printed, not asserted (timings of a
-shared machine are noise); `make bench` measures it, and the p99 a handover adds."""
+"""Requests per second the load offers, open loop (tests/e2e/cutover_load.py). How many of them the
+machine served on time is printed, not asserted: a shared CI machine's timings are noise, so the
+rate and the schedule's lag are judged by `make bench` (bench/cutover_handover.py, the same service,
+load and handovers), while this test asserts what no machine's speed excuses."""
 
 
 class Drill:
@@ -152,8 +154,14 @@ async def run_drill(dsn: str, tmp_path: Path, storage: dict[str, str]) -> None:
 
     assert report["failures"] == [], report["failures"][:20]
     assert report["requests"] >= 1000
-    served = report["requests"] / (report["stopped"] - report["started"] - report["paused"])
-    print(f"drill: {report['requests']} requests, {served:.0f}/s served of {RATE:.0f}/s offered")
+    lags = sorted(lag for *_, lag in report["latencies"])
+    served = report["requests"] / report["loading"]
+    print(f"drill: {report['requests']} requests of {report['due']} due, {served:.0f}/s served of {RATE:.0f}/s "
+          f"offered; sent late by p99 {lags[int(len(lags) * 0.99)] * 1000:.0f} ms, at most {lags[-1] * 1000:.0f} ms; "
+          f"writes held at most {status['holdMsMax']:.0f} ms")
+    # The load ran through every command: requests were answered while each handover ran.
+    for mode, started, seen in drill.moments:
+        assert any(started <= request[0] <= seen for request in report["latencies"]), f"no request during {mode}"
     assert status["holds"] > 0, status
     assert status["holdsTimedOut"] == 0, status
 

@@ -48,3 +48,26 @@ def test_a_block_is_regenerated_between_its_markers_only() -> None:
     assert out.startswith("before\n<!-- bench:lines:sink -->\n| scenario |")
     assert "| first load | sink | 1 | 1,234 rows/s |" in out
     assert "| rows | seconds |\n|---|---|\n| 10 | 0.50 |\n<!-- /bench -->\nafter\n" in out
+
+
+def test_a_section_or_table_absent_from_the_results_renders_not_measured() -> None:
+    """A scenario the run did not reach says so instead of an empty table (or a crash)."""
+    text = "<!-- bench:lines:cutover -->\n<!-- /bench -->\n<!-- bench:table:curve -->\n<!-- /bench -->\n"
+    out = render(text, Results({"lines": [line("first load", "sink", 1.0)]}))
+    assert "Not measured: the results file holds no `cutover` figures yet" in out
+    assert "no `curve` figures yet" in out
+    assert "| scenario |" not in out
+
+
+def test_the_cutover_targets_judge_both_storage_clients() -> None:
+    """The drill's load is judged served when both clients' median rate reaches 200/s; one missing: not measured."""
+    def cutover(method: str, served: float) -> dict[str, Any]:
+        return line("handover under load", method, 40.0, section="cutover", served_per_s=served)
+
+    both = {v.target: v for v in Results({"lines": [cutover("node-postgres client", 259.0),
+                                                      cutover("Prisma 7 client", 190.0)]}).verdicts()}
+    served = both["cutover drill load served (both storage clients)"]
+    assert (served.got, served.met) == ("259/s, 190/s", False)
+    assert both["p99 a handover adds"].got == "40 ms, 40 ms"
+    one = {v.target: v for v in Results({"lines": [cutover("node-postgres client", 259.0)]}).verdicts()}
+    assert one["cutover drill load served (both storage clients)"].status == "not measured"

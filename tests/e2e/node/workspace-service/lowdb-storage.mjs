@@ -1,9 +1,10 @@
 // The Workspace API's LowDB strategy, as upstream-workspace-api.md §2 describes it: the file is read
 // once at init() into memory; every write rewrites the whole file from memory (lowdb@7: temp file +
 // rename). init() again re-reads the file, which is what the cutover client calls after a rollback.
-import { randomBytes } from "node:crypto";
 import { Low } from "lowdb";
 import { JSONFile } from "lowdb/node";
+
+import { newItem } from "./new-item.mjs";
 
 const DEFAULT_CATEGORIES = ["feature", "bug", "improvement", "documentation", "research", "other"].map((name, i) => ({
   id: name,
@@ -40,21 +41,7 @@ export class LowdbStorage {
   }
 
   async createItem(item) {
-    const now = new Date().toISOString();
-    const record = {
-      id: item.id ?? `item-${Date.now()}-${randomBytes(5).toString("base64url").slice(0, 7).toLowerCase()}`,
-      title: item.title,
-      description: item.description ?? "",
-      category: item.category,
-      priority: item.priority ?? "medium",
-      status: item.status ?? "new",
-      tags: item.tags ?? [],
-      createdAt: now,
-      updatedAt: now,
-      createdBy: item.createdBy ?? null,
-      updatedBy: null,
-      metadata: item.metadata ?? {},
-    };
+    const record = newItem(item, new Date().toISOString());
     this.db.data.items.push(record);
     await this.db.write();
     return record;

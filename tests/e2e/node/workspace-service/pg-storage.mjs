@@ -3,6 +3,8 @@
 // side by side. createItem sends no id: the table assigns it, as upstream's strategy expects.
 import pg from "pg";
 
+import { newItem } from "./new-item.mjs";
+
 const COLUMNS = "id, title, description, category, priority, status, tags, created_at, updated_at, created_by, updated_by, metadata";
 const CAMEL = { createdAt: "created_at", updatedAt: "updated_at", createdBy: "created_by", updatedBy: "updated_by" };
 const WRITABLE = new Set(["title", "description", "category", "priority", "status", "tags", "metadata", ...Object.values(CAMEL)]);
@@ -22,7 +24,7 @@ export function toApi(row) {
 
 export class PgStorage {
   constructor(connectionString) {
-    this.pool = new pg.Pool({ connectionString, max: 4, options: "-c search_path=workspace,public" });
+    this.pool = new pg.Pool({ connectionString, max: 10, options: "-c search_path=workspace,public" });
     // An idle connection PostgreSQL dropped: the pool replaces it on the next query.
     this.pool.on("error", (error) => console.error(JSON.stringify({ event: "pg pool error", error: String(error) })));
   }
@@ -42,13 +44,13 @@ export class PgStorage {
   }
 
   async createItem(item) {
-    const now = new Date();
+    const { id: _assigned, ...record } = newItem(item, new Date()); // the table assigns the id
     const { rows } = await this.pool.query(
       `INSERT INTO workspace_items (title, description, category, priority, status, tags, created_at, updated_at,
                                     created_by, updated_by, metadata)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${COLUMNS}`,
-      [item.title, item.description ?? "", item.category, item.priority ?? "medium", item.status ?? "new",
-       item.tags ?? [], now, now, item.createdBy ?? null, null, item.metadata ?? {}],
+      [record.title, record.description, record.category, record.priority, record.status, record.tags,
+       record.createdAt, record.updatedAt, record.createdBy, record.updatedBy, record.metadata],
     );
     return toApi(rows[0]);
   }

@@ -1,9 +1,10 @@
 // The Workspace API's PostgreSQL strategy written with the Prisma 7 client (the proposal's ORM) over
 // the same tables as pg-storage.mjs, answering in the same API shape (snake_case columns beside the
 // camelCase keys), so the cutover client is shown to work with either.
-import { randomBytes } from "node:crypto";
 import { pathToFileURL } from "node:url";
 import { PrismaPg } from "@prisma/adapter-pg";
+
+import { newItem } from "./new-item.mjs";
 
 const ITEM = {
   id: true, title: true, description: true, category: true, priority: true, status: true, tags: true,
@@ -46,27 +47,18 @@ export class PrismaStorage {
   }
 
   async createItem(item) {
-    const now = new Date();
-    const data = {
-      id: item.id ?? `item-${Date.now()}-${randomBytes(5).toString("base64url").slice(0, 7).toLowerCase()}`,
-      title: item.title,
-      description: item.description ?? "",
-      category: item.category,
-      priority: item.priority ?? "medium",
-      status: item.status ?? "new",
-      tags: item.tags ?? [],
-      createdAt: now,
-      updatedAt: now,
-      createdBy: item.createdBy ?? null,
-      metadata: item.metadata ?? {},
-    };
-    return toApi(await this.prisma.workspaceItem.create({ data, select: ITEM }));
+    return toApi(await this.prisma.workspaceItem.create({ data: newItem(item, new Date()), select: ITEM }));
   }
 
+  // One round trip: update … RETURNING (Prisma's `update`), an absent id is its P2025.
   async updateItem(id, updates) {
     const data = Object.fromEntries(Object.entries(updates).filter(([key]) => UPDATABLE.has(key)));
-    const { count } = await this.prisma.workspaceItem.updateMany({ where: { id }, data: { ...data, updatedAt: new Date() } });
-    return count ? this.getItem(id) : null;
+    try {
+      return toApi(await this.prisma.workspaceItem.update({ where: { id }, data: { ...data, updatedAt: new Date() }, select: ITEM }));
+    } catch (error) {
+      if (error?.code === "P2025") return null;
+      throw error;
+    }
   }
 
   async deleteItem(id) {
