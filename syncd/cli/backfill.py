@@ -26,10 +26,20 @@ from syncd.cli.console import CommandGroup, config_option, load_config, out, run
 from syncd.cli.summary import summary_table, summary_title
 from syncd.config import Config, QuestdbSettings, parse_duration
 from syncd.database import create_pool
+from syncd.errors import RetriesExhausted
 from syncd.questdb.backfill import Backfill
+from syncd.questdb.reader import SOURCE
 from syncd.questdb.sql import SIGNALS_TABLE, VERSIONED
 
 TABLES = (SIGNALS_TABLE, *sorted(VERSIONED))
+QUESTDB_ENV = {
+    "host": "QUESTDB_HOST",
+    "http_port": "QUESTDB_HTTP_PORT",
+    "pg_port": "QUESTDB_PG_PORT",
+    "user": "QUESTDB_USER",
+    "password": "QUESTDB_PASSWORD",
+}
+"""Upstream's variables, read when the config has no [questdb] (the backfill needs none)."""
 
 
 class RowsPerSecond(ProgressColumn):
@@ -141,24 +151,27 @@ def backfill_questdb(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retry-for") from None
     config = load_config(config_path)
-    settings = _questdb_settings(config)
+    settings, origin = _questdb_settings(config)
     if page_size:
         settings = settings.model_copy(update={"page_size": page_size})
     job = run_backfill(config, settings, table, start, end, progress=not no_progress, retry_for=give_up)
-    stats = run_async(job)
+    try:
+        stats = run_async(job)
+    except RetriesExhausted as exc:
+        if config.questdb is not None or SOURCE not in exc.last:
+            raise
+        # Where the address came from is the first thing to check when there is no [questdb].
+        where = f"{settings.host}:{settings.http_port}"
+        raise RetriesExhausted(f"{exc.last} (no [questdb] in the config: {where} is {origin})", exc.attempts,
+                               exc.seconds) from exc  # fmt: skip
     out().print(summary_table(summary_title(f"syncd backfill {table}", stats), {table: stats}))
     click.echo(orjson.dumps(stats).decode())
 
 
-def _questdb_settings(config: Config) -> QuestdbSettings:
-    """[questdb] from the config, else upstream's QUESTDB_* env names (backfill needs no [questdb])."""
+def _questdb_settings(config: Config) -> tuple[QuestdbSettings, str]:
+    """[questdb] from the config, else upstream's QUESTDB_* env names (backfill needs no [questdb]),
+    and where they came from."""
     if config.questdb is not None:
-        return config.questdb
-    names = {
-        "host": "QUESTDB_HOST",
-        "http_port": "QUESTDB_HTTP_PORT",
-        "pg_port": "QUESTDB_PG_PORT",
-        "user": "QUESTDB_USER",
-        "password": "QUESTDB_PASSWORD",
-    }
-    return QuestdbSettings.model_validate({k: os.environ[v] for k, v in names.items() if v in os.environ})
+        return config.questdb, "[questdb]"
+    found = {k: os.environ[v] for k, v in QUESTDB_ENV.items() if v in os.environ}
+    return QuestdbSettings.model_validate(found), "from QUESTDB_*" if found else "QuestDB's default"

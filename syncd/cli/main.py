@@ -181,11 +181,21 @@ def loads_table(document: dict[str, Any]) -> Group:
     streams: dict[str, dict[str, Any]] = document.get("streams", {})
     done = {name: s["initial_load"] for name, s in sorted(streams.items()) if s.get("initial_load")}
     running = [
-        Text(f"{name}: initial load under way, {_catching_up(s.get('catch_up') or {})}")
+        Text(f"{name}: initial load under way, {_under_way(s.get('catch_up') or {})}")
         for name, s in sorted(streams.items())
         if not (s.get("initial_load") or s.get("caught_up"))
     ]
     return Group(summary_table(f"initial loads: {len(done)} done", done), *running)
+
+
+def _under_way(progress: dict[str, Any]) -> str:
+    """`42% 12s: 42000 of 100000 read, 0 staged, 0 applied` (the parts known)."""
+    total = progress.get("total")
+    counts = [f"{progress.get('read', 0)}" + ("" if total is None else f" of {total}") + " read"]
+    if progress.get("staged") is not None:
+        counts.append(f"{progress['staged']} staged")
+    counts.append(f"{progress.get('applied', 0)} applied")
+    return f"{_catching_up(progress)}: {', '.join(counts)}"
 
 
 def _trouble(name: str, stream: dict[str, Any]) -> str:

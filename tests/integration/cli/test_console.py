@@ -162,7 +162,7 @@ def test_backfill_without_questdb_gives_up_after_retry_for(configs: dict[str, Pa
     assert ran.rc == 2
     assert re.search(
         r"^syncd backfill questdb: gave up after \d+ attempt\(s\) in \ds: source questdb unavailable: "
-        r".*127\.0\.0\.1:\d+",
+        r".*127\.0\.0\.1:\d+.* \(no \[questdb\] in the config: 127\.0\.0\.1:\d+ is from QUESTDB_\*\)$",
         ran.error_line,
     ), ran.error_line
     assert ran.stdout == ""
