@@ -77,6 +77,8 @@ class QuarantinedRecord:
     key: str | None
     raw: Any
     reason: str
+    position: Mapping[str, Any] | None = None
+    """Where the source holds the record; None: the batch's checkpoint position."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,9 @@ class Entry:
     raw: Any
     coercion: dict[str, Any] | None = None
     """The values an `accept` stated (source key → value), for an accepted record."""
+    position: Any = None
+    """Where the source held the record (a LowDB file's version, a QuestDB row's table, ts, key)."""
+    resolved_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +111,7 @@ async def list_entries(
 ) -> list[Entry]:
     """Quarantine rows, newest first; `status=None` lists every status."""
     rows = await conn.fetch(
-        """SELECT id, stream, table_name, key, reason, status, created_at, raw, coercion
-             FROM syncd.quarantine
+        f"""SELECT {_ENTRY} FROM syncd.quarantine
             WHERE ($1::text IS NULL OR stream = $1) AND ($2::text IS NULL OR status = $2)
             ORDER BY id DESC LIMIT $3""",
         stream,
@@ -117,6 +119,10 @@ async def list_entries(
         limit,
     )
     return [Entry(**dict(r)) for r in rows]
+
+
+_ENTRY = "id, stream, table_name, key, reason, status, created_at, raw, coercion, position, resolved_at"
+"""The columns an Entry holds."""
 
 
 async def resolve(
@@ -177,8 +183,7 @@ async def accept(conn: Connection, entry: Entry, coercion: dict[str, Any], raw_h
 async def entries(conn: Connection, ids: Sequence[int], *, lock: bool = False) -> dict[int, Entry]:
     """The quarantine rows of `ids` that exist (row-locked until the transaction ends with `lock`)."""
     rows = await conn.fetch(
-        """SELECT id, stream, table_name, key, reason, status, created_at, raw, coercion
-             FROM syncd.quarantine WHERE id = ANY($1::bigint[]) ORDER BY id"""
+        f"SELECT {_ENTRY} FROM syncd.quarantine WHERE id = ANY($1::bigint[]) ORDER BY id"
         + (" FOR UPDATE" if lock else ""),
         list(ids),
     )

@@ -33,18 +33,22 @@ from syncd.tables import TableSpec, specs_for
 
 @click.group("quarantine", cls=CommandGroup)
 def quarantine_group() -> None:
-    """Records held back (invalid, keyless, duplicate ids); a held record blocks its key.
+    """Records held back (invalid, keyless, duplicate ids, rows PostgreSQL refused); a held record blocks its key.
 
     Fix the record at its source (the LowDB file, through its API), then `replay` it: the key
     unblocks and the stream applies the file's current version within a second. `discard` also
     unblocks the key (use it when the record was removed or should be dropped). `accept` resolves a
     record the service cannot fix with a stated coercion (`--set FIELD=VALUE`), audited.
+
+    A QuestDB row (stream questdb:TABLE) was refused by PostgreSQL: fix the cause (the constraint,
+    the trigger, or the row in QuestDB), then `replay` it and the stream reads it from QuestDB
+    again; `discard` drops that version of the row for good.
     """
 
 
 @quarantine_group.command("list")
 @config_option
-@click.option("--stream", default=None, help="Only this stream (LowDB entry name).")
+@click.option("--stream", default=None, help="Only this stream (LowDB entry name, or questdb:TABLE).")
 @click.option("--all", "all_statuses", is_flag=True, help="Also replayed and discarded records.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, raw record included.")
 @click.option("--limit", type=int, default=100, show_default=True)
@@ -81,9 +85,37 @@ def _entry_json(e: q.Entry) -> dict[str, object]:
         "status": e.status,
         "reason": e.reason,
         "created_at": e.created_at.isoformat(),
+        "resolved_at": None if e.resolved_at is None else e.resolved_at.isoformat(),
+        "position": e.position,
         "raw": e.raw,
         "coercion": e.coercion,
     }
+
+
+@quarantine_group.command("show")
+@config_option
+@click.argument("entry_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, raw record and position included.")
+def show_command(config_path: Path | None, entry_id: int, as_json: bool) -> None:
+    """Show one quarantined record whole: reason, where the source holds it, the record as it was read."""
+
+    async def work(conn: Connection) -> q.Entry:
+        found = await q.entry(conn, entry_id)
+        if found is None:
+            raise click.BadParameter(
+                f"no quarantine record with id {entry_id} (see syncd quarantine list --all)", param_hint="ID"
+            )
+        return found
+
+    e = _entry_json(on_connection(config_path, work))
+    if as_json:
+        click.echo(orjson.dumps(e).decode())
+        return
+    for name in ("id", "stream", "table", "key", "status", "created_at", "resolved_at", "reason"):
+        click.echo(f"{name + ':':<13}{e[name]}")
+    for name in ("position", "raw"):
+        click.echo(f"{name}:")
+        click.echo(orjson.dumps(e[name], option=orjson.OPT_INDENT_2).decode())
 
 
 QUARANTINE_COLUMNS = (Column("id, status, UTC", keep=True), Column("stream, table, key", keep=True), Column("reason"))

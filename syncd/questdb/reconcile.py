@@ -21,6 +21,7 @@ from syncd.config import QuestdbSettings
 from syncd.errors import SourceUnavailable
 from syncd.model import Batch, TableChanges
 from syncd.questdb.reader import QuestdbReader, format_timestamp, parse_timestamp
+from syncd.questdb.refusals import Refusals
 from syncd.questdb.sql import (
     SIGNAL_COLUMNS,
     SIGNALS_KEY,
@@ -73,6 +74,7 @@ class Reconciled(Protocol):
     settings: QuestdbSettings
     reader: QuestdbReader
     position: dict[str, Any]
+    refusals: Refusals
 
     def batch(self, tables: list[TableChanges], newest: datetime | None, observed: float | None) -> Batch:
         """A Batch carrying the source's current position as its checkpoint."""
@@ -151,7 +153,9 @@ class Reconciler:
         async for rows in self._source_pages(lo, hi):
             for row in rows:
                 pg = signal_row(row)
-                digest[pg[1]] = pg[-1]
+                # A row held in quarantine is not in PostgreSQL on purpose: it is no mismatch.
+                if not self.source.refusals.blocks(SIGNALS_PG_TABLE, pg[1], pg[-1]):
+                    digest[pg[1]] = pg[-1]
         return digest
 
     async def _source_pages(self, lo: datetime, hi: datetime) -> AsyncIterator[list[tuple[Any, ...]]]:

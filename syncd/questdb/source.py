@@ -25,8 +25,9 @@ from syncd.config import QuestdbSettings
 from syncd.errors import BatchRejected, QueryRejected, SourceUnavailable, TableMissing
 from syncd.model import Batch, Checkpoint, Progress, TableChanges
 from syncd.questdb.identity import Look, TableWatch
-from syncd.questdb.reader import SOURCE, QuestdbReader, Rows, format_timestamp, make_reader
+from syncd.questdb.reader import SOURCE, QuestdbReader, Rows, format_timestamp, make_reader, parse_timestamp
 from syncd.questdb.reconcile import Reconciler, reconcile_due
+from syncd.questdb.refusals import Refusals, Replay
 from syncd.questdb.sql import (
     DELETED_TABLE,
     SIGNAL_COLUMNS,
@@ -39,6 +40,7 @@ from syncd.questdb.sql import (
     PageSpec,
     VersionedSpec,
     backlog_query,
+    lit,
     next_page,
     signal_row,
     signal_row_text,
@@ -58,11 +60,14 @@ class QuestdbBase:
 
     source = SOURCE
 
-    def __init__(self, settings: QuestdbSettings, table: str, reader: QuestdbReader | None = None) -> None:
+    def __init__(
+        self, settings: QuestdbSettings, table: str, reader: QuestdbReader | None = None, pg_dsn: str | None = None
+    ) -> None:
         self.settings = settings
         self.table = table
         self.stream = stream_name(table)
         self.reader = reader or make_reader(settings)
+        self.refusals = Refusals(self.stream, table, pg_dsn)
         self.position: dict[str, Any] = {}
         self.skew = 0.0
         self._last_ok: float | None = None
@@ -72,6 +77,7 @@ class QuestdbBase:
         self._failures = 0
         self._committed: dict[str, Any] = {}
         self._rewind = False
+        self._named_rows = False
         self._error: str | None = None
         self._polling_since: float | None = None
 
@@ -92,8 +98,8 @@ class QuestdbBase:
 
     @property
     def quarantined(self) -> int:
-        """Always 0: QuestDB columns are typed, so a row is never quarantined."""
-        return 0
+        """Held quarantine rows of this stream: rows PostgreSQL refused (see syncd.questdb.refusals)."""
+        return self.refusals.held
 
     @property
     def source_error(self) -> str | None:
@@ -111,17 +117,24 @@ class QuestdbBase:
         self._committed = dict(self.position)
 
     def committed(self, batch: Batch) -> None:
-        """The batch is durable: its checkpoint is now our position."""
+        """The batch is durable: its checkpoint is now our position, its quarantined rows held."""
         self.position = dict(batch.checkpoint.position)
         self._committed = dict(self.position)
+        if batch.quarantine:
+            self.refusals.committed(batch)
+            metrics.QUARANTINE_RECORDS.labels(self.stream).set(self.refusals.held)
 
     def rejected(self, batch: Batch, error: BatchRejected) -> None:
-        """Rewind to the committed position: the poll in progress ends and the next one re-reads."""
+        """Rewind to the committed position: the poll in progress ends and the next one re-reads,
+        quarantining the rows the sink found refused on their own (the rest of the page flows)."""
         self.position = dict(self._committed)
         self._rewind = True
+        self._named_rows = bool(error.rows)
+        self.refusals.note(error.rows)
 
     async def close(self) -> None:
-        """Close the reader."""
+        """Close the reader and the quarantine state's connection."""
+        await self.refusals.close()
         await self.reader.close()
 
     async def source_now(self) -> datetime:
@@ -140,9 +153,30 @@ class QuestdbBase:
         return min(newest.timestamp() - self.skew, time.time())
 
     def batch(self, tables: list[TableChanges], newest: datetime | None, observed: float | None) -> Batch:
-        """A Batch carrying the current position as its checkpoint."""
+        """A Batch carrying the current position as its checkpoint; rows PostgreSQL refused ride
+        in it as quarantine records, held rows stay out (every batch of the stream is built here)."""
         checkpoint = Checkpoint(SOURCE, self.stream, dict(self.position))
-        return Batch(checkpoint, tables, observed_at=observed, source_time=self.source_time(newest))
+        sifted, quarantine = [], []
+        for changes in tables:
+            kept, records = self.refusals.sift(changes)
+            sifted.append(kept)
+            quarantine += records
+        return Batch(
+            checkpoint, sifted, observed_at=observed, source_time=self.source_time(newest), quarantine=quarantine
+        )
+
+    async def replays(self) -> list[Replay]:
+        """Re-read the quarantine state; the rows an operator replayed since the last look."""
+        found = await self.refusals.refresh(self.position.get("replayed_through"))
+        metrics.QUARANTINE_RECORDS.labels(self.stream).set(self.refusals.held)
+        return found
+
+    def replayed(self) -> None:
+        """The batch about to be built carries the replays: they are done once it commits (and
+        read again if it does not), so the position names the newest one."""
+        through = self.refusals.replayed_through
+        if through is not None:
+            self.position["replayed_through"] = through.isoformat()
 
     async def batches(self) -> AsyncIterator[Batch]:
         """Poll forever; transient failures back off and retry, never end the stream."""
@@ -152,7 +186,7 @@ class QuestdbBase:
                 async with aclosing(self.poll()) as batches:
                     async for batch in batches:
                         if not self._caught_up:
-                            read = self._progress.read + batch.size
+                            read = self._progress.read + batch.size + len(batch.quarantine)
                             total = self._progress.total
                             self._progress = Progress(read, None if total is None else max(total, read))
                         yield batch
@@ -171,10 +205,12 @@ class QuestdbBase:
                 continue
             self._polling_since = None
             if self._rewind:
-                # QuestDB rows are never quarantined: a refused page waits and is read again.
+                # A refused page is read again: at once when the sink named the rows to quarantine,
+                # after a backoff when it could not (a cause bigger than rows, fixed by its owner).
                 self._rewind = False
-                self._failures += 1
-                await asyncio.sleep(backoff(self._failures))
+                if not self._named_rows:
+                    self._failures += 1
+                    await asyncio.sleep(backoff(self._failures))
                 continue
             await asyncio.sleep(self.settings.poll_interval)
 
@@ -231,7 +267,7 @@ class SignalsSource(QuestdbBase):
     def __init__(
         self, settings: QuestdbSettings, reader: QuestdbReader | None = None, *, pg_dsn: str | None = None
     ) -> None:
-        super().__init__(settings, SIGNALS_TABLE, reader)
+        super().__init__(settings, SIGNALS_TABLE, reader, pg_dsn)
         self.reconciler = Reconciler(self, pg_dsn)
         self.watch = TableWatch(self.reader, SIGNALS_TABLE)
         # (highest ts a poll covered, source now() of that poll): decides whether a rescanned row
@@ -257,6 +293,9 @@ class SignalsSource(QuestdbBase):
             # The runner reads caught_up after each batch: one checkpoint-only batch tells it.
             self._caught_up = True
             yield self.batch([], None, observed)
+        replays = await self.replays()
+        if replays:
+            yield await self._replay(replays, observed)
         first = "reconcile" not in self.position  # the first poll only catches up
         async for batch in self._pages(DELETES, "deleted_cursor", upper, observed, deleted=True):
             # Upstream deletes by rebuilding the table, and rows inserted meanwhile can be lost; the
@@ -293,6 +332,26 @@ class SignalsSource(QuestdbBase):
             self.position[key] = cursor.as_json()
             if rows:
                 yield self.batch([self.changes(rows, deleted=deleted)], _newest(rows, deleted), observed)
+
+    async def _replay(self, replays: list[Replay], observed: float) -> Batch:
+        """The replayed rows as QuestDB has them now (one query per table and timestamp); a row
+        QuestDB no longer has is simply not there (its key is unblocked all the same)."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for r in replays:
+            table, stamp = r.position.get("questdb_table"), _timestamp(r.position.get("ts"))
+            if table in (SIGNALS_TABLE, DELETED_TABLE) and stamp is not None:
+                wanted.setdefault((table, lit(stamp)), set()).add(r.key)
+        found: list[TableChanges] = []
+        for (table, at), keys in wanted.items():
+            deleted = table == DELETED_TABLE
+            columns = DELETES.columns if deleted else MAIN.columns
+            result = await self.reader.query(f"SELECT {', '.join(columns)} FROM {table} WHERE ts = {at}")
+            changes = self.changes(result.rows, deleted=deleted)
+            rows = [row for row in changes.upserts if row[1] in keys]
+            found.append(dataclasses.replace(changes, upserts=rows))
+        log.info("replaying quarantined rows", stream=self.stream, rows=len(replays))
+        self.replayed()
+        return self.batch(found, None, observed)
 
     def changes(self, rows: list[tuple[Any, ...]], *, deleted: bool) -> TableChanges:
         """PG upserts for QuestDB rows; deleted-table rows keep the row with `deleted_at` set."""
@@ -368,6 +427,14 @@ def signal_changes(rows: list[tuple[Any, ...]], *, deleted: bool = False) -> Tab
     return TableChanges(SIGNALS_PG_TABLE, SIGNALS_PG_COLUMNS, SIGNALS_KEY, pg_rows)
 
 
+def _timestamp(text: object) -> datetime | None:
+    """A quarantine position's `ts`, if it is one (the position is jsonb anybody could edit)."""
+    try:
+        return parse_timestamp(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
 def _newest(rows: list[tuple[Any, ...]], deleted: bool) -> datetime | None:
     if not rows or deleted:
         return None
@@ -378,8 +445,10 @@ def _newest(rows: list[tuple[Any, ...]], deleted: bool) -> datetime | None:
 class VersionedSource(QuestdbBase):
     """telegram_bots / telegram_channels: the latest version per id, upserted when anything changed."""
 
-    def __init__(self, settings: QuestdbSettings, table: str, reader: QuestdbReader | None = None) -> None:
-        super().__init__(settings, table, reader)
+    def __init__(
+        self, settings: QuestdbSettings, table: str, reader: QuestdbReader | None = None, pg_dsn: str | None = None
+    ) -> None:
+        super().__init__(settings, table, reader, pg_dsn)
         self.spec: VersionedSpec = VERSIONED[table]
         self._last_full = 0.0
 
@@ -391,7 +460,8 @@ class VersionedSource(QuestdbBase):
         newest = stat.maybe(datetime, 0, 1)
         marker = {"count": stat.value(int), "max_updated_at": None if newest is None else format_timestamp(newest)}
         periodic = time.monotonic() - self._last_full >= self.settings.rescan_interval
-        if marker == self.position.get("marker") and not periodic:
+        replays = await self.replays()  # a replayed id is read again with every other one
+        if marker == self.position.get("marker") and not (periodic or replays):
             return
         cols = ", ".join(self.spec.columns)
         result = await self.reader.query(f"SELECT {cols} FROM {self.table} LATEST ON updated_at PARTITION BY id")
@@ -400,6 +470,7 @@ class VersionedSource(QuestdbBase):
         if not self._caught_up:
             self.expect(len(rows))  # the catch-up is this one read: its rows are the total
         self.position["marker"] = marker
+        self.replayed()
         changes = TableChanges(self.spec.pg_table, (*self.spec.columns, "row_hash"), ("id",), rows)
         yield self.batch([changes], newest, observed)
 
@@ -419,7 +490,7 @@ def build_questdb_source(settings: QuestdbSettings, table: str, pg_dsn: str | No
     if table == SIGNALS_TABLE:
         return SignalsSource(settings, pg_dsn=pg_dsn)
     if table in VERSIONED:
-        return VersionedSource(settings, table)
+        return VersionedSource(settings, table, pg_dsn=pg_dsn)
     raise ValueError(f"questdb.tables: no spec for table {table!r}")
 
 

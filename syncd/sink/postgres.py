@@ -514,5 +514,8 @@ async def _quarantine(conn: Connection, batch: Batch) -> None:
     await conn.executemany(
         """INSERT INTO syncd.quarantine (source, stream, table_name, key, raw, reason, position)
            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        [(cp.source, cp.stream, q.table, q.key, q.raw, q.reason, cp.position) for q in batch.quarantine],
+        [
+            (cp.source, cp.stream, q.table, q.key, q.raw, q.reason, cp.position if q.position is None else q.position)
+            for q in batch.quarantine
+        ],
     )

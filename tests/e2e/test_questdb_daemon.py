@@ -124,3 +124,65 @@ rescan_interval = "2s"
     assert total == await pool.fetchval(f"SELECT count(DISTINCT (ts, signal_key)) FROM {SIGNALS}")
     marked = await pool.fetch(f"SELECT signal_key FROM {SIGNALS} WHERE deleted_at IS NOT NULL")
     assert set(deleted) <= {r["signal_key"] for r in marked}
+
+
+async def _held(pool: asyncpg.Pool) -> dict[str, str]:
+    """stream → reason of every held quarantine row."""
+    rows = await pool.fetch("SELECT stream, reason FROM syncd.quarantine WHERE status = 'held'")
+    return {r["stream"]: r["reason"] for r in rows}
+
+
+async def test_daemon_quarantines_rows_postgresql_refuses(server: QuestdbServer, dsn: str, pool: asyncpg.Pool,
+                                                          tmp_path: Path) -> None:
+    """A signal holding a NUL and a bot with a status PostgreSQL's CHECK refuses: the daemon holds
+    each in quarantine, both streams stay caught up and flow, and a restarted daemon neither loses
+    nor quarantines them again; `syncd quarantine list` shows them."""
+    config = write_config(tmp_path / "syncd.toml", f"""
+[questdb]
+http_port = {server.http_port}
+pg_port = {server.pg_port}
+tables = ["tp_capital_signals", "telegram_bots"]
+poll_interval = "100ms"
+safety_lag = "1s"
+rescan_interval = "1s"
+""")
+    now = datetime.now(UTC)
+    async with Upstream(server.http_port) as upstream:
+        await upstream.reset()
+        for i in range(5):
+            await upstream.insert(Signal(now - timedelta(minutes=5, seconds=-i), asset=f"Q{i}",
+                                         raw_message="a NUL \x00 here" if i == 2 else "ok"))
+        await upstream.append_bot("bot-ok", "active", now - timedelta(minutes=4))
+        await upstream.append_bot("bot-odd", "suspended", now - timedelta(minutes=4))
+        daemon = DaemonProcess(config, dsn).start()
+        try:
+            await daemon.leading(timeout=60)
+            await daemon.until(lambda: pool.fetchval(f"SELECT count(*) = 4 FROM {SIGNALS}"), 60, "the other signals")
+            await daemon.until(lambda: pool.fetchval("SELECT count(*) = 1 FROM signals.telegram_bots"), 30, "bot-ok")
+            held = await _held(pool)
+            assert set(held) == {"questdb:tp_capital_signals", "questdb:telegram_bots"}, held
+            assert held["questdb:telegram_bots"].startswith("[23514]"), held
+
+            async def reported() -> bool:
+                _, body = await daemon.get("/status")
+                streams = body["streams"]
+                return all(streams[s]["quarantined"] == 1 and streams[s]["caught_up"] for s in held)
+
+            await daemon.until(reported, 30, "/status: one held row per stream, caught up")
+            await upstream.insert(Signal(now - timedelta(minutes=3), asset="LATER"))
+            await daemon.until(lambda: pool.fetchval(f"SELECT count(*) = 5 FROM {SIGNALS}"), 30, "a later signal")
+        finally:
+            assert daemon.stop() == 0, daemon.output()[-4000:]
+        daemon = DaemonProcess(config, dsn).start()
+        try:
+            await daemon.leading(timeout=60)
+            await upstream.insert(Signal(now - timedelta(minutes=2), asset="RESTARTED"))
+            await daemon.until(lambda: pool.fetchval(f"SELECT count(*) = 6 FROM {SIGNALS}"), 30, "after a restart")
+            await daemon.until(reported, 30, "/status after the restart")
+            listed = subprocess.run([str(SYNCD), "quarantine", "list", "--json", "--config", str(config)],
+                                    env=daemon.env, capture_output=True, timeout=60)
+            assert listed.returncode == 0, listed.stderr.decode()
+            assert len(listed.stdout.splitlines()) == 2, listed.stdout.decode()
+        finally:
+            assert daemon.stop() == 0, daemon.output()[-4000:]
+    assert await pool.fetchval("SELECT count(*) FROM syncd.quarantine") == 2

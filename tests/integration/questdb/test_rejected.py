@@ -1,23 +1,37 @@
-"""A QuestDB page PostgreSQL refuses is never skipped: the source rewinds to its committed cursor.
+"""QuestDB rows PostgreSQL refuses: never skipped, never blocking the stream.
 
-Real QuestDB, real PostgreSQL; the refusal is a trigger (a rule only PostgreSQL knows), dropped
-once the pages have been refused a few times. Every row then arrives, none skipped, none twice.
+Real QuestDB, real PostgreSQL, the real syncd CLI. A page refused for a cause bigger than its rows
+(a trigger raising a plain exception) rewinds to the committed cursor and is read again once the
+cause goes; rows refused on their own (a NUL, an index entry too large, a check violation) are
+quarantined one by one and the rest flows; a lost PostgreSQL is retried, never quarantined.
 """
 
 from __future__ import annotations
 
+import random
+import string
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 import pytest
 
 from syncd import metrics
+from syncd import quarantine as q
 from syncd.config import QuestdbSettings
-from syncd.questdb.source import SignalsSource
+from syncd.database import init_connection
+from syncd.questdb.reader import parse_timestamp
+from syncd.questdb.reconcile import Reconciler
+from syncd.questdb.source import SignalsSource, VersionedSource
 from syncd.sink.postgres import PostgresSink
+from tests.integration.cli.conftest import syncd, write_config
 from tests.integration.conftest import eventually, running
 from tests.integration.questdb.test_source import NOW, SIGNALS, in_sync, sample
+from tests.questdb_server import QuestdbServer
 from tests.questdb_upstream import Signal, Upstream
+from tests.tcp_proxy import TcpProxy
 
 
 async def _true(value: bool) -> bool:
@@ -49,3 +63,182 @@ async def test_a_refused_page_is_read_again_after_the_cause_goes(
         await pool.execute(f"DROP TRIGGER refuse_bad ON {SIGNALS}")
         await eventually(lambda: in_sync(questdb, pool), timeout=20, what="every row, the refused page included")
     assert await pool.fetchval(f"SELECT count(*) FROM {SIGNALS}") == 13
+
+
+def _random_text(n: int) -> str:
+    """Text that does not compress: too large for a btree index entry even after TOAST compression."""
+    rng = random.Random(n)
+    return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+BAD_ROWS: dict[int, tuple[dict[str, str], set[str]]] = {
+    # PostgreSQL text cannot hold a NUL: 22021 through COPY, 22P05 through the small-batch JSON path.
+    3: ({"raw_message": "nul \x00 inside"}, {"22021", "22P05"}),
+    7: ({"channel": _random_text(9000)}, {"54000"}),  # (channel, ts) index entry over btree's limit
+    9: ({"asset": "REFUSED"}, {"23514"}),  # a rule only PostgreSQL knows: a check violation
+}
+
+
+async def _held(pool: asyncpg.Pool, n: int, status: str = "held") -> list[asyncpg.Record] | None:
+    rows = await pool.fetch(
+        "SELECT * FROM syncd.quarantine WHERE stream = 'questdb:tp_capital_signals' AND status = $1 ORDER BY id",
+        status,
+    )
+    return rows if len(rows) == n else None
+
+
+async def _count(pool: asyncpg.Pool, n: int) -> bool:
+    return bool(await pool.fetchval(f"SELECT count(*) FROM {SIGNALS}") == n)
+
+
+async def test_rows_postgresql_refuses_are_quarantined_and_the_stream_flows(
+    questdb: Upstream, settings: QuestdbSettings, sink: PostgresSink, pool: asyncpg.Pool, dsn: str, tmp_path: Path
+) -> None:
+    """A NUL in raw_message, a channel too large for its index entry and a row a trigger refuses as a
+    check violation: each is quarantined on its own, with its reason and QuestDB position; every
+    other row of their pages and after them arrives, the watermark passes them, and neither the
+    lag-window rescan nor the reconcile's comparison takes them for missing rows. Then `syncd
+    quarantine replay` brings one in once its cause is gone, `discard` drops another, `show` shows."""
+    await pool.execute(
+        f"""CREATE FUNCTION public.refuse_asset() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.asset = 'REFUSED' THEN
+              RAISE EXCEPTION 'asset REFUSED is not traded' USING ERRCODE = 'check_violation'; END IF;
+            RETURN NEW; END $$;
+            CREATE TRIGGER refuse_asset BEFORE INSERT OR UPDATE ON {SIGNALS}
+               FOR EACH ROW EXECUTE FUNCTION public.refuse_asset()"""
+    )
+    source = SignalsSource(settings, pg_dsn=dsn)
+    stream = source.stream
+    await questdb.insert(Signal(NOW - timedelta(minutes=9)))
+    async with running(source, sink) as runner:
+        await eventually(lambda: in_sync(questdb, pool), what="first row")
+        stamps = [NOW - timedelta(minutes=8, seconds=-i) for i in range(12)]
+        for i, ts in enumerate(stamps):  # pages of 5: each bad row among good ones
+            await questdb.insert(Signal(ts, **{"asset": f"OK{i}", **BAD_ROWS.get(i, ({}, ""))[0]}))
+        held = await eventually(lambda: _held(pool, 3), what="the three refused rows quarantined")
+        await eventually(lambda: _count(pool, 1 + 12 - 3), what="every other row")
+        # Each with its QuestDB position: table, timestamp, key, row hash.
+        found = {stamps.index(parse_timestamp(r["position"]["ts"])): r for r in held}
+        assert set(found) == set(BAD_ROWS)
+        for i, (_, codes) in BAD_ROWS.items():
+            entry = found[i]
+            assert entry["reason"][1:6] in codes, entry["reason"]
+            assert (entry["table_name"], entry["source"]) == (SIGNALS, "questdb")
+            assert entry["position"]["questdb_table"] == "tp_capital_signals"
+            assert entry["position"]["key"] == {"signal_key": entry["key"]}
+            assert len(entry["position"]["row_hash"]) == 32
+        assert found[9]["raw"]["asset"] == "REFUSED"
+        assert found[9]["raw"]["signal_key"] == found[9]["key"]
+        assert "\\u0000" in found[3]["raw"]["text"]  # jsonb cannot hold the NUL either
+        assert "NUL" in found[3]["raw"]["error"]
+        # The watermark is past the refused rows, and the stream keeps flowing.
+        assert parse_timestamp(runner.state.checkpoint["cursor"]["ts"]) == stamps[-1]
+        await questdb.insert(Signal(NOW - timedelta(minutes=7), asset="AFTER"))
+        await eventually(lambda: _count(pool, 11), what="a row after the refused ones")
+        assert source.quarantined == 3
+        assert sample(metrics.QUARANTINE_RECORDS, stream=stream) == 3
+
+        # The rescan re-reads the window (every 0.2 s) and the reconcile's comparison counts the
+        # source: neither quarantines the held rows again nor takes them for rows PostgreSQL lacks.
+        rescanned = source._last_rescan
+        await eventually(lambda: _true(source._last_rescan != rescanned), what="a rescan over the held rows")
+        top = parse_timestamp(runner.state.checkpoint["cursor"]["ts"])
+        reconciler = Reconciler(source, dsn)
+        try:
+            parity = await reconciler.compare(NOW - timedelta(minutes=10), top)
+        finally:
+            await reconciler.close()
+        assert (parity.source_rows, parity.pg_rows, parity.clean) == (11, 11, True)
+        assert await _held(pool, 3), "held rows quarantined again"
+
+        # The operator's tools: show, then replay once the cause is gone, discard another.
+        config = write_config(tmp_path / "syncd.toml", dsn)
+        refused, nul = found[9]["id"], found[3]["id"]
+        shown = syncd("quarantine", "show", str(refused), "--json", "--config", config)
+        assert shown.rc == 0, shown.stderr
+        assert orjson.loads(shown.stdout)["position"] == found[9]["position"]
+        text = syncd("quarantine", "show", str(nul), "--config", config)
+        assert text.rc == 0, text.stderr
+        assert "tp_capital_signals" in text.stdout, text.stdout
+        assert found[3]["reason"].splitlines()[0] in text.stdout, text.stdout
+        listed = syncd("quarantine", "list", "--json", "--stream", stream, "--config", config)
+        assert {orjson.loads(line)["id"] for line in listed.stdout.splitlines()} == {r["id"] for r in held}
+        await pool.execute(f"DROP TRIGGER refuse_asset ON {SIGNALS}")
+        assert syncd("quarantine", "replay", str(refused), "--config", config).rc == 0
+        await eventually(lambda: pool.fetchval(f"SELECT count(*) = 1 FROM {SIGNALS} WHERE asset = 'REFUSED'"),
+                         what="the replayed row")
+        assert syncd("quarantine", "discard", str(nul), "--config", config).rc == 0
+        await eventually(lambda: _true(source.quarantined == 1), what="held count after replay and discard")
+        # Replayed once: the position names it, a later poll does not read it again.
+        assert runner.state.checkpoint["replayed_through"]
+    assert (await _held(pool, 1))[0]["reason"].startswith("[54000]")  # type: ignore[index]
+    assert await _held(pool, 1, "replayed")
+    assert await _held(pool, 1, "discarded")
+
+
+async def test_a_versioned_row_refused_is_quarantined_and_replayed_after_the_fix(
+    questdb: Upstream, settings: QuestdbSettings, sink: PostgresSink, pool: asyncpg.Pool, dsn: str
+) -> None:
+    """A bot status PostgreSQL's CHECK does not know is quarantined under the bot's id while the
+    other bots flow; once the constraint accepts it, a replay brings the bot in."""
+    await questdb.append_bot("bot-1", "active", NOW - timedelta(minutes=10))
+    await questdb.append_bot("bot-2", "archived", NOW - timedelta(minutes=9))
+    await questdb.append_bot("bot-3", "active", NOW - timedelta(minutes=8))
+    source = VersionedSource(settings, "telegram_bots", pg_dsn=dsn)
+    async with running(source, sink):
+        held = await eventually(lambda: pool.fetch("SELECT * FROM syncd.quarantine WHERE status = 'held'"),
+                                what="bot-2 quarantined")
+        await eventually(lambda: pool.fetchval("SELECT count(*) = 2 FROM signals.telegram_bots"), what="the others")
+        (entry,) = held
+        assert (entry["stream"], entry["table_name"], entry["key"]) == ("questdb:telegram_bots",
+                                                                         "signals.telegram_bots", "bot-2")
+        assert entry["reason"].startswith("[23514]")
+        assert entry["raw"]["status"] == "archived"
+        assert entry["position"]["questdb_table"] == "telegram_bots"
+        await questdb.append_bot("bot-1", "inactive", NOW - timedelta(minutes=1))  # re-reads keep it out
+        await eventually(lambda: pool.fetchval(
+            "SELECT status = 'inactive' FROM signals.telegram_bots WHERE id = 'bot-1'"), what="bot-1's new version")
+        assert await pool.fetchval("SELECT count(*) FROM syncd.quarantine") == 1
+        await pool.execute("""ALTER TABLE signals.telegram_bots DROP CONSTRAINT telegram_bots_status_check,
+                              ADD CHECK (status IN ('active', 'inactive', 'archived', 'deleted'))""")
+        async with pool.acquire() as conn:
+            assert await q.resolve(conn, [entry["id"]], "replayed") == [entry["id"]]
+        await eventually(lambda: pool.fetchval(
+            "SELECT status = 'archived' FROM signals.telegram_bots WHERE id = 'bot-2'"), what="bot-2 replayed")
+        await eventually(lambda: _true(source.quarantined == 0), what="nothing held")
+
+
+async def test_postgresql_lost_mid_batch_is_retried_never_quarantined(
+    questdb: Upstream, questdb_server: QuestdbServer, pool: asyncpg.Pool, dsn: str
+) -> None:
+    """PostgreSQL's connections cut while rows wait (a refused one among them): the batch is retried
+    until PostgreSQL is back, then only the refused row is quarantined and every other row arrives."""
+    proxy = await TcpProxy(urlsplit(dsn).port or 5432).start()
+    parts = urlsplit(dsn)
+    proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    through = await asyncpg.create_pool(proxied, min_size=1, max_size=4, init=init_connection)
+    assert through is not None
+    epoch: int = await pool.fetchval("UPDATE syncd.leader SET epoch = epoch + 1 RETURNING epoch")
+    settings = QuestdbSettings(http_port=questdb_server.http_port, poll_interval=0.05, safety_lag=0.5,
+                               rescan_interval=0.2, page_size=5)
+    source = SignalsSource(settings, pg_dsn=proxied)
+    stream = source.stream
+    retried = sample(metrics.BATCHES, stream=stream, outcome="retried")
+    try:
+        await questdb.insert(Signal(NOW - timedelta(minutes=9)))
+        async with running(source, PostgresSink(through, epoch)):
+            await eventually(lambda: in_sync(questdb, pool), what="first row")
+            await proxy.cut()
+            for i in range(6):
+                await questdb.insert(Signal(NOW - timedelta(minutes=8, seconds=-i), asset=f"CUT{i}",
+                                            raw_message="nul \x00" if i == 2 else "ok"))
+            await eventually(lambda: _true(sample(metrics.BATCHES, stream=stream, outcome="retried") >= retried + 2),
+                             what="the batch retried while PostgreSQL is away")
+            proxy.restore()
+            await eventually(lambda: _count(pool, 6), what="every good row once PostgreSQL is back")
+            held = await eventually(lambda: _held(pool, 1), what="the refused row alone quarantined")
+        assert held[0]["reason"][1:6] in BAD_ROWS[3][1], held[0]["reason"]
+        assert await pool.fetchval("SELECT count(*) FROM syncd.quarantine") == 1
+    finally:
+        await through.close()
+        await proxy.close()
