@@ -100,7 +100,7 @@ def show_command(config_path: Path | None, entry_id: int, as_json: bool) -> None
     """Show one quarantined record whole: reason, where the source holds it, the record as it was read."""
 
     async def work(conn: Connection) -> q.Entry:
-        found = await q.entry(conn, entry_id)
+        found = (await q.entries(conn, [entry_id])).get(entry_id)
         if found is None:
             raise click.BadParameter(
                 f"no quarantine record with id {entry_id} (see syncd quarantine list --all)", param_hint="ID"
