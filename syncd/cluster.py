@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import asyncpg
 
+from syncd.identifiers import quote_ident
+
 PG_USER = "postgres"
 ShutdownMode = Literal["smart", "fast", "immediate"]
 """pg_ctl's shutdown modes: `immediate` is a crash as far as sessions and recovery are concerned."""
@@ -64,10 +66,12 @@ async def temporary_database(server_dsn: str, prefix: str, template: str | None 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_dsn)
     try:
-        await admin.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+        await admin.execute(
+            f"CREATE DATABASE {quote_ident(name)}" + (f" TEMPLATE {quote_ident(template)}" if template else "")
+        )
         yield with_database(server_dsn, name)
     finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
         await admin.close()
 
 

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, SecretStr, ValidationError
 
 from syncd.errors import ConfigError
+from syncd.identifiers import collection_name, config_name
 from syncd.poison import MAX_RECORD_BYTES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -39,7 +40,9 @@ def _comma_list(value: object) -> object:
     return value
 
 
-Names = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+QuestdbTable = Literal["tp_capital_signals", "telegram_bots", "telegram_channels"]
+"""The QuestDB tables syncd has specs for: the only names its QuestDB SQL is built from."""
+QuestdbTables = Annotated[tuple[QuestdbTable, ...], BeforeValidator(_comma_list)]
 
 
 class _Section(BaseModel):
@@ -103,17 +106,24 @@ def _known_zone(name: str) -> str:
 Layout = Literal["workspace", "documentation", "ideas-mvp", "generic"]
 
 
+# Names from the config that reach SQL (as bound values: stream, cutover unit, collection) are
+# checked at load, stricter than SQL needs; SQL identifiers are syncd's own, quoted by
+# syncd.identifiers, and QuestDB tables are one of the known ones (`QuestdbTable`).
+EntryName = Annotated[str, AfterValidator(config_name)]
+CollectionName = Annotated[str, AfterValidator(collection_name)]
+
+
 class CollectionSettings(_Section):
     """An extra collection of a `generic` LowDB file, stored as key + jsonb document."""
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
-    key: str = "id"
+    name: CollectionName
+    key: str = Field(default="id", min_length=1)
 
 
 class LowdbSettings(_Section):
     """One LowDB file: one stream and one cutover unit."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    name: EntryName
     path: Path
     layout: Layout
     collections: tuple[CollectionSettings, ...] = ()
@@ -144,7 +154,7 @@ class QuestdbSettings(_Section):
     user: str = "admin"
     password: SecretStr = SecretStr("quest")
     transport: Literal["http", "pg"] = "http"
-    tables: Names = ("tp_capital_signals", "telegram_bots", "telegram_channels")
+    tables: QuestdbTables = ("tp_capital_signals", "telegram_bots", "telegram_channels")
     poll_interval: Seconds = 1.0
     safety_lag: Seconds = 2.0
     lag_window: Seconds = 600.0
@@ -260,8 +270,11 @@ def _apply_env(raw: dict[str, Any], origins: dict[str, str], environ: Mapping[st
 def _first_error(exc: ValidationError, origins: Mapping[str, str], path: Path | None) -> ConfigError:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"]) or "(root)"
-    origin = origins.get(key, str(path) if path else "defaults")
-    reason = error["msg"]
+    # `questdb.tables.1` came from where `questdb.tables` did.
+    parts = key.split(".")
+    found = (origins.get(".".join(parts[:n])) for n in range(len(parts), 0, -1))
+    origin = next((o for o in found if o is not None), str(path) if path else "defaults")
+    reason = error["msg"].removeprefix("Value error, ")  # a validator's own message says it all
     if key == "postgres.dsn" and error["type"] == "missing":
         reason = "missing: set [postgres] dsn, SYNCD_PG_DSN or DATABASE_URL"
     elif "input" in error and not any(s in key for s in ("dsn", "password")):

@@ -25,6 +25,7 @@ import asyncpg
 from syncd.config import Config
 from syncd.database import Connection
 from syncd.errors import SyncdError
+from syncd.identifiers import quote_ident, quote_table
 from syncd.questdb.sql import SIGNALS_TABLE, VERSIONED
 from syncd.tables import specs_for_layout
 
@@ -66,7 +67,8 @@ class Target:
     def locate(self, key: str) -> Located:
         """Where row `key` lives: its stream, the row's filter and its quarantine entries' names."""
         if self.table != DOCUMENTS:
-            return Located(self.stream, f't."{self.key_column}" = $1', (key,), self.table, key, captured=True)
+            where = f"t.{quote_ident(self.key_column)} = $1"
+            return Located(self.stream, where, (key,), self.table, key, captured=True)
         collection, slash, record = key.partition("/")
         stream = self.collections.get(collection)
         if not slash or not record or stream is None:
@@ -155,10 +157,9 @@ def resolve(config: Config, name: str) -> Target:
 async def explain(conn: Connection, target: Target, key: str, *, events: int = 20) -> Provenance:
     """Read the row's provenance (read-only); UnknownDocument for a syncd.documents key of no collection."""
     located = target.locate(key)
-    schema, table = target.table.split(".", 1)
     row = await conn.fetchrow(
         f"""SELECT t.xmin::text::bigint AS xmin, t.synced_at
-              FROM "{schema}"."{table}" t WHERE {located.where} LIMIT 1""",
+              FROM {quote_table(target.table)} t WHERE {located.where} LIMIT 1""",
         *located.args,
     )
     checkpoint = await conn.fetchrow(

@@ -35,6 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from syncd import metrics, outbox
 from syncd.config import KafkaSettings
 from syncd.database import Connection
+from syncd.identifiers import quote_ident, quote_table
 from syncd.stream import StreamState
 
 log = structlog.get_logger(__name__)
@@ -61,14 +62,14 @@ def topic_for(prefix: str, table: str) -> str:
 
 
 def _snapshot_query(table: str, key_column: str) -> str:
-    ident = '"' + key_column.replace('"', '""') + '"'
+    ident = quote_ident(key_column)
     return f"""
         SELECT t.{ident}::text AS key,
                convert_to(json_build_object(
                    'before', NULL, 'after', to_jsonb(t) - 'row_hash' - 'synced_at', 'op', 'r',
                    'source', json_build_object('table', $1::text, 'txid', txid_current(), 'origin', 'snapshot'),
                    'ts_ms', (extract(epoch FROM now()) * 1000)::bigint)::text, 'UTF8') AS value
-          FROM {table} t"""
+          FROM {quote_table(table)} t"""
 
 
 def _raise_topic_errors(errors: Sequence[Sequence[Any]]) -> None:

@@ -30,6 +30,7 @@ from syncd.cutover.lowdb_file import dumps, patch, write_atomic
 from syncd.cutover.state import PG_PRIMARY, reverse_consumer
 from syncd.database import PG_ERRORS, Connection, borrowed
 from syncd.errors import ModeChanged, UnreadableFile
+from syncd.identifiers import quote_table
 from syncd.lowdb.diff import FileVersion, parse_version, read_bytes, read_file
 from syncd.stream import StreamState
 from syncd.tables import TableSpec, specs_for
@@ -120,7 +121,7 @@ async def _current(conn: Connection, spec: TableSpec, keys: set[str]) -> tuple[d
     """The current rows of changed `keys` and the keys now gone."""
     if not keys:
         return {}, set()
-    rows = await conn.fetch(f"SELECT * FROM {spec.table} WHERE id = ANY($1::text[])", sorted(keys))
+    rows = await conn.fetch(f"SELECT * FROM {quote_table(spec.table)} WHERE id = ANY($1::text[])", sorted(keys))
     current = {r["id"]: dict(r) for r in rows}
     return current, keys - current.keys()
 

@@ -26,6 +26,7 @@ from syncd import metrics
 from syncd.config import LowdbSettings, QuestdbSettings
 from syncd.database import Connection
 from syncd.errors import InvalidRecord
+from syncd.identifiers import quote_ident, quote_table
 from syncd.lowdb.diff import FileVersion, quarantine_table
 from syncd.lowdb.reader import read_version
 from syncd.lowdb.records import Records
@@ -146,11 +147,11 @@ async def pg_digests(conn: Connection, spec: TableSpec) -> Digests:
 
 
 async def _stream_digests(conn: Connection, spec: TableSpec) -> Digests:
-    columns = ", ".join(c for c in spec.columns if c != "row_hash")
+    columns = ", ".join(quote_ident(c) for c in spec.columns if c != "row_hash")
     where, args = ("WHERE collection = $1", [spec.collection]) if spec.document else ("", [])
     key_at = spec.columns.index("id")
     digests: Digests = {}
-    async for row in conn.cursor(f"SELECT {columns} FROM {spec.table} {where}", *args, prefetch=2000):
+    async for row in conn.cursor(f"SELECT {columns} FROM {quote_table(spec.table)} {where}", *args, prefetch=2000):
         values = tuple(row)
         digests[values[key_at]] = content_digest(spec.content(values))
     return digests

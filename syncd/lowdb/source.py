@@ -30,6 +30,7 @@ from syncd import metrics
 from syncd.config import LowdbSettings
 from syncd.database import PG_ERRORS, Connection, borrowed, connect, is_transient
 from syncd.errors import BatchRejected, UnreadableFile
+from syncd.identifiers import quote_table
 from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes, record_count
 from syncd.lowdb.reader import VersionReader
 from syncd.model import Batch, Checkpoint, LoadProgress, Progress
@@ -318,7 +319,7 @@ class LowdbSource:
                     "SELECT id, row_hash FROM syncd.documents WHERE collection = $1", spec.collection
                 )
             else:
-                rows = await self._fetch(f"SELECT id, row_hash FROM {spec.table}")
+                rows = await self._fetch(f"SELECT id, row_hash FROM {quote_table(spec.table)}")
             applied[spec.collection] = {r["id"]: bytes(r["row_hash"]) for r in rows}
         return applied
 

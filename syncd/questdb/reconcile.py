@@ -19,6 +19,7 @@ import structlog
 from syncd import metrics
 from syncd.config import QuestdbSettings
 from syncd.errors import SourceUnavailable
+from syncd.identifiers import quote_table
 from syncd.model import Batch, TableChanges
 from syncd.questdb.reader import QuestdbReader, format_timestamp, parse_timestamp
 from syncd.questdb.refusals import Refusals
@@ -41,10 +42,11 @@ _MAIN = PageSpec(SIGNALS_TABLE, SIGNAL_COLUMNS, "ts", "ingested_at")
 _ONE_US = timedelta(microseconds=1)
 
 _LIVE_DAY = "ts >= $1 AND ts <= $2 AND deleted_at IS NULL"
+_PG_TABLE = quote_table(SIGNALS_PG_TABLE)
 _PG_DIGEST = f"""
     SELECT count(*) AS n,
            coalesce(sum(('x' || encode(substr(row_hash, 1, 8), 'hex'))::bit(64)::bigint::numeric), 0) AS s
-      FROM {SIGNALS_PG_TABLE} WHERE {_LIVE_DAY}"""
+      FROM {_PG_TABLE} WHERE {_LIVE_DAY}"""
 
 
 def reconcile_due(settings: QuestdbSettings, position: Mapping[str, Any], now: datetime) -> bool:
@@ -186,7 +188,7 @@ class Reconciler:
     async def _pg_content_digest(self, lo: datetime, hi: datetime) -> dict[str, bytes]:
         conn = await self._pg()
         digest: dict[str, bytes] = {}
-        query = f"SELECT {', '.join(SIGNAL_COLUMNS)} FROM {SIGNALS_PG_TABLE} WHERE {_LIVE_DAY}"
+        query = f"SELECT {', '.join(SIGNAL_COLUMNS)} FROM {_PG_TABLE} WHERE {_LIVE_DAY}"
         async with conn.transaction(readonly=True):
             async for record in conn.cursor(query, lo, hi, prefetch=self.source.settings.page_size):
                 row = signal_row(tuple(record))
@@ -202,7 +204,7 @@ class Reconciler:
             yield self.source.batch([_changes(pg_rows)], None, None)
         cols = ", ".join(SIGNAL_COLUMNS)
         extra = await (await self._pg()).fetch(
-            f"SELECT signal_key, {cols} FROM {SIGNALS_PG_TABLE} WHERE ts >= $1 AND ts <= $2 AND deleted_at IS NULL",
+            f"SELECT signal_key, {cols} FROM {_PG_TABLE} WHERE ts >= $1 AND ts <= $2 AND deleted_at IS NULL",
             lo,
             hi,
         )

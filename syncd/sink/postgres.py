@@ -16,10 +16,12 @@ to PostgreSQL as a single `SELECT` (`_prelude`). Per-row work stays in C (`map`,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
+from hashlib import blake2b
 from itertools import compress
 from operator import itemgetter, not_
 from typing import Any
@@ -31,6 +33,7 @@ from asyncpg.exceptions import _base as asyncpg_base
 
 from syncd.database import PG_ERRORS, Connection, borrowed, is_transient
 from syncd.errors import BatchRejected, Fenced, ModeChanged, SinkUnavailable
+from syncd.identifiers import quote_ident, quote_table, split_table
 from syncd.model import ApplyResult, Batch, Checkpoint, LoadProgress, Row, TableChanges
 from syncd.sink.culprits import about_rows, culprits
 
@@ -224,10 +227,11 @@ class PostgresSink:
                 continue
             args += [min(u.leads), max(u.leads)]
             lo, hi = f"${len(args) - 1}", f"${len(args)}"
-            table, lead = u.changes.table, _ident(u.changes.key[0])
+            table, lead = quote_table(u.changes.table), quote_ident(u.changes.key[0])
             if info.partitioned:
                 # The partition key is the leading key column (signals: ts).
-                parts.append(f"signals.ensure_partitions('{table}'::regclass, {lo}, {hi})")
+                args.append(table)
+                parts.append(f"signals.ensure_partitions(${len(args)}::text::regclass, {lo}, {hi})")
             if probed:
                 probes[-1] = len(parts)
                 parts.append(f"(SELECT max({lead}) FROM {table} WHERE {lead} BETWEEN {lo} AND {hi})")
@@ -265,7 +269,7 @@ class PostgresSink:
                           c.relkind = 'p' AS partitioned
                      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
                     WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped""",
-                table,
+                quote_table(table),
             )
             self._info[table] = _TableInfo(
                 types={r["attname"]: r["type"] for r in rows},
@@ -279,10 +283,10 @@ class PostgresSink:
         info = await self._table_info(conn, changes.table)
         keys = list(changes.key)
         arrays = ", ".join(f"${i + 1}::{info.types[k]}[]" for i, k in enumerate(keys))
-        match = " AND ".join(f"t.{_ident(k)} = d.{_ident(k)}" for k in keys)
-        columns = ", ".join(_ident(k) for k in keys)
+        match = " AND ".join(f"t.{quote_ident(k)} = d.{quote_ident(k)}" for k in keys)
+        columns = ", ".join(quote_ident(k) for k in keys)
         status = await conn.execute(
-            f"DELETE FROM {changes.table} t USING unnest({arrays}) AS d({columns}) WHERE {match}",
+            f"DELETE FROM {quote_table(changes.table)} t USING unnest({arrays}) AS d({columns}) WHERE {match}",
             *[list(map(itemgetter(i), changes.deletes)) for i in range(len(keys))],
         )
         return ApplyResult(deleted=_count(status))
@@ -343,12 +347,17 @@ async def _upsert(conn: Connection, u: _Upserts, info: _TableInfo, highest: Any,
     return ApplyResult(inserted=copied) + rest
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _columns(changes: TableChanges) -> str:
+    return ", ".join(quote_ident(c) for c in changes.columns)
+
+
+def _updates(changes: TableChanges) -> str:
+    """The SET list of an upsert: every non-key column from `excluded`."""
+    return ", ".join(f"{quote_ident(c)} = excluded.{quote_ident(c)}" for c in changes.columns if c not in changes.key)
 
 
 def _split(table: str) -> tuple[str, str]:
-    schema, _, name = table.rpartition(".")
+    schema, name = split_table(table)
     return schema or "public", name
 
 
@@ -358,17 +367,16 @@ def _count(status: str) -> int:
 
 async def _upsert_small(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -> ApplyResult:
     """A few deduplicated rows (an edit): one statement carrying them as JSON, instead of stages and COPYs."""
-    cols = ", ".join(_ident(c) for c in changes.columns)
-    updates = ", ".join(f"{_ident(c)} = excluded.{_ident(c)}" for c in changes.columns if c not in changes.key)
+    table, cols, updates = quote_table(changes.table), _columns(changes), _updates(changes)
     document = orjson.dumps([dict(zip(changes.columns, row, strict=True)) for row in rows], default=_json_value)
-    keys = ", ".join(_ident(k) for k in changes.key)
-    same_key = " AND ".join(f"e.{_ident(k)} = u.{_ident(k)}" for k in changes.key)
+    keys = ", ".join(quote_ident(k) for k in changes.key)
+    same_key = " AND ".join(f"e.{quote_ident(k)} = u.{quote_ident(k)}" for k in changes.key)
     # Every part of one statement sees the table as it was before it: `existed` tells updates apart.
     row = await conn.fetchrow(
-        f"""WITH rows AS (SELECT {cols} FROM jsonb_populate_recordset(NULL::{changes.table}, $1::text::jsonb)),
-                 existed AS (SELECT {keys} FROM {changes.table} WHERE ({keys}) IN (SELECT {keys} FROM rows)),
+        f"""WITH rows AS (SELECT {cols} FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb)),
+                 existed AS (SELECT {keys} FROM {table} WHERE ({keys}) IN (SELECT {keys} FROM rows)),
                  upserted AS (
-                     INSERT INTO {changes.table} AS t ({cols}) SELECT {cols} FROM rows
+                     INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM rows
                      ON CONFLICT ({keys}) DO UPDATE SET {updates}, synced_at = now()
                      WHERE t.row_hash IS DISTINCT FROM excluded.row_hash
                      RETURNING {keys})
@@ -447,11 +455,10 @@ async def _merge(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -
         if copied is not None:
             return ApplyResult(inserted=copied, unchanged=len(rows) - copied)
     await conn.copy_records_to_table(rows_stage, columns=list(changes.columns), records=_fed(changed))
-    cols = ", ".join(_ident(c) for c in changes.columns)
-    updates = ", ".join(f"{_ident(c)} = excluded.{_ident(c)}" for c in changes.columns if c not in changes.key)
+    cols, updates = _columns(changes), _updates(changes)
     await conn.execute(
-        f"""INSERT INTO {changes.table} AS t ({cols}) SELECT {cols} FROM {rows_stage}
-            ON CONFLICT ({", ".join(_ident(k) for k in changes.key)})
+        f"""INSERT INTO {quote_table(changes.table)} AS t ({cols}) SELECT {cols} FROM {quote_ident(rows_stage)}
+            ON CONFLICT ({", ".join(quote_ident(k) for k in changes.key)})
             DO UPDATE SET {updates}, synced_at = now()
             WHERE t.row_hash IS DISTINCT FROM excluded.row_hash"""
     )
@@ -468,16 +475,16 @@ async def _changed_keys(conn: Connection, changes: TableChanges, rows: Sequence[
     narrow = [*changes.key, "row_hash"]
     narrow_of = itemgetter(*(changes.columns.index(c) for c in narrow))
     await conn.copy_records_to_table(stage, columns=narrow, records=list(map(narrow_of, rows)))
-    same_key = " AND ".join(f"t.{_ident(k)} = s.{_ident(k)}" for k in changes.key)
-    selected = ", ".join(f"s.{_ident(k)}" for k in changes.key)
-    lead = _ident(changes.key[0])
+    same_key = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in changes.key)
+    selected = ", ".join(f"s.{quote_ident(k)}" for k in changes.key)
+    lead, staged = quote_ident(changes.key[0]), quote_ident(stage)
     # Bounding the table side by the stage's own key range (computed by PostgreSQL, so collation
     # agrees) turns a whole-table scan per batch into an index range scan and prunes partitions.
     found = await conn.fetch(
         f"""SELECT {selected}, t.row_hash IS NOT NULL AS existed
-              FROM {stage} s LEFT JOIN {changes.table} t
+              FROM {staged} s LEFT JOIN {quote_table(changes.table)} t
                 ON {same_key}
-               AND t.{lead} BETWEEN (SELECT min({lead}) FROM {stage}) AND (SELECT max({lead}) FROM {stage})
+               AND t.{lead} BETWEEN (SELECT min({lead}) FROM {staged}) AND (SELECT max({lead}) FROM {staged})
              WHERE t.row_hash IS DISTINCT FROM s.row_hash"""
     )
     width = len(changes.key)
@@ -496,15 +503,22 @@ async def _stages(conn: Connection, changes: TableChanges) -> tuple[str, str]:
 
     Created once per connection; IF NOT EXISTS makes that one round trip for both each time.
     """
-    suffix = changes.table.replace(".", "__")
-    keys, rows = f"stage_keys_{suffix}", f"stage_rows_{suffix}"
-    names = ", ".join(_ident(c) for c in (*changes.key, "row_hash"))
+    keys, rows = f"stage_keys_{_stage_suffix(changes.table)}", f"stage_rows_{_stage_suffix(changes.table)}"
+    names = ", ".join(quote_ident(c) for c in (*changes.key, "row_hash"))
+    table = quote_table(changes.table)
     await conn.execute(
-        f"""CREATE TEMP TABLE IF NOT EXISTS {keys} ON COMMIT DELETE ROWS
-                AS SELECT {names} FROM {changes.table} WITH NO DATA;
-            CREATE TEMP TABLE IF NOT EXISTS {rows} (LIKE {changes.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+        f"""CREATE TEMP TABLE IF NOT EXISTS {quote_ident(keys)} ON COMMIT DELETE ROWS
+                AS SELECT {names} FROM {table} WITH NO DATA;
+            CREATE TEMP TABLE IF NOT EXISTS {quote_ident(rows)} (LIKE {table} INCLUDING DEFAULTS)
+                ON COMMIT DELETE ROWS"""
     )
     return keys, rows
+
+
+def _stage_suffix(table: str) -> str:
+    """A stage's name part for `table`: readable, and unique within PostgreSQL's 63 bytes."""
+    readable = re.sub(r"[^a-z0-9_]", "_", table.lower().replace(".", "__"))[:32]
+    return f"{readable}_{blake2b(table.encode(), digest_size=4).hexdigest()}"
 
 
 async def _quarantine(conn: Connection, batch: Batch) -> None:
