@@ -8,7 +8,7 @@ promote and one rollback under that load, with a steady stretch before, between 
 clients' rounds are interleaved (bench/harness.py).
 
 The value is the p99 of the requests sent while a `syncd cutover` command ran (until the client
-followed) minus the p99 of the steady requests (those sent more than a second away from any
+followed) minus the p99 of the steady requests (those sent more than half a second away from any
 handover). Beside it: both p99s, the requests/s served over the whole round, how late the steady
 requests were sent (the load's schedule lag: near zero when the machine keeps up), the longest hold
 the client saw, the handover time the command printed, and where the time went: the share of one
@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ RATE = 260.0
 """Requests/s offered: the drill's rate (tests/e2e/test_cutover_client_drill.py), above the issue's 200."""
 STEADY_SECONDS = 2.0
 """Load before, between and after the handovers (a bench may wait on the clock; tests never do)."""
-MARGIN_SECONDS = 1.0
+MARGIN_SECONDS = 0.5
 """A request this close to a handover window counts as neither steady nor in the handover."""
 STORAGES = {"node-postgres client": "pg", "Prisma 7 client": "prisma"}
 
@@ -85,15 +86,15 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
 
 
+@dataclass(frozen=True)
 class Rig:
     """One service (one storage client) through the cutover client, its daemon, database and file."""
 
-    def __init__(self, root: Path, dsn: str, service: Service, daemon: DaemonProcess, config: Path) -> None:
-        self.root = root
-        self.dsn = dsn
-        self.service = service
-        self.daemon = daemon
-        self.config = config
+    root: Path
+    dsn: str
+    service: Service
+    daemon: DaemonProcess
+    config: Path
 
     async def client_in(self, mode: str, timeout: float = 30.0) -> None:
         """Wait until the service's cutover client routes by `mode`."""

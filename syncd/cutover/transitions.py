@@ -46,6 +46,9 @@ ROLLBACK_ATTEMPTS = 3
 """Flush-and-verify rounds before a rollback gives up on PostgreSQL still being written."""
 HANDOVER_TIMEOUT = 2.0
 """Default bound of a handover: the clients' writes are held at most this long."""
+SETTLE_POLL = 0.02
+"""How often a promote looks whether the daemon applied the file's last version: inside a handover
+every poll interval is time the clients' writes are held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +232,7 @@ async def _settle(pool: asyncpg.Pool, settings: LowdbSettings, max_lag: float) -
         )
         if applied == version.position["sha"]:
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(SETTLE_POLL)
 
 
 def _expect(state: CutoverState, modes: tuple[Mode, ...], action: str) -> None:
