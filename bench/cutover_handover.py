@@ -33,14 +33,13 @@ import psutil
 from bench.harness import Bench, Sample, fresh_database
 from tests.e2e.daemon import DaemonProcess, write_config
 from tests.e2e.prisma import generate, prisma_env, prisma_project
+from tests.e2e.test_cutover_client_drill import HANDOVER_TIMEOUT, HOLD_BOUND_MS, RATE
 from tests.e2e.test_cutover_drill import syncd
 from tests.e2e.workspace_service import Load, Service
 
 SECTION = "cutover"
 SCENARIO = "handover under load"
-RATE = 260.0
-"""Requests/s offered: the drill's rate (tests/e2e/test_cutover_client_drill.py), above the issue's 200."""
-STEADY_SECONDS = 2.0
+STEADY_SECONDS = 1.5
 """Load before, between and after the handovers (a bench may wait on the clock; tests never do)."""
 MARGIN_SECONDS = 0.5
 """A request this close to a handover window counts as neither steady nor in the handover."""
@@ -116,7 +115,8 @@ class Rig:
             await asyncio.sleep(STEADY_SECONDS)
             for command, mode in (("promote", "pg-primary"), ("rollback", "mirror")):
                 started = time.time()
-                done = await syncd("cutover", command, "workspace", dsn=self.dsn, config=self.config)
+                done = await syncd("cutover", command, "workspace", "--handover-timeout", HANDOVER_TIMEOUT,
+                                   dsn=self.dsn, config=self.config)
                 if done.returncode != 0:
                     raise RuntimeError(f"{command} failed: {done.stderr}")
                 await self.client_in(mode)
@@ -161,7 +161,7 @@ async def rig(server_dsn: str, storage: str) -> AsyncIterator[Rig]:
             config = write_config(
                 root / "syncd.toml", f'\n[[lowdb]]\nname = "workspace"\npath = "{path}"\nlayout = "workspace"\n'
             )
-            env = {"DB_PATH": str(path), "DATABASE_URL": dsn, "STORAGE": storage}
+            env = {"DB_PATH": str(path), "DATABASE_URL": dsn, "STORAGE": storage, "HOLD_BOUND_MS": HOLD_BOUND_MS}
             if storage == "prisma":
                 client = await asyncio.to_thread(generate, prisma_project(root), prisma_env(root, dsn))
                 env["PRISMA_CLIENT"] = str(client)

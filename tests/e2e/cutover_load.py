@@ -32,10 +32,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-WORKERS = 128
+WORKERS = 64
 """Idle workers take the next due request: enough that a handover's held writes (each holds its
-worker) leave others to send the reads meanwhile."""
-LIVE = 2
+worker) leave others to send the reads for a few hundred ms, few enough that an overloaded machine
+queues a bounded number of writes that a handover must let finish (more workers made a rollback's
+drain outlast its bound at load averages above 8)."""
+LIVE = 3
 """Items each worker keeps at most: the file stays small, so the load measures the switch, not the file size."""
 KEEPALIVE_S = 3.0
 """An idle connection is closed by the client first: Node's keepAliveTimeout is 5 s."""

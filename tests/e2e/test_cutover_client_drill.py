@@ -39,6 +39,15 @@ rate and the schedule's lag are judged by `make bench` (bench/cutover_handover.p
 load and handovers), while this test asserts what no machine's speed excuses."""
 
 
+HANDOVER_TIMEOUT = "4s"
+"""A handover waits for the daemon to apply the file's last version and for the writes in flight to
+finish: seconds on a busy machine."""
+HOLD_BOUND_MS = "8000"
+"""The client's bound on a held write, well above the handover's: when a handover aborts, the held
+writes go back to the old store instead of failing, even if the machine is slow to say so (a bound
+that ends is the fault test's subject, tests/e2e/test_cutover_client_faults.py)."""
+
+
 class Drill:
     """The running pieces of one drill and the moments the service's client followed each mode."""
 
@@ -64,8 +73,7 @@ class Drill:
         """Run `syncd cutover COMMAND workspace`, wait for the client to follow and the load to write in
         the new mode, then for PostgreSQL to equal the file with the load paused; the command's output."""
         started = time.time()
-        # The handover waits for the daemon to apply the file's last version: seconds on a busy machine.
-        bound = ["--handover-timeout", "4s"] if command != "shadow" else []
+        bound = ["--handover-timeout", HANDOVER_TIMEOUT] if command != "shadow" else []
         done = await syncd("cutover", command, "workspace", *bound, dsn=self.dsn, config=self.config)
         assert done.returncode == 0, f"{command}: {done.stderr}\n{self.service.output()[-3000:]}"
         await self.until(lambda: self.client_in(mode), f"the client in {mode}")
@@ -117,7 +125,7 @@ async def run_drill(dsn: str, tmp_path: Path, storage: dict[str, str]) -> None:
     config = write_config(
         tmp_path / "syncd.toml", f'\n[[lowdb]]\nname = "workspace"\npath = "{path}"\nlayout = "workspace"\n'
     )
-    service = Service(tmp_path, {"DB_PATH": str(path), "DATABASE_URL": dsn, "HOLD_BOUND_MS": "5000", **storage})
+    service = Service(tmp_path, {"DB_PATH": str(path), "DATABASE_URL": dsn, "HOLD_BOUND_MS": HOLD_BOUND_MS, **storage})
     await service.start()  # its LowDB client writes the file with the default categories
     daemon = DaemonProcess(config, dsn).start()
     load = Load(service.url, RATE, tmp_path / "load.json")

@@ -24,6 +24,7 @@ export function toApi(row) {
 
 export class PgStorage {
   constructor(connectionString) {
+    // pg's default size: with 4, every request in pg-primary queued behind the few in flight.
     this.pool = new pg.Pool({ connectionString, max: 10, options: "-c search_path=workspace,public" });
     // An idle connection PostgreSQL dropped: the pool replaces it on the next query.
     this.pool.on("error", (error) => console.error(JSON.stringify({ event: "pg pool error", error: String(error) })));
