@@ -26,7 +26,7 @@ from syncd.cli.console import (
 )
 from syncd.config import Config
 from syncd.database import Connection
-from syncd.errors import BadCoercion, ProblemFound
+from syncd.errors import BadCoercion, NotAcceptable, ProblemFound
 from syncd.lowdb.diff import quarantine_table
 from syncd.tables import TableSpec, specs_for
 
@@ -265,6 +265,9 @@ def accept_command(
 
 def _spec_of(config: Config, entry: q.Entry) -> TableSpec:
     """The table spec of a quarantined record, from the LowDB entry of its stream."""
+    if entry.stream.startswith("questdb:"):
+        # QuestDB stays the truth for its rows: a stated value would differ from it for ever.
+        raise NotAcceptable(entry.id, "it is a QuestDB row; fix the cause and replay it, or discard it")
     settings = next((e for e in config.lowdb if e.name == entry.stream), None)
     if settings is None:
         known = ", ".join(e.name for e in config.lowdb) or "none configured"
