@@ -9,6 +9,7 @@ while the previous one is applied (queue of 2), so memory stays at two pages wha
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -18,9 +19,10 @@ import asyncpg
 import structlog
 
 from syncd.config import QuestdbSettings
-from syncd.errors import ConfigError, RetriesExhausted, Retryable
+from syncd.errors import BatchRejected, ConfigError, RetriesExhausted, Retryable
 from syncd.model import ApplyResult, Batch, Checkpoint, LoadStats
 from syncd.questdb.reader import SOURCE, QuestdbReader, format_timestamp, make_reader
+from syncd.questdb.refusals import Refusals
 from syncd.questdb.source import MAIN, VersionedSource, backoff, signal_changes
 from syncd.questdb.sql import SIGNALS_TABLE, VERSIONED, Cursor, day_bounds, lit, next_page
 from syncd.sink.postgres import PostgresSink
@@ -54,6 +56,7 @@ class Backfill:
         self.reader = reader or make_reader(settings, keep_text=True)
         self.stream = stream_name(table)
         self.stats = LoadStats(table)
+        self.refusals = Refusals(self.stream, table, None)
 
     async def close(self) -> None:
         """Close the reader."""
@@ -77,6 +80,9 @@ class Backfill:
         """Load the range, resuming from this stream's checkpoint when it covers the same range."""
         began = time.monotonic()
         sink = PostgresSink(self.pool, await self._epoch())
+        async with self.pool.acquire() as conn:
+            # Rows already held (by the live stream or an earlier run) stay out: not quarantined twice.
+            await self.refusals.refresh(None, conn)
         if self.table in VERSIONED:
             await self._versioned(sink)
         else:
@@ -161,7 +167,18 @@ class Backfill:
 
     async def _apply(self, sink: PostgresSink, batch: Batch) -> None:
         started = time.monotonic()
-        results: dict[str, ApplyResult] = await self._retry(lambda: sink.apply(batch))
+        while True:
+            try:
+                results: dict[str, ApplyResult] = await self._retry(functools.partial(sink.apply, batch))
+                break
+            except BatchRejected as exc:
+                # Rows PostgreSQL refuses on their own are quarantined, the rest of the page goes in
+                # (syncd.questdb.refusals); the live stream keeps them out and replays them.
+                rebuilt = self.refusals.rebuilt(batch, exc.rows)
+                if rebuilt is None:
+                    raise
+                batch = rebuilt
+        self.refusals.committed(batch)
         self.stats.sink_seconds += time.monotonic() - started
         self.stats.add(batch, results)
 

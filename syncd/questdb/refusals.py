@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from syncd.database import PG_ERRORS, connect
+from syncd.database import PG_ERRORS, Connection, connect
 from syncd.errors import RejectedRow
 from syncd.model import Batch, QuarantinedRecord, Row, TableChanges
 from syncd.poison import storable, unstorable_text
@@ -41,7 +41,7 @@ PG_TIMEOUT = 10.0
 
 _STATE = """
     SELECT table_name, key, status, position, resolved_at FROM syncd.quarantine
-     WHERE stream = $1 AND key IS NOT NULL
+     WHERE stream = ANY($1::text[]) AND key IS NOT NULL
        AND (status IN ('held', 'discarded')
             OR (status = 'replayed' AND resolved_at > coalesce($2::timestamptz, '-infinity')))
      ORDER BY id"""
@@ -94,6 +94,19 @@ class Refusals:
         """Whether this version of row `key` stays out: its key is held, or this version discarded."""
         return (table, key) in self._held or (table, key, row_hash) in self._discarded
 
+    def rebuilt(self, batch: Batch, rows: Sequence[RejectedRow]) -> Batch | None:
+        """`batch` again with `rows` (refused on their own) as quarantine records instead of upserts;
+        None when none of them is in it (the refusal has another cause)."""
+        self.note(rows)
+        tables, quarantine = [], list(batch.quarantine)
+        for changes in batch.tables:
+            kept, records = self.sift(changes)
+            tables.append(kept)
+            quarantine += records
+        if len(quarantine) == len(batch.quarantine):
+            return None
+        return replace(batch, tables=tables, quarantine=quarantine)
+
     def sift(self, changes: TableChanges) -> tuple[TableChanges, list[QuarantinedRecord]]:
         """`changes` without the rows that stay out, and a quarantine record for each refused one."""
         if not (self._refused or self._held or self._discarded) or not changes.upserts:
@@ -128,14 +141,18 @@ class Refusals:
         log.warning("questdb row quarantined", stream=self.stream, table=changes.table, key=key, reason=reason)
         return QuarantinedRecord(changes.table, key, storable(raw), reason, position)
 
-    async def refresh(self, since: str | None) -> list[Replay]:
-        """Re-read the held and discarded rows; the rows replayed after `since` (a resolved_at)."""
-        if self.pg_dsn is None:
+    async def refresh(self, since: str | None, conn: Connection | None = None) -> list[Replay]:
+        """Re-read the held and discarded rows (the stream's, and those its backfill quarantined)
+        through `conn` or the own connection; the rows replayed after `since` (a resolved_at)."""
+        if conn is None and self.pg_dsn is None:
             return []
+        streams = [self.stream, f"backfill:{self.stream}"]
         try:
-            if self._conn is None or self._conn.is_closed():
-                self._conn = await connect(self.pg_dsn, timeout=PG_TIMEOUT)
-            rows = await self._conn.fetch(_STATE, self.stream, _since(since), timeout=PG_TIMEOUT)
+            if conn is None:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await connect(self.pg_dsn or "", timeout=PG_TIMEOUT)
+                conn = self._conn
+            rows = await conn.fetch(_STATE, streams, _since(since), timeout=PG_TIMEOUT)
         except (*PG_ERRORS, OSError, TimeoutError) as exc:
             # A stale set only keeps rows out longer, or replays them a poll later: safe.
             log.warning("could not read quarantine state", stream=self.stream, error=str(exc))

@@ -284,6 +284,7 @@ class SignalsSource(QuestdbBase):
         """One cycle: identity check, pages to now - lag, deletes, rescan, reconcile."""
         observed = time.monotonic()
         now = await self.source_now()
+        replays = await self.replays()  # first: rows held (by a backfill too) stay out of every page
         look = await self._check_identity()
         upper = now - timedelta(seconds=self.settings.safety_lag)
         async for batch in self._pages(MAIN, "cursor", upper, observed, deleted=False):
@@ -293,7 +294,6 @@ class SignalsSource(QuestdbBase):
             # The runner reads caught_up after each batch: one checkpoint-only batch tells it.
             self._caught_up = True
             yield self.batch([], None, observed)
-        replays = await self.replays()
         if replays:
             yield await self._replay(replays, observed)
         first = "reconcile" not in self.position  # the first poll only catches up

@@ -8,6 +8,7 @@ quarantined one by one and the rest flows; a lost PostgreSQL is retried, never q
 
 from __future__ import annotations
 
+import asyncio
 import random
 import string
 from datetime import timedelta
@@ -242,3 +243,47 @@ async def test_postgresql_lost_mid_batch_is_retried_never_quarantined(
     finally:
         await through.close()
         await proxy.close()
+
+
+async def test_backfill_quarantines_refused_rows_and_the_live_stream_keeps_them_out(
+    questdb: Upstream, questdb_server: QuestdbServer, sink: PostgresSink, pool: asyncpg.Pool, dsn: str
+) -> None:
+    """`syncd backfill questdb` (the real CLI) quarantines the rows PostgreSQL refuses on their own
+    and loads the rest (exit 0, counted in its summary); the live stream over the same rows neither
+    quarantines them again nor loses them: a replay through it brings one in once its cause is gone."""
+    await pool.execute(
+        f"""CREATE FUNCTION public.refuse_asset() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.asset = 'REFUSED' THEN RAISE EXCEPTION 'no' USING ERRCODE = 'check_violation'; END IF;
+            RETURN NEW; END $$;
+            CREATE TRIGGER refuse_asset BEFORE INSERT OR UPDATE ON {SIGNALS}
+               FOR EACH ROW EXECUTE FUNCTION public.refuse_asset()"""
+    )
+    bad = {2: {"raw_message": "nul \x00"}, 5: {"asset": "REFUSED"}}
+    for i in range(8):
+        await questdb.insert(Signal(NOW - timedelta(minutes=20, seconds=-i), **{"asset": f"B{i}", **bad.get(i, {})}))
+    await questdb.applied()
+    env = {"SYNCD_PG_DSN": dsn, "QUESTDB_HTTP_PORT": str(questdb_server.http_port)}
+    args = ("backfill", "questdb", "--table", "tp_capital_signals", "--page-size", "3", "--no-progress")
+    done = await asyncio.to_thread(syncd, *args, env=env)
+    assert done.rc == 0, done.stderr
+    summary = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["quarantined"] == 2, summary
+    assert await _count(pool, 6)
+    held = await pool.fetch("SELECT * FROM syncd.quarantine ORDER BY id")
+    assert {r["stream"] for r in held} == {"backfill:questdb:tp_capital_signals"}
+    assert {r["raw"].get("asset") for r in held} == {None, "REFUSED"}  # the NUL one is kept as text
+
+    settings = QuestdbSettings(http_port=questdb_server.http_port, poll_interval=0.05, safety_lag=0.5,
+                               lag_window=3600, rescan_interval=0.2, page_size=3)
+    source = SignalsSource(settings, pg_dsn=dsn)
+    async with running(source, sink):
+        await eventually(lambda: _true(source.quarantined == 2), what="the backfill's held rows, seen live")
+        rescanned = source._last_rescan
+        await eventually(lambda: _true(source._last_rescan != rescanned), what="a rescan over them")
+        assert await pool.fetchval("SELECT count(*) FROM syncd.quarantine") == 2
+        await pool.execute(f"DROP TRIGGER refuse_asset ON {SIGNALS}")
+        refused = next(r["id"] for r in held if r["raw"].get("asset") == "REFUSED")
+        async with pool.acquire() as conn:
+            await q.resolve(conn, [refused], "replayed")
+        await eventually(lambda: _count(pool, 7), what="the replayed row, through the live stream")
+        await eventually(lambda: _true(source.quarantined == 1), what="one row still held")
