@@ -16,6 +16,7 @@ import pytest
 from syncd.config import QuestdbSettings
 from syncd.errors import TableMissing
 from syncd.questdb.reader import HttpReader, PgWireReader, QuestdbReader
+from syncd.questdb.sql import Cursor, PageSpec, backlog_query, next_page
 from tests.questdb_server import QUESTDB_LATEST, QUESTDB_SUITE, QuestdbServer
 from tests.questdb_upstream import Signal, Upstream, iso_us
 
@@ -89,6 +90,24 @@ async def test_ties_read_in_commit_order_and_page_by_ingested_at(upstream: Upstr
         seen += [r[0] for r in page.rows]
         last = iso_us(page.rows[-1][1])
     assert seen == [f"TIE{i:02d}" for i in range(12)]
+
+
+async def test_backlog_count_inside_a_tie_group(upstream: Upstream, reader: QuestdbReader) -> None:
+    """The catch-up's `count(*)` (`backlog_query`): over a group being paged, the OR of the rest of the
+    group and what lies above it still counts exactly the rows `next_page` has yet to read."""
+    for i in range(6):
+        await upstream.insert(Signal(TIE, asset=f"TIE{i}"))
+    await upstream.insert(Signal(TIE, raw_message="legacy"), ingested=False)
+    for i in range(3):
+        await upstream.insert(Signal(TIE + timedelta(minutes=i + 1), asset=f"UP{i}"))
+    await upstream.applied()
+    spec = PageSpec("tp_capital_signals", ("ts", "asset", "ingested_at"), "ts", "ingested_at")
+    hi, cursor, left, more = NOW, Cursor(TIE - timedelta(seconds=1)), 10, True
+    while more:
+        assert (await reader.query(backlog_query(spec, cursor, hi))).value(int) == left, cursor
+        rows, cursor, more = await next_page(reader, spec, cursor, hi, 2)
+        left -= len(rows)
+    assert left == 0
 
 
 async def test_rebuilt_table_is_complete_once_its_wal_is_applied(upstream: Upstream) -> None:
