@@ -270,7 +270,7 @@ export class CutoverClient<S extends StorageClient> {
       this.locked = null;
     }
     if (target !== null && this.locked !== target) {
-      await session.lock(target, this.holdBoundMs);
+      await session.lock(target);
       this.locked = target;
       const now = await session.mode(); // the mode may have moved on while we waited for the lock
       if (writeStore(now.mode) !== target) return this.enter(session, now.mode, now.handoverId);

@@ -64,7 +64,14 @@ export class Session {
   /** Connect, LISTEN and register; the session reports its own loss through `onLost`. */
   static async open(options: SessionOptions): Promise<Session> {
     const config = typeof options.connection === "string" ? { connectionString: options.connection } : options.connection;
-    const client = new pg.Client({ application_name: `syncd-cutover:${options.service}`, keepAlive: true, ...config });
+    // lock_timeout for the whole session: its only lock waits are the writers' lock (bounded by the hold
+    // bound, like a held write) and its own id's (which a lingering earlier session may still hold).
+    const client = new pg.Client({
+      application_name: `syncd-cutover:${options.service}`,
+      keepAlive: true,
+      ...config,
+      lock_timeout: Math.max(1, Math.round(options.holdBoundMs)),
+    });
     const session = new Session(client, options);
     client.on("error", (error: Error) => session.lost(error));
     client.on("end", () => session.lost(new Error("PostgreSQL closed the cutover session")));
@@ -100,14 +107,10 @@ export class Session {
     return row ? { mode: parseMode(row.mode), handoverId: Number(row.handover_id) } : { mode: "mirror", handoverId: 0 };
   }
 
-  /** Take `store`'s writers' lock shared, waiting at most `timeoutMs` (a handover may hold it exclusively). */
-  async lock(store: Store, timeoutMs: number): Promise<void> {
-    await this.client.query("SELECT set_config('lock_timeout', $1, false)", [`${Math.max(1, Math.round(timeoutMs))}ms`]);
-    try {
-      await this.client.query("SELECT pg_advisory_lock_shared(syncd.writer_lock_key($1, $2))", [this.options.file, store]);
-    } finally {
-      await this.client.query("RESET lock_timeout");
-    }
+  /** Take `store`'s writers' lock shared, waiting at most the hold bound (the session's lock_timeout:
+   * a handover may hold it exclusively); one round trip, as it sits on the path of held writes. */
+  async lock(store: Store): Promise<void> {
+    await this.client.query("SELECT pg_advisory_lock_shared(syncd.writer_lock_key($1, $2))", [this.options.file, store]);
   }
 
   /** Let go of `store`'s writers' lock. */
