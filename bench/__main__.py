@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import cutover_handover, lowdb_latency, lowdb_scale, questdb_backfill, relay, reporting, sink
-from bench.harness import Bench, server
+from bench.harness import REPEATS, Bench, server
 from bench.results import Results
 
 Scenario = Callable[[Bench], Awaitable[None]]
@@ -38,7 +38,8 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def _document(bench: Bench, started: float, complete: bool, failed: dict[str, str]) -> dict[str, Any]:
+def _document(bench: Bench, started: float, complete: bool, failed: dict[str, str],
+              durations: dict[str, float]) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).date().isoformat(),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -49,6 +50,7 @@ def _document(bench: Bench, started: float, complete: bool, failed: dict[str, st
         "complete": complete and not failed,
         "failed": failed,
         "wall_seconds": round(time.monotonic() - started, 1),
+        "scenario_seconds": durations,
         "lines": [line.as_json() for line in bench.lines],
         "tables": bench.tables,
     }
@@ -58,22 +60,27 @@ async def main(only: list[str], quick: bool, save: bool) -> Results:
     """Run the selected scenarios in order, saving the results after each."""
     started = time.monotonic()
     with server() as dsn:
-        bench = Bench(dsn, quick=quick)
+        # --quick: one round after the warm-up, at small sizes: it checks that the scenarios run.
+        bench = Bench(dsn, quick=quick, repeats=1 if quick else REPEATS)
         await bench.find_server()
         failed: dict[str, str] = {}
+        durations: dict[str, float] = {}
         for name, scenario in SCENARIOS.items():
             if only and name not in only:
                 continue
             print(f"== {name}", flush=True)
+            begun = time.monotonic()
             try:
                 await scenario(bench)
             except Exception as exc:  # one broken scenario must not void the others' figures
                 failed[name] = f"{type(exc).__name__}: {exc}"
                 print(f"!! {name} failed: {failed[name]}", flush=True)
-            results = Results(_document(bench, started, False, failed))
+            durations[name] = round(time.monotonic() - begun, 1)
+            print(f"== {name}: {durations[name] / 60:.1f} min", flush=True)
+            results = Results(_document(bench, started, False, failed, durations))
             if save and not quick:
                 results.save(merge=bool(only))
-    results = Results(_document(bench, started, not only and not quick, failed))
+    results = Results(_document(bench, started, not only and not quick, failed, durations))
     if save and not quick:
         print(f"results: {results.save(merge=bool(only))}")
     return results
@@ -82,8 +89,10 @@ async def main(only: list[str], quick: bool, save: bool) -> Results:
 def render(results: Results) -> Table:
     """The final table: every target, met or missed, from this run."""
     doc = results.document
+    spent = ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in doc.get("scenario_seconds", {}).items())
+    load = doc["machine"]["load_at_end"][0]
     title = (f"syncd bench targets ({doc['repeats']} rounds after a warm-up, medians; "
-             f"run took {doc['wall_seconds'] / 60:.1f} min)")
+             f"run took {doc['wall_seconds'] / 60:.1f} min: {spent}; load at end {load:.1f})")
     table = Table(title=title)
     for column in ("target", "want", "got", "status"):
         table.add_column(column)

@@ -1,10 +1,12 @@
 """dlt merge of the sink scenarios' rows, run by dlt's own venv (`.tools/bench-venv`, `make bench`).
 
-`python bench/dlt_merge.py DSN SCENARIO ROWS {arrow,dict}` drops its dataset, loads the scenario's
-base rows untimed when it has some, then times one `pipeline.run` of the scenario's rows with
-`write_disposition="merge"` on the primary key (ts, signal_key) and prints `{"seconds": s}`. dlt
-creates its own (unpartitioned) table with the primary key as a constraint (`create_indexes`).
-Rows come from bench/signals.py, the generator the sink scenarios use.
+`python bench/dlt_merge.py DSN` is a worker: each line on stdin, `{"scenario": S, "rows": N, "kind":
+"arrow"|"dict"}`, drops its dataset, loads the scenario's base rows untimed when it has some, then
+times one `pipeline.run` of the scenario's rows with `write_disposition="merge"` on the primary key
+(ts, signal_key) and answers one line `{"seconds": s}`. One process serves every run, so importing
+dlt and generating the rows are paid once, not per sample. dlt creates its own (unpartitioned)
+table with the primary key as a constraint (`create_indexes`). Rows come from bench/signals.py, the
+generator the sink scenarios use.
 """
 
 from __future__ import annotations
@@ -57,21 +59,31 @@ def _with_password(dsn: str) -> str:
     return urllib.parse.urlunsplit(parts)
 
 
-def main(dsn: str, scenario: str, n: int, kind: str) -> None:
-    """Reset the dataset, prepare the scenario untimed, print the timed run's seconds as JSON."""
-    dsn = _with_password(dsn)
+def measure(dsn: str, before: list[tuple[Any, ...]] | None, rows: list[tuple[Any, ...]], kind: str) -> float:
+    """Reset the dataset, prepare the scenario untimed, return the timed run's seconds."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(f"DROP SCHEMA IF EXISTS {DATASET} CASCADE; DROP SCHEMA IF EXISTS {DATASET}_staging CASCADE")
-    before, rows = scenario_rows(scenario, n)
     with tempfile.TemporaryDirectory(prefix="dlt-bench-") as home:
         pipeline = dlt.pipeline(pipeline_name="syncd_bench", pipelines_dir=home, dataset_name=DATASET,
                                 destination=dlt.destinations.postgres(credentials=dsn, create_indexes=True),
                                 progress=None)
         if before is not None:
             _run(pipeline, before, kind)
-        seconds = _run(pipeline, rows, kind)
-    print(orjson.dumps({"seconds": seconds}).decode())
+        return _run(pipeline, rows, kind)
+
+
+def main(dsn: str) -> None:
+    """Answer one `{"seconds": s}` line per request line until stdin closes."""
+    dsn = _with_password(dsn)
+    made: dict[tuple[str, int], tuple[list[tuple[Any, ...]] | None, list[tuple[Any, ...]]]] = {}
+    for request in sys.stdin:
+        ask = orjson.loads(request)
+        key = (ask["scenario"], ask["rows"])
+        if key not in made:
+            made[key] = scenario_rows(*key)
+        seconds = measure(dsn, *made[key], ask["kind"])
+        print(orjson.dumps({"seconds": seconds}).decode(), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    main(sys.argv[1])

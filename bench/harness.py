@@ -186,11 +186,14 @@ class Bench:
         methods: Mapping[str, Method],
         *,
         unit: str,
-        n: int,
+        n: int | Mapping[str, int],
         notes: Mapping[str, str] | None = None,
         warmup: bool = True,
     ) -> list[Line]:
-        """Warm-up round (discarded), then `repeats` rounds in rotated order; one Line per method."""
+        """Warm-up round (discarded), then `repeats` rounds in rotated order; one Line per method.
+
+        `n` is the size each method ran at: one figure, or one per method (per-row methods run fewer).
+        """
         names = list(methods)
         if warmup:
             for name in names:
@@ -204,8 +207,9 @@ class Bench:
                     samples[name].append(await methods[name]())
                 finally:
                     meters[name].stop()
+        size = {name: n if isinstance(n, int) else n[name] for name in names}
         lines = [
-            Line(section, scenario, name, unit, n, tuple(s.value for s in samples[name]), meters[name].load,
+            Line(section, scenario, name, unit, size[name], tuple(s.value for s in samples[name]), meters[name].load,
                  round(meters[name].others_cpu, 1), _extras(samples[name]), (notes or {}).get(name, ""))
             for name in names
         ]
@@ -281,18 +285,38 @@ class PeakRss:
                 return
 
 
+MEMORY_FLOOR_MIB = 1.0
+"""Below this a memory figure is noise (allocator pages, sampling): not fitted."""
+
+
 def fit(points: list[dict[str, Any]], x: str, ys: Sequence[str]) -> list[dict[str, Any]]:
-    """The points plus one row of log-log least-squares exponents (y ∝ x^k) for each `ys` column."""
+    """The points plus one row of log-log least-squares exponents (y ∝ x^k) for each `ys` column.
+
+    A memory column (named `*_mib`) is fitted on its points at or above MEMORY_FLOOR_MIB only; the
+    cell then says from how many sizes, and "flat" when fewer than two are left (a growth that stays
+    under the floor does not grow with x). A log of zero never enters a fit.
+    """
     out = list(points)
     exponents: dict[str, Any] = {x: "exponent"}
     for y in ys:
-        pairs = [(math.log(p[x]), math.log(max(p[y], 1e-9))) for p in points]
-        mx = sum(a for a, _ in pairs) / len(pairs)
-        my = sum(b for _, b in pairs) / len(pairs)
-        var = sum((a - mx) ** 2 for a, _ in pairs)
-        exponents[y] = round(sum((a - mx) * (b - my) for a, b in pairs) / var, 2) if var else None
+        floor = MEMORY_FLOOR_MIB if y.endswith("_mib") else 0.0
+        kept = [p for p in points if p[y] > 0 and p[y] >= floor]
+        k = _slope([(math.log(p[x]), math.log(p[y])) for p in kept]) if len(kept) >= 2 else None
+        if k is None:
+            exponents[y] = f"flat (< {floor:g} MiB)" if floor else None
+        elif len(kept) < len(points):
+            exponents[y] = f"{k:.2f} ({len(kept)} largest sizes)"
+        else:
+            exponents[y] = k
     out.append(exponents)
     return out
+
+
+def _slope(pairs: list[tuple[float, float]]) -> float | None:
+    mx = sum(a for a, _ in pairs) / len(pairs)
+    my = sum(b for _, b in pairs) / len(pairs)
+    var = sum((a - mx) ** 2 for a, _ in pairs)
+    return round(sum((a - mx) * (b - my) for a, b in pairs) / var, 2) if var else None
 
 
 

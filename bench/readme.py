@@ -55,8 +55,10 @@ def run(results: Results, _: str) -> str:
     loads = [x for line in results.lines for x in line["load"]]
     load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
     state = "a complete run" if doc.get("complete") else "a partial run (not every scenario)"
+    spent = ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in doc.get("scenario_seconds", {}).items())
     return (f"From `bench/results/{doc['date']}.json`: {state} of `make bench` finished "
-            f"{doc['finished_at']} on {doc['machine']['cpus']} CPUs, {doc['wall_seconds'] / 60:.1f} min; "
+            f"{doc['finished_at']} on {doc['machine']['cpus']} CPUs, {doc['wall_seconds'] / 60:.1f} min"
+            + (f" (minutes per scenario: {spent})" if spent else "") + "; "
             f"each figure is the median of {doc['repeats']} rounds after a discarded warm-up, methods interleaved "
             f"in rotated order; 1-minute load average during the samples {load}."
             + "".join(f" Sections {', '.join(c['sections'] + c['tables'])} are carried over from the run finished "

@@ -7,6 +7,7 @@ upstream), `signal_key` the µs `ingested_at`, `row_hash` blake2b-128 of the rec
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from typing import Any
@@ -47,9 +48,15 @@ def signal_rows(n: int, *, version: int = 0, changed_every: int = 0) -> list[tup
     return rows
 
 
-def scenario_rows(scenario: str, n: int) -> tuple[list[tuple[Any, ...]] | None, list[tuple[Any, ...]]]:
-    """(rows loaded beforehand, untimed, or None; rows the timed run applies) for a sink scenario."""
-    base = signal_rows(n)
+def scenario_rows(
+    scenario: str, n: int, base: Sequence[tuple[Any, ...]] | None = None
+) -> tuple[Sequence[tuple[Any, ...]] | None, Sequence[tuple[Any, ...]]]:
+    """(rows loaded beforehand, untimed, or None; rows the timed run applies) for a sink scenario.
+
+    `base`: `signal_rows(m)` made once for some m >= n, sliced (the generator is deterministic, so
+    its first n rows are `signal_rows(n)`).
+    """
+    base = signal_rows(n) if base is None else base[:n]
     if scenario == "first load":
         return None, base
     if scenario == "unchanged re-apply":

@@ -5,23 +5,26 @@ Methods, interleaved by `Bench.interleave` (warm-up discarded, order rotated eac
   50k-row batch (first load only: COPY cannot re-apply). The limit for loading.
 - sink: `PostgresSink.apply`, one checkpointed 50k-row batch per transaction.
 - executemany upsert: `INSERT … ON CONFLICT DO UPDATE … WHERE row_hash IS DISTINCT`, per batch.
-- dlt merge (Arrow) and dlt merge (dict rows, at a quarter of the rows): dlt 1.31 in its own venv
-  (`.tools/bench-venv`, made by `make bench`), see bench/dlt_merge.py.
+- dlt merge (Arrow) and dlt merge (dict rows, at fewer rows): dlt 1.31 in its own venv
+  (`.tools/bench-venv`, made by `make bench`), one worker process for every run, see
+  bench/dlt_merge.py.
 
 Each in-process method has its own migrated database; before every run its table is truncated and,
 for the re-apply scenarios, loaded with the base rows by COPY (untimed). Only the apply is timed.
-A scale curve (sink first load at 10k, 100k and 1M rows: time, peak RSS growth, fitted exponents)
-follows.
+Each line's `n` is the rows that method applied. A scale curve (sink first load at 10k, 100k and 1M
+rows: time, peak RSS growth, fitted exponents) follows; its 100k point is the first-load line's.
+Rows are generated once, at the curve's largest size, and sliced (the generator is deterministic).
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +32,16 @@ import asyncpg
 import orjson
 
 from bench.harness import Bench, Method, PeakRss, Sample, fit, fresh_database, make_pool, rate
-from bench.signals import COLUMNS, KEY, TABLE, scenario_rows
+from bench.signals import COLUMNS, KEY, TABLE, scenario_rows, signal_rows
 from syncd.model import Batch, Checkpoint, Row, TableChanges
 from syncd.sink.postgres import PostgresSink
 
 SECTION = "sink"
 ROWS = 100_000
-SHARE = {"executemany upsert": 300, "dlt merge (dict rows)": 20}
+SHARE = {"executemany upsert": 50, "dlt merge (dict rows)": 20}
 """Per-row methods run at ROWS / SHARE rows (their rate is per row; at ROWS they would take the
-bench past its 20 minutes): executemany fires the table's statement-level rollup trigger once per
-row, dlt's dict path is several times slower than its Arrow path."""
+bench past its 20 minutes): executemany is one statement (and one rollup trigger) per row, dlt's
+dict path is several times slower than its Arrow path."""
 BATCH_ROWS = 50_000
 SCENARIOS = ("first load", "unchanged re-apply", "10% changed")
 CURVE = (10_000, 100_000, 1_000_000)
@@ -93,63 +96,115 @@ async def _reset(pool: asyncpg.Pool, before: Sequence[Row] | None) -> None:
 def _in_process(pool: asyncpg.Pool, apply: Apply, before: Sequence[Row] | None, rows: Sequence[Row]) -> Method:
     async def run() -> Sample:
         await _reset(pool, before)
-        started = time.perf_counter()
-        await apply(pool, rows)
-        return Sample(rate(len(rows), time.perf_counter() - started))
+        with PeakRss() as peak:
+            started = time.perf_counter()
+            await apply(pool, rows)
+            seconds = time.perf_counter() - started
+        return Sample(rate(len(rows), seconds), {"rss_growth_mib": peak.growth_mib})
 
     return run
 
 
-def _dlt(dsn: str, scenario: str, n: int, kind: str) -> Method:
-    async def run() -> Sample:
-        script = str(Path(__file__).with_name("dlt_merge.py"))
+class DltWorker:
+    """bench/dlt_merge.py in dlt's venv, answering one timed run per request line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+
+    @classmethod
+    @asynccontextmanager
+    async def started(cls, dsn: str) -> AsyncIterator[DltWorker]:
+        """The worker for `dsn`, stopped (stdin closed) on exit."""
         # cwd outside the repository: dlt would otherwise look for a .dlt/ config folder there.
-        out = await asyncio.to_thread(
-            subprocess.run, [str(DLT_PYTHON), script, dsn, scenario, str(n), kind],
-            capture_output=True, text=True, check=False, cwd=tempfile.gettempdir(),
+        # dlt warns on every Arrow run that it kept its own column hints (signal_key as text, on purpose).
+        proc = await asyncio.create_subprocess_exec(
+            str(DLT_PYTHON), str(Path(__file__).with_name("dlt_merge.py")), dsn, cwd=tempfile.gettempdir(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**20,
+            env={**os.environ, "RUNTIME__LOG_LEVEL": "ERROR"},
         )
-        if out.returncode != 0:
-            raise RuntimeError(f"dlt merge ({kind}, {scenario}) failed: {out.stderr.strip().splitlines()[-1:]}")
-        return Sample(rate(n, orjson.loads(out.stdout.strip().splitlines()[-1])["seconds"]))
+        try:
+            yield cls(proc)
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            await proc.wait()
 
-    return run
+    async def seconds(self, scenario: str, rows: int, kind: str) -> float:
+        """One timed dlt merge of the scenario's rows (its untimed preparation done first)."""
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.write(orjson.dumps({"scenario": scenario, "rows": rows, "kind": kind}) + b"\n")
+        await self._proc.stdin.drain()
+        while line := await self._proc.stdout.readline():
+            if line.startswith(b'{"seconds"'):
+                seconds: float = orjson.loads(line)["seconds"]
+                return seconds
+        raise RuntimeError(f"dlt merge ({kind}, {scenario}) failed: the worker exited {await self._proc.wait()}")
+
+    def method(self, scenario: str, rows: int, kind: str) -> Method:
+        """A bench method timing one run."""
+
+        async def run() -> Sample:
+            return Sample(rate(rows, await self.seconds(scenario, rows, kind)))
+
+        return run
 
 
 async def run(bench: Bench) -> None:
     """Every scenario with every method, then the sink's scale curve."""
     n = 20_000 if bench.quick else ROWS
+    sizes = (2_000, 50_000) if bench.quick else tuple(s for s in CURVE if s != n)
+    base = signal_rows(max(n, *sizes))
     in_process: dict[str, Apply] = {"raw COPY": _raw_copy, "sink": _sink, "executemany upsert": _executemany}
     async with fresh_database(bench.dsn) as a, fresh_database(bench.dsn) as b, fresh_database(bench.dsn) as c:
         pools = {name: await make_pool(dsn) for name, dsn in zip(in_process, (a, b, c), strict=True)}
         try:
-            for scenario in SCENARIOS:
-                before, rows = scenario_rows(scenario, n)
-                methods: dict[str, Method] = {}
-                for name, apply in in_process.items():
-                    if not (name == "raw COPY" and before is not None):
-                        m = n // SHARE.get(name, 1)
-                        methods[name] = _in_process(pools[name], apply, before and before[:m], rows[:m])
-                notes = {name: f"at {n // share:,} rows" for name, share in SHARE.items()}
-                if DLT_PYTHON.exists():
-                    methods["dlt merge (Arrow)"] = _dlt(a, scenario, n, "arrow")
-                    methods["dlt merge (dict rows)"] = _dlt(a, scenario, n // SHARE["dlt merge (dict rows)"], "dict")
-                await bench.interleave(SECTION, scenario, methods, unit="rows/s", n=n, notes=notes)
+            async with _dlt(a) as dlt:
+                for scenario in SCENARIOS:
+                    await _scenario(bench, scenario, n, base, pools, in_process, dlt)
         finally:
             for pool in pools.values():
                 await pool.close()
-        await _curve(bench, b)
+        await _curve(bench, b, base, sizes, n)
 
 
-async def _curve(bench: Bench, dsn: str) -> None:
-    """Sink first load at each size: median seconds, peak RSS growth, and the fitted exponents."""
-    sizes = (2_000, 10_000, 50_000) if bench.quick else CURVE
+@asynccontextmanager
+async def _dlt(dsn: str) -> AsyncIterator[DltWorker | None]:
+    if not DLT_PYTHON.exists():
+        yield None
+        return
+    async with DltWorker.started(dsn) as worker:
+        yield worker
+
+
+async def _scenario(bench: Bench, scenario: str, n: int, base: Sequence[Row], pools: dict[str, asyncpg.Pool],
+                    in_process: dict[str, Apply], dlt: DltWorker | None) -> None:
+    """One scenario, every method interleaved; each line's n is the rows its method applied."""
+    before, rows = scenario_rows(scenario, n, base)
+    methods: dict[str, Method] = {}
+    sizes: dict[str, int] = {}
+    for name, apply in in_process.items():
+        if not (name == "raw COPY" and before is not None):
+            sizes[name] = m = n // SHARE.get(name, 1)
+            methods[name] = _in_process(pools[name], apply, before and before[:m], rows[:m])
+    if dlt is not None:
+        for name, kind in (("dlt merge (Arrow)", "arrow"), ("dlt merge (dict rows)", "dict")):
+            sizes[name] = m = n // SHARE.get(name, 1)
+            methods[name] = dlt.method(scenario, m, kind)
+    await bench.interleave(SECTION, scenario, methods, unit="rows/s", n=sizes)
+
+
+async def _curve(bench: Bench, dsn: str, base: Sequence[Row], sizes: Sequence[int], n: int) -> None:
+    """Sink first load at each size: median seconds, peak RSS growth, and the fitted exponents.
+
+    The point at `n` rows is the first-load scenario's sink line (the same run, measured there).
+    """
     pool = await make_pool(dsn)
     points: list[dict[str, Any]] = []
     try:
         for size in sizes:
-            _, rows = scenario_rows("first load", size)
 
-            async def once(rows: Sequence[Row] = rows) -> Sample:
+            async def once(rows: Sequence[Row] = base[:size]) -> Sample:
                 await _reset(pool, None)
                 with PeakRss() as peak:
                     started = time.perf_counter()
@@ -162,6 +217,10 @@ async def _curve(bench: Bench, dsn: str) -> None:
             points.append({"rows": size, "seconds": line.median, "rss_growth_mib": line.extra["rss_growth_mib"][1]})
     finally:
         await pool.close()
+    first = bench.get(SECTION, "first load", "sink")
+    if first is not None:
+        points.append({"rows": n, "seconds": n / first.median, "rss_growth_mib": first.extra["rss_growth_mib"][1]})
+    points.sort(key=lambda p: p["rows"])
     bench.record("sink scale", fit(points, "rows", ("seconds", "rss_growth_mib")))
 
 
