@@ -360,9 +360,11 @@ async def fresh_database(server_dsn: str) -> AsyncIterator[str]:
         yield dsn
 
 
-async def make_pool(dsn: str, size: int = 2) -> asyncpg.Pool:
+async def make_pool(dsn: str, size: int = 2, connection_class: type[asyncpg.Connection] = asyncpg.Connection
+                    ) -> asyncpg.Pool:
     """A pool with syncd's codecs."""
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, init=init_connection)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, init=init_connection,
+                                     connection_class=connection_class)
     assert pool is not None
     return pool
 

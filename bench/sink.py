@@ -23,10 +23,11 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import orjson
@@ -105,6 +106,74 @@ def _in_process(pool: asyncpg.Pool, apply: Apply, before: Sequence[Row] | None, 
     return run
 
 
+class TimedConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection that adds up, per statement, the wall time its calls took (the sink profile).
+
+    A call's time is the round trip: the server's work, the wire, and for COPY the encoding of the
+    records, which asyncpg does while it streams them.
+    """
+
+    spent: ClassVar[Counter[str]] = Counter()
+    calls: ClassVar[Counter[str]] = Counter()
+
+    async def _timed(self, label: str, call: Awaitable[Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return await call
+        finally:
+            TimedConnection.spent[label] += time.perf_counter() - started
+            TimedConnection.calls[label] += 1
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        """`Connection.execute`, timed."""
+        return await self._timed(_label(query), super().execute(query, *args, **kwargs))
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        """`Connection.fetch`, timed."""
+        return await self._timed(_label(query), super().fetch(query, *args, **kwargs))
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        """`Connection.fetchrow`, timed."""
+        return await self._timed(_label(query), super().fetchrow(query, *args, **kwargs))
+
+    async def copy_records_to_table(self, table_name: str, **kwargs: Any) -> Any:
+        """`Connection.copy_records_to_table`, timed."""
+        return await self._timed(f"COPY {table_name}", super().copy_records_to_table(table_name, **kwargs))
+
+
+def _label(query: str) -> str:
+    words = " ".join(query.split())
+    if words.startswith("WITH checkpoint"):
+        return "prelude: settings, fence, partitions, key probe, checkpoint"
+    return words if len(words) <= 60 else words[:57] + "..."
+
+
+async def _profile(bench: Bench, dsn: str, base: Sequence[Row], n: int) -> None:
+    """Where a 50k-row batch's time goes, per statement, in each scenario (one run each)."""
+    pool = await make_pool(dsn, connection_class=TimedConnection)
+    table: list[dict[str, Any]] = []
+    try:
+        for scenario in SCENARIOS:
+            before, rows = scenario_rows(scenario, n, base)
+            await _reset(pool, before)
+            TimedConnection.spent.clear()
+            TimedConnection.calls.clear()
+            started = time.perf_counter()
+            await _sink(pool, rows)
+            total = time.perf_counter() - started
+            batches = len(chunks(rows))
+            steps = [(label, seconds) for label, seconds in TimedConnection.spent.most_common()
+                     if not label.startswith(("UPDATE syncd.leader", "SELECT pg_advisory_unlock_all"))]
+            outside = total - sum(seconds for _, seconds in steps)
+            steps.append(("outside statements (Python, asyncio, pool)", outside))
+            table.append({"scenario": scenario, "step": "whole batch", "ms": 1000 * total / batches, "calls": 1.0})
+            table += [{"scenario": scenario, "step": label, "ms": 1000 * seconds / batches,
+                       "calls": TimedConnection.calls[label] / batches} for label, seconds in steps]
+    finally:
+        await pool.close()
+    bench.record("sink profile", table)
+
+
 class DltWorker:
     """bench/dlt_merge.py in dlt's venv, answering one timed run per request line."""
 
@@ -166,6 +235,7 @@ async def run(bench: Bench) -> None:
             for pool in pools.values():
                 await pool.close()
         await _curve(bench, b, base, sizes, n)
+        await _profile(bench, b, base, n)
 
 
 @asynccontextmanager
