@@ -130,7 +130,7 @@ $(BENCH_STAMP):
 	touch $@
 
 # Every scenario, bench/results/<date>.json, then the README's figures rendered from that file.
-bench: $(STAMP) $(BENCH_STAMP) $(QUESTDB_JARS) node-deps
+bench: $(STAMP) $(BENCH_STAMP) $(QUESTDB_JARS) $(KAFKA_LIBS) node-deps
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.readme
 
