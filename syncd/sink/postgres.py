@@ -408,6 +408,8 @@ def _split_fresh(u: _Upserts, highest: Any) -> tuple[Sequence[Row], Sequence[Row
     if highest is None:
         return u.rows, []
     above = list(map(highest.__lt__, u.leads))
+    if not any(above):  # a re-apply: no copies of the batch
+        return [], u.rows
     return list(compress(u.rows, above)), list(compress(u.rows, map(not_, above)))
 
 
