@@ -2,7 +2,9 @@
 
 First load: a file of 10k, 100k and 500k workspace items (~580 bytes each in lowdb's 2-space
 layout: 500k records are ~277 MB) in a fresh database; a `syncd run` process starts and the time
-until `/readyz` (its initial snapshot committed) and its peak RSS (sampled every 5 ms) are taken.
+until its checkpoint holding the file's SHA-256 is committed (the load's real end, checked on
+PostgreSQL itself, with every record's row present) and its peak RSS (sampled every 5 ms) are
+taken. `/readyz` is not the end: it is also 200 while the instance is not yet leading the stream.
 
 Diff curve: in this process, `VersionReader.read` + `diff` of a file of 1k, 10k, 100k and 500k
 records, first against nothing applied (the start-up diff) and then after a one-record edit;
@@ -12,17 +14,19 @@ median seconds and RSS growth per size, with log-log exponents.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 
 from bench.harness import Bench, PeakRss, Sample, fit, fresh_database
-from bench.lowdb_latency import start_daemon, wait_ready
-from syncd.lowdb.diff import Applied, Diff, apply_to, diff
+from bench.lowdb_latency import start_daemon
+from syncd.lowdb.diff import Applied, Diff, apply_to, content_hash, diff
 from syncd.lowdb.reader import VersionReader
 from syncd.quarantine import Held
 from syncd.tables import TableSpec, specs_for_layout
@@ -61,18 +65,25 @@ async def run(bench: Bench) -> None:
         path = work / "library.json"
         write_file(path, n)
         size = path.stat().st_size / 2**20
+        sha = content_hash(path.read_bytes())
 
-        async def first_load(work: Path = work, path: Path = path, size: float = size) -> Sample:
+        async def first_load(work: Path = work, path: Path = path, size: float = size, sha: str = sha,
+                             n: int = n) -> Sample:
             async with fresh_database(bench.dsn) as dsn:
+                conn = await asyncpg.connect(dsn)
                 started = time.perf_counter()
-                daemon, port = start_daemon(work, path, dsn)
+                daemon, _ = start_daemon(work, path, dsn)
                 try:
                     with PeakRss(daemon.pid) as peak:
-                        await wait_ready(port, daemon, deadline=900)
+                        await _wait_loaded(conn, daemon, sha)
                         seconds = time.perf_counter() - started
+                    rows = await conn.fetchval("SELECT count(*) FROM workspace.workspace_items")
                 finally:
+                    await conn.close()
                     daemon.terminate()
                     daemon.wait(30)
+            if rows != n:
+                raise RuntimeError(f"first load committed {rows} of {n} records")
             return Sample(seconds, {"peak_rss_mib": peak.peak_mib, "rss_over_file": peak.peak_mib / size})
 
         line = await bench.repeat(SECTION, f"first load, {n:,} records", "daemon", first_load, unit="s", n=n,
@@ -82,6 +93,19 @@ async def run(bench: Bench) -> None:
                        "rss_over_file": round(line.extra["rss_over_file"][1], 2)})
     bench.record("lowdb first load", fit(points, "records", ("seconds", "peak_rss_mib")))
     await _diff_curve(bench)
+
+
+async def _wait_loaded(conn: asyncpg.Connection, daemon: subprocess.Popen[bytes], sha: str,
+                       deadline: float = 900) -> None:
+    """Until the stream's committed checkpoint holds the file's SHA-256 (polled every 10 ms)."""
+    end = time.monotonic() + deadline
+    query = "SELECT position ->> 'sha' FROM syncd.checkpoints WHERE source = 'lowdb' AND stream = 'bench'"
+    while await conn.fetchval(query) != sha:
+        if daemon.poll() is not None:
+            raise RuntimeError(f"syncd exited with {daemon.returncode}")
+        if time.monotonic() > end:
+            raise TimeoutError("the first load never committed")
+        await asyncio.sleep(0.01)
 
 
 async def _diff_curve(bench: Bench) -> None:

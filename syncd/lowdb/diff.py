@@ -63,6 +63,11 @@ class TableDiff:
     deletes: list[str] = field(default_factory=list)
     known: int = 0
     """Keys PostgreSQL held before this diff (base of the mass-delete ratio)."""
+    records: Records | None = None
+    todo: list[int] = field(default_factory=list)
+    """Positions in `records` of changed records not yet mapped to rows (`Diff.take` maps them)."""
+    taken: int = 0
+    """How many of `todo` are mapped already."""
 
     def changes(self, *, with_deletes: bool = True) -> TableChanges:
         """The sink's view of this diff."""
@@ -82,19 +87,50 @@ class Diff:
     accepted: Coercions = field(default_factory=dict)
     """Accepted record versions: their stated coercion applies while the file holds them."""
     progress: LoadProgress | None = None
-    """A first load's counters: `read` follows the records examined."""
-    examined: int = 0
-    """Records of the collections diffed before the current one."""
-
-    def seen(self, index: int) -> None:
-        """Record `index` of the current collection has been examined (and those before it)."""
-        if self.progress is not None:
-            self.progress.read = self.examined + index + 1
+    """A first load's counters: `read` follows the records examined (mapped, for changed ones)."""
 
     @property
     def empty(self) -> bool:
         """True when nothing would change in PostgreSQL."""
-        return not self.quarantine and not any(t.upserts or t.deletes for t in self.tables)
+        return not self.quarantine and not self.pending and not any(t.upserts or t.deletes for t in self.tables)
+
+    @property
+    def pending(self) -> int:
+        """Changed records not yet mapped to rows."""
+        return sum(len(t.todo) - t.taken for t in self.tables)
+
+    def take(self, limit: int | None = None) -> Diff:
+        """The next part of this diff: up to `limit` records mapped to rows (all when None).
+
+        The quarantine met so far goes with it; the part that leaves nothing pending also carries
+        the deletes. A first load of a big file is applied part by part this way, so only one
+        part's rows are ever in memory.
+        """
+        tables = [TableDiff(t.spec, known=t.known) for t in self.tables]
+        part = Diff(tables, self.quarantine, self.blocked, self.refused, self.accepted, self.progress)
+        self.quarantine = []
+        room = self.pending if limit is None else limit
+        for t, out in zip(self.tables, tables, strict=True):
+            stop = min(len(t.todo), t.taken + room)
+            if t.records is not None:
+                _map(t.records, t.todo[t.taken : stop], out, part)
+            room -= stop - t.taken
+            t.taken = stop
+        if not self.pending:
+            for t, out in zip(self.tables, tables, strict=True):
+                out.deletes = t.deletes
+        return part
+
+
+def _map(records: Records, todo: Sequence[int], out: TableDiff, part: Diff) -> None:
+    """The records at positions `todo` upserted (or quarantined) into `out`."""
+    progress = part.progress
+    for i in todo:
+        key = records.keys[i]
+        assert key is not None, "only keyed records are left to map"
+        _upsert(out, key, records.record(i), records.digests[i], f"{out.spec.collection}[{i}]", part)
+        if progress is not None:
+            progress.read += 1
 
 
 def quarantine_table(spec: TableSpec) -> str:
@@ -179,13 +215,31 @@ def diff(
     A record version in `refused` is quarantined with PostgreSQL's reason instead of upserted; the
     version `held` says was accepted takes its stated coercion; `progress.read` follows the records
     examined (a first load reports it while it runs)."""
+    with gc_paused():
+        return compare(version, specs, applied, held, refused, progress).take()
+
+
+def compare(
+    version: FileVersion,
+    specs: Sequence[TableSpec],
+    applied: Applied,
+    held: Held,
+    refused: Refused | None = None,
+    progress: LoadProgress | None = None,
+) -> Diff:
+    """`diff` with its records not yet mapped to rows: keys and hashes compared, deletes known.
+
+    `Diff.take` maps them, all at once or part by part; `progress.read` counts the records
+    examined, a changed one once it is mapped."""
     result = Diff([], refused=refused or {}, accepted=held.accepted, progress=progress)
+    examined = 0
     with gc_paused():
         for spec in specs:
             value = version.collection(spec)
             result.tables.append(_diff_table(spec, value, applied, held, result))
-            result.examined += record_count(value)
-            result.seen(-1)  # every record of the collection examined, unchanged ones included
+            examined += record_count(value)
+    if progress is not None:
+        progress.read = examined - result.pending
     return result
 
 
@@ -204,6 +258,7 @@ def _diff_table(spec: TableSpec, value: Any, applied: Applied, held: Held, resul
         # Not a list: quarantine the whole value and change nothing, deletes included.
         _quarantine_keyless(result, held, table, value, f"collection {spec.collection!r} is not a list")
         return out
+    out.records = value
     present = set(value.keys)
     if len(present) == len(value) and None not in present:
         _diff_unique(out, value, present, old, table, held.keys | result.blocked, result)
@@ -230,8 +285,7 @@ def _diff_unique(
         key = keys[i]
         added += key not in old
         if key is not None and (table, key) not in blocked:
-            _upsert(out, key, records.record(i), records.digests[i], f"{out.spec.collection}[{i}]", result)
-        result.seen(i)
+            out.todo.append(i)
     # Every key of `old` still present (the usual edit) is known without a 100k-key set difference.
     if len(present) - added == len(old):
         return
@@ -246,8 +300,7 @@ def _diff_grouped(
     blocked = held.keys | result.blocked
     for key, i in by_key.items():
         if (table, key) not in blocked and old.get(key) != records.digests[i]:
-            _upsert(out, key, records.record(i), records.digests[i], f"{out.spec.collection}[{i}]", result)
-            result.seen(i)
+            out.todo.append(i)
     for key, versions in duplicates.items():
         if (table, key) not in blocked:
             for i in versions:

@@ -1,31 +1,40 @@
 """Reading successive versions of one LowDB file, parsing only the records that changed.
 
 A `VersionReader` remembers the previous version: its bytes, its top-level document and each
-collection's record slices (`lowdb_slices`) with their keys and hashes. A new version is compared
-with the previous one byte for byte; when the difference lies inside one collection's records, only
-the records it touches are re-cut and parsed (an edit, an append, a delete of a 100k-record file
-costs a few records). Otherwise the file is sliced again, reusing unchanged slices, and when it is
-not in lowdb's 2-space layout, or any slice or the skeleton does not parse, it is parsed whole
-(`parse_version`) exactly as `read_file` would, and nothing is remembered.
+collection's records (`lowdb_records`: offsets, keys and hashes). A new version is compared with the
+previous one byte for byte; when the difference lies inside one collection's records, only the
+records it touches are re-cut and parsed, in place (an edit, an append, a delete of a 100k-record
+file costs a few records, not a pass over every record). Otherwise the file is sliced again, reusing
+unchanged records, and when it is not in lowdb's 2-space layout, or any record or the skeleton does
+not parse, it is parsed whole (`parse_version`) exactly as `read_file` would, and nothing is
+remembered.
+
+The file's SHA-256 (the checkpoint's `sha`) is resumed from the bytes the two versions share: the
+hash state is kept every HASH_STEP bytes, so an edit hashes from the step before it onwards.
 """
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from syncd.errors import UnreadableFile
-from syncd.lowdb.diff import FileVersion, content_hash, gc_paused, parse_version, position, read_bytes, read_file
+from syncd.lowdb.diff import FileVersion, gc_paused, parse_version, position, read_bytes, read_file
 from syncd.lowdb.records import Records
-from syncd.lowdb.slices import SEPARATOR, changed_window, slice_file, split_records
+from syncd.lowdb.slices import SEPARATOR, changed_window, common_prefix, slice_file, split_records
 from syncd.tables import TableSpec
 
 # hashlib releases the GIL on large inputs: the file's content hash runs beside the slicing.
 _HASHER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lowdb-sha")
+HASH_IN_THREAD_BYTES = 1 << 20
+"""Smaller files are hashed inline: the hand-off to a thread would cost more than the hash."""
+HASH_STEP = 1 << 20
+"""The SHA-256 state is kept at every multiple of this many bytes, to resume from on the next version."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +44,26 @@ class _Seen:
     data: bytes
     document: dict[str, Any]
     records: dict[str, Records]
-    bodies: dict[str, int]
-    """Per sliced collection: the file offset of its first record."""
+
+
+class _Hash:
+    """SHA-256 of successive versions of one file, resumed from the last state both share."""
+
+    def __init__(self) -> None:
+        self._states: list[Any] = []
+        """The hash state after each whole HASH_STEP of the last version hashed."""
+
+    def digest(self, data: bytes, same: int) -> str:
+        """The hex SHA-256 of `data`, whose first `same` bytes equal the last version's."""
+        kept = min(same // HASH_STEP, len(self._states))
+        del self._states[kept:]
+        state = self._states[-1].copy() if kept else hashlib.sha256()
+        view = memoryview(data)
+        for at in range(kept * HASH_STEP, len(data) - len(data) % HASH_STEP, HASH_STEP):
+            state.update(view[at : at + HASH_STEP])
+            self._states.append(state.copy())
+        state.update(view[len(data) - len(data) % HASH_STEP :])
+        return str(state.hexdigest())
 
 
 class VersionReader:
@@ -45,17 +72,33 @@ class VersionReader:
     def __init__(self, specs: Sequence[TableSpec]) -> None:
         self.specs = {s.collection: s for s in specs}
         self._seen: _Seen | None = None
+        self._hash = _Hash()
+        self._hashed = b""
+        self.size = 0
+        """Bytes of the last version read (0 before the first)."""
 
     def read(self, path: Path) -> FileVersion:
         """The current version; raises UnreadableFile (or OSError) like `read_file`."""
         data, stat = read_bytes(path)
-        sha = _HASHER.submit(content_hash, data)
+        self.size = len(data)
+        sha = self._start_hash(data, common_prefix(self._hashed, data))
         with gc_paused():
             seen = self._patched(data) or self._sliced(data)
+        digest = sha.result()
         self._seen = seen
+        # The bytes the next version's hash resumes against: those kept anyway (a whole parse keeps none).
+        self._hashed = seen.data if seen is not None else b""
         if seen is None:
-            return parse_version(path, data, stat, list(self.specs), sha.result())
-        return FileVersion(position(data, stat, sha.result()), seen.document, stat.st_mtime, seen.records)
+            return parse_version(path, data, stat, list(self.specs), digest)
+        return FileVersion(position(data, stat, digest), seen.document, stat.st_mtime, seen.records)
+
+    def _start_hash(self, data: bytes, same: int) -> Future[str]:
+        """The content hash, in a thread beside the slicing when the file is large."""
+        if len(data) < HASH_IN_THREAD_BYTES:
+            done: Future[str] = Future()
+            done.set_result(self._hash.digest(data, same))
+            return done
+        return _HASHER.submit(self._hash.digest, data, same)
 
     def _patched(self, data: bytes) -> _Seen | None:
         """The previous version with the records the bytes changed in re-cut; None if not that simple."""
@@ -64,40 +107,44 @@ class VersionReader:
             return None
         window = changed_window(seen.data, data)
         if window is None:
-            return _Seen(data, seen.document, _settled(seen.records), seen.bodies)
+            _settle(seen.records)
+            return seen  # the same bytes: the new copy is dropped
         start, end = window
         # Only the last collection opening at or before the window can hold it.
-        body, collection = max(((b, c) for c, b in seen.bodies.items() if b <= start), default=(-1, ""))
+        body, collection = max(((r.body, c) for c, r in seen.records.items() if r.body <= start), default=(-1, ""))
         if body < 0:
             return None
         records = seen.records[collection]
-        starts = records.starts(body)
-        if end > starts[-1] - len(SEPARATOR):
+        if end > records.end:
             return None
         # Whole records around the window: their boundaries lie in the bytes both versions share.
-        first = bisect_right(starts, start) - 1
-        last = bisect_left(starts, end + len(SEPARATOR), 1) - 1
+        starts = records.starts
+        first = bisect_right(starts, start - body) - 1
+        last = bisect_left(starts, end - body + len(SEPARATOR), 1) - 1
         delta = len(data) - len(seen.data)
-        pieces = split_records(data[starts[first] : starts[last + 1] - len(SEPARATOR) + delta])
-        patched = records.replaced(self.specs[collection], first, last, pieces)
-        if patched is None:
+        pieces = split_records(data[body + starts[first] : body + starts[last + 1] - len(SEPARATOR) + delta])
+        if not records.patch(data, first, last, pieces, delta):
             return None
-        shifted = {c: b + delta if b > body else b for c, b in seen.bodies.items()}
-        return _Seen(data, seen.document, {**_settled(seen.records), collection: patched}, shifted)
+        for other in seen.records.values():
+            other.settle()
+            other.data = data
+            if other.body > body:
+                other.body += delta
+        return _Seen(data, seen.document, seen.records)
 
     def _sliced(self, data: bytes) -> _Seen | None:
-        """The file cut into records, reusing the previous version's unchanged slices."""
+        """The file cut into records, reusing the previous version's unchanged records."""
         sliced = slice_file(data, self.specs.keys())
         if sliced is None:
             return None
         previous = self._seen.records if self._seen is not None else {}
         records: dict[str, Records] = {}
-        for collection, slices in sliced.slices.items():
-            found = Records.from_slices(self.specs[collection], slices, previous.get(collection))
+        for collection, (body, end) in sliced.bodies.items():
+            found = Records.from_body(self.specs[collection], data, body, end, previous.get(collection))
             if found is None:
                 return None
             records[collection] = found
-        return _Seen(data, sliced.document, records, sliced.bodies)
+        return _Seen(data, sliced.document, records)
 
 
 def read_version(path: Path, specs: Sequence[TableSpec]) -> FileVersion:
@@ -112,5 +159,6 @@ def read_version(path: Path, specs: Sequence[TableSpec]) -> FileVersion:
         return VersionReader(specs).read(path)
 
 
-def _settled(records: dict[str, Records]) -> dict[str, Records]:
-    return {c: r.settled() for c, r in records.items()}
+def _settle(records: dict[str, Records]) -> None:
+    for r in records.values():
+        r.settle()

@@ -1,8 +1,11 @@
 """One collection of one file version: each record's key and canonical hash, the record on demand.
 
 The diff needs every record's key and `record_hash`, but the record itself only where PostgreSQL
-must change. For a sliced file (`lowdb_slices`) the keys and hashes of unchanged slices are carried
-over from the previous version, so a single-record edit parses and hashes one record.
+must change. For a sliced file (`lowdb_slices`) a collection keeps no copy of its records' bytes:
+the file's bytes and each record's offset in its array's body are enough to cut a record out when
+it is wanted, and the keys and hashes of unchanged records are carried over from the previous
+version, so a single-record edit parses and hashes one record and the first read of a 277 MB file
+holds the file once, not twice.
 
 A record Node reads but orjson or PostgreSQL cannot (`syncd.poison`) stands in the collection as a
 `Poison` under its key, hashed by its quarantine form: the diff quarantines it, the rest flows.
@@ -10,9 +13,9 @@ A record Node reads but orjson or PostgreSQL cannot (`syncd.poison`) stands in t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from itertools import accumulate, compress, count, repeat
-from operator import add, ne
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import accumulate, compress, count
+from operator import ne
 from typing import Any
 
 import orjson
@@ -25,12 +28,18 @@ KEEP_PARSED = 1_000
 """Parsed records a read keeps for the diff. A parsed record takes several times its JSON's bytes:
 a first read of a 500k-record file keeping them all would hold gigabytes until the diff, which
 re-parses the slice of any record beyond these instead."""
+_SEP = len(SEPARATOR)
 
 
 class Records:
-    """Keys and hashes of a collection's records in file order; `record(i)` loads one record."""
+    """Keys and hashes of a collection's records in file order; `record(i)` loads one record.
 
-    __slots__ = ("_parsed", "digests", "keys", "slices", "spec")
+    A sliced collection (`data` set) finds record i's bytes at `data[body + starts[i] :
+    body + starts[i + 1] - len(SEPARATOR)]`: `starts` has one offset more than there are records,
+    as if another record followed the last. The reader patches a sliced collection in place.
+    """
+
+    __slots__ = ("_parsed", "body", "data", "digests", "keys", "spec", "starts")
 
     def __init__(
         self,
@@ -38,27 +47,51 @@ class Records:
         keys: list[str | None],
         digests: list[bytes],
         parsed: Mapping[int, Any] | Sequence[Any],
-        slices: list[bytes] | None = None,
+        data: bytes | None = None,
+        body: int = 0,
+        starts: list[int] | None = None,
     ) -> None:
         self.spec = spec
         self.keys = keys
         self.digests = digests
         self._parsed = parsed
-        self.slices = slices
-        """The raw slices (sliced files only), compared with the next version's."""
+        self.data = data
+        """The file's bytes (sliced collections only), compared with the next version's."""
+        self.body = body
+        """Offset in `data` of the first record's first byte."""
+        self.starts = starts if starts is not None else [0]
 
     def __len__(self) -> int:
         return len(self.keys)
 
+    @property
+    def sliced(self) -> bool:
+        """True when records are cut from the file's bytes (False: a whole parse's list)."""
+        return self.data is not None
+
+    @property
+    def end(self) -> int:
+        """Offset in `data` just past the last record's bytes."""
+        return self.body + self.starts[-1] - _SEP
+
+    def piece(self, i: int) -> bytes:
+        """The bytes of record i (sliced collections only)."""
+        assert self.data is not None
+        return self.data[self.body + self.starts[i] : self.body + self.starts[i + 1] - _SEP]
+
+    def pieces(self, first: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """The bytes of records `first..stop-1`, cut one at a time."""
+        return map(self.piece, range(first, len(self.starts) - 1 if stop is None else stop))
+
     def record(self, i: int) -> Any:
         """The i-th record (or its `Poison`): parsed already, or parsed now from its slice."""
-        if self.slices is None:
+        if self.data is None:
             return self._parsed[i]
         parsed = self._parsed
         assert isinstance(parsed, Mapping)
         if i in parsed:
             return parsed[i]
-        piece = self.slices[i]
+        piece = self.piece(i)
         if len(piece) <= self.spec.max_record_bytes:
             # Keyed and hashed when read: only the record itself is wanted now.
             try:
@@ -69,36 +102,34 @@ class Records:
         assert keyed is not None, "a slice that was read once reads again"
         return keyed[0]
 
-    def settled(self) -> Records:
-        """The same records without the ones parsed during this read: what the next read reuses."""
-        return Records(self.spec, self.keys, self.digests, {}, self.slices) if self.slices is not None else self
+    def settle(self) -> None:
+        """Forget the records parsed during this read: the next read keeps only keys and hashes."""
+        if self.data is not None:
+            self._parsed = {}
 
-    def starts(self, body: int) -> list[int]:
-        """File offset of each slice's first byte, plus one past the last (as if another followed)."""
-        assert self.slices is not None
-        return list(accumulate(map(add, map(len, self.slices), repeat(len(SEPARATOR))), initial=body))
+    def patch(self, data: bytes, first: int, last: int, pieces: list[bytes], delta: int) -> bool:
+        """Records `first..last` replaced by `pieces` in the new version `data`, in place.
 
-    def replaced(self, spec: TableSpec, first: int, last: int, pieces: list[bytes]) -> Records | None:
-        """Slices `first..last` replaced by `pieces`, each parsed; None if one is not a JSON record."""
-        assert self.slices is not None
+        `delta` is how much longer the new version is. False, with nothing changed, when a piece
+        is not a JSON record (the caller reads the file some other way).
+        """
         fresh: dict[int, Any] = {}
         keys: list[str | None] = []
         digests: list[bytes] = []
         for i, piece in enumerate(pieces, start=first):
-            keyed = _keyed(spec, piece)
+            keyed = _keyed(self.spec, piece)
             if keyed is None:
-                return None
+                return False
             fresh[i], key, digest = keyed
             keys.append(key)
             digests.append(digest)
-        after = slice(last + 1, None)
-        return Records(
-            spec,
-            self.keys[:first] + keys + self.keys[after],
-            self.digests[:first] + digests + self.digests[after],
-            fresh,
-            self.slices[:first] + pieces + self.slices[after],
-        )
+        self.keys[first : last + 1] = keys
+        self.digests[first : last + 1] = digests
+        # The new pieces' offsets, then every later record's, moved by `delta` (map: in C).
+        placed = accumulate((len(p) + _SEP for p in pieces[:-1]), initial=self.starts[first])
+        self.starts[first + 1 :] = [*list(placed)[1:], *map(delta.__add__, self.starts[last + 1 :])]
+        self.data, self._parsed = data, fresh
+        return True
 
     @classmethod
     def parsed(cls, spec: TableSpec, records: Sequence[Any]) -> Records:
@@ -114,21 +145,28 @@ class Records:
         return cls(spec, keys, digests, kept)
 
     @classmethod
-    def from_slices(cls, spec: TableSpec, slices: list[bytes], previous: Records | None) -> Records | None:
-        """Key and hash each slice, reusing `previous` for byte-identical ones; None if one is not JSON."""
-        prior = previous if previous is not None and previous.slices is not None else cls(spec, [], [], {}, [])
-        old = prior.slices or []
-        head, tail = _common_ends(old, slices)
+    def from_body(cls, spec: TableSpec, data: bytes, body: int, end: int, previous: Records | None) -> Records | None:
+        """The records between `body` and `end` (joined by SEPARATOR), keyed and hashed.
+
+        Records byte-identical to one of `previous` reuse its key and hash; None if one is not JSON.
+        """
+        starts = _starts(data, body, end)
+        new = cls(spec, [], [], {}, data, body, starts)
+        prior = previous if previous is not None and previous.sliced else cls(spec, [], [], {}, b"")
+        head, tail = _common_ends(prior, new)
         keys, digests = prior.keys[:head], prior.digests[:head]
         fresh: dict[int, Any] = {}
-        reuse = _index(old[head : len(old) - tail], head)
-        for i in range(head, len(slices) - tail):
-            at = reuse.get(slices[i])
+        # Records that moved (an insert or delete before them) are found by their bytes.
+        kept = range(head, len(prior) - tail)
+        reuse = dict(zip(prior.pieces(kept.start, kept.stop), kept, strict=True))
+        for i in range(head, len(starts) - 1 - tail):
+            piece = new.piece(i)
+            at = reuse.get(piece)
             if at is not None:
                 keys.append(prior.keys[at])
                 digests.append(prior.digests[at])
                 continue
-            keyed = _keyed(spec, slices[i])
+            keyed = _keyed(spec, piece)
             if keyed is None:
                 return None
             record, key, digest = keyed
@@ -136,9 +174,21 @@ class Records:
                 fresh[i] = record
             keys.append(key)
             digests.append(digest)
-        keys += prior.keys[len(old) - tail :]
-        digests += prior.digests[len(old) - tail :]
-        return cls(spec, keys, digests, fresh, slices)
+        keys += prior.keys[len(prior) - tail :]
+        digests += prior.digests[len(prior) - tail :]
+        new.keys, new.digests, new._parsed = keys, digests, fresh
+        return new
+
+
+def _starts(data: bytes, body: int, end: int) -> list[int]:
+    """Each record's offset from `body`, plus one past the last as if another followed."""
+    starts = [0]
+    find, at = data.find, body
+    while (at := find(SEPARATOR, at, end)) >= 0:
+        at += _SEP
+        starts.append(at - body)
+    starts.append(end - body + _SEP)
+    return starts
 
 
 def _keyed(spec: TableSpec, piece: bytes) -> tuple[Any, str | None, bytes] | None:
@@ -156,16 +206,12 @@ def _keyed(spec: TableSpec, piece: bytes) -> tuple[Any, str | None, bytes] | Non
     return poison, poison.key, record_hash(poison.raw)
 
 
-def _common_ends(old: list[bytes], new: list[bytes]) -> tuple[int, int]:
-    """How many leading and trailing slices `old` and `new` share (not overlapping)."""
-    # map/compress keep the byte comparisons in C: a memcmp per slice, no Python loop.
-    shortest = min(len(old), len(new))
-    head = next(compress(count(), map(ne, old, new)), shortest)
+def _common_ends(old: Records, new: Records) -> tuple[int, int]:
+    """How many leading and trailing records `old` and `new` share byte for byte (not overlapping)."""
+    # map/compress keep the comparisons in C; the pieces are cut as they are compared.
+    shortest = min(len(old.starts), len(new.starts)) - 1
+    head = next(compress(count(), map(ne, old.pieces(), new.pieces())), shortest)
     rest = shortest - head
-    tail = next(compress(count(), map(ne, reversed(old), reversed(new))), rest)
+    backwards = (range(len(r.starts) - 2, -1, -1) for r in (old, new))
+    tail = next(compress(count(), map(ne, map(old.piece, next(backwards)), map(new.piece, next(backwards)))), rest)
     return head, min(tail, rest)
-
-
-def _index(slices: list[bytes], offset: int) -> dict[bytes, int]:
-    """Slice → its position in the previous version, for records that moved (insert, delete)."""
-    return {s: offset + i for i, s in enumerate(slices)}

@@ -44,10 +44,10 @@ class Sliced:
 
     document: dict[str, Any]
     """The top-level object without the sliced collections (counters, small or odd collections)."""
-    slices: dict[str, list[bytes]]
-    """Per sliced collection: each record's bytes between its `{` and its closing `\\n    }`."""
-    bodies: dict[str, int]
-    """Per sliced collection: the offset in the file of its first record's first byte."""
+    bodies: dict[str, tuple[int, int]]
+    """Per sliced collection: the offsets in the file of its first record's first byte and just
+    past its last record's last byte (records, between `{` and the closing `\\n    }`, are joined
+    by SEPARATOR)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +73,9 @@ def slice_file(data: bytes, collections: Collection[str]) -> Sliced | None:
         return None
     if any(document.get(r.key) != p for r, p in zip(regions, placeholders, strict=True)):
         return None
-    slices = {r.key: _split(data, r) for r in regions}
     for r in regions:
         del document[r.key]
-    return Sliced(document, slices, {r.key: _body_start(r) for r in regions})
+    return Sliced(document, {r.key: (_body_start(r), r.end - len(ARRAY_CLOSE) - len(LAST)) for r in regions})
 
 
 def parse_slice(piece: bytes) -> Any:
@@ -138,12 +137,8 @@ def split_records(body: bytes) -> list[bytes]:
 
 
 def _body_start(region: _Region) -> int:
-    return region.start + 1 + len(FIRST)
-
-
-def _split(data: bytes, region: _Region) -> list[bytes]:
     # Between `[` + FIRST and LAST + ARRAY_CLOSE lie the records joined by SEPARATOR.
-    return split_records(data[_body_start(region) : region.end - len(ARRAY_CLOSE) - len(LAST)])
+    return region.start + 1 + len(FIRST)
 
 
 def changed_window(old: bytes, new: bytes) -> tuple[int, int] | None:
@@ -155,11 +150,14 @@ def changed_window(old: bytes, new: bytes) -> tuple[int, int] | None:
     if old == new:
         return None
     suffix = _common_suffix(old, new)
-    prefix = _common_prefix(old, new, min(len(old), len(new)) - suffix)
+    prefix = common_prefix(old, new, min(len(old), len(new)) - suffix)
     return prefix, len(old) - suffix
 
 
-def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
+def common_prefix(a: bytes, b: bytes, limit: int | None = None) -> int:
+    """How many leading bytes `a` and `b` share (at most `limit`)."""
+    if limit is None:
+        limit = min(len(a), len(b))
     # Binary search on memcmp'd halves: each step compares only the untested half (≤ 2n bytes).
     view = memoryview(a)
     lo, hi = 0, limit

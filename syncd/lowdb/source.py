@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -31,13 +31,14 @@ from syncd.config import LowdbSettings
 from syncd.database import PG_ERRORS, Connection, borrowed, connect, is_transient
 from syncd.errors import BatchRejected, UnreadableFile
 from syncd.identifiers import quote_table
-from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, diff, mass_deletes, record_count
+from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, compare, mass_deletes, record_count
 from syncd.lowdb.reader import VersionReader
 from syncd.model import Batch, Checkpoint, LoadProgress, Progress
 from syncd.quarantine import Held, held
 from syncd.tables import TableSpec, specs_for
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 SOURCE = "lowdb"
 ALLOW_MASS_DELETE_SUFFIX = ".allow-mass-delete"
@@ -50,6 +51,10 @@ WATCH_STEP_MS = 1
 """watchfiles returns a group of events once no new one came for this long."""
 WATCH_GROUP_MS = 50
 """...or once the group has lasted this long (a long in-place write keeps producing events)."""
+INLINE_BYTES = 1 << 20
+"""Files smaller than this (about 2,000 records) are read and diffed on the event loop itself."""
+LOAD_ROWS = 20_000
+"""Records mapped to rows per batch: a change bigger than this (a first load) commits in parts."""
 PG_TIMEOUT = 10.0
 """Bound on each read-only query (and on getting a connection for it)."""
 
@@ -75,12 +80,18 @@ class LowdbSource:
         self._conn: asyncpg.Connection | None = None
         self._applied: Applied = {}
         self._held = Held(frozenset(), frozenset())
+        self._held_at = float("-inf")
+        self._held_stale = True
         self._position: dict[str, Any] = {}
-        self._pending: tuple[Diff, bool] | None = None
+        self._pending: tuple[Diff, bool, bool] | None = None
+        """The batch in flight: its diff, whether its deletes go, whether it ends its version."""
+        self._commits = 0
         self._refused: dict[tuple[str, str], tuple[bytes, str]] = {}
         self._holding: frozenset[tuple[str, str]] | None = None
         self._caught_up = False
         self._load = LoadProgress()
+        self._staged = 0
+        """Rows of the first load's parts committed so far (`_load.staged` counts the part in flight)."""
         self._failing = False
         self._error: str | None = None
         self._dirty_at: float | None = None
@@ -97,8 +108,9 @@ class LowdbSource:
 
     @property
     def progress(self) -> Progress:
-        """The first load as it runs: records examined of the file's, then rows its COPY has taken."""
-        return self._load.snapshot()
+        """The first load as it runs: records examined of the file's, then rows its COPYs have taken."""
+        load = self._load
+        return Progress(load.read, load.total, self._staged + load.staged, load.to_stage)
 
     @property
     def in_sync_at(self) -> float | None:
@@ -154,24 +166,28 @@ class LowdbSource:
         metrics.SOURCE_UP.labels(self.stream).set(0)
 
     async def batches(self) -> AsyncIterator[Batch]:
-        """A batch per changed file version; the first one always, so readiness follows it."""
+        """A batch per changed file version (a big change in parts); the first one always."""
         while True:
             await self._wait()
-            batch = await self._cycle()
-            if batch is not None:
+            async for batch in self._cycle():
                 yield batch
 
     def committed(self, batch: Batch) -> None:
         """The batch is durable: what PostgreSQL holds now includes its rows."""
+        self._commits += 1
+        final = True
         if self._pending is not None:
-            result, with_deletes = self._pending
+            result, with_deletes, final = self._pending
             apply_to(self._applied, result.tables, with_deletes=with_deletes)
+            self._staged += sum(len(t.upserts) for t in result.tables)
+            self._load.staged = 0  # the next part's COPYs count afresh
             self._pending = None
         self._position = dict(batch.checkpoint.position)
-        self._caught_up = True
+        self._caught_up = self._caught_up or final
         self._refused.clear()  # quarantined now, or changed since: either way no longer ours to hold
         if batch.quarantine:
             # Re-read the held count now: a quiet file would otherwise report it at its next change.
+            self._held_stale = True
             self._wake.set()
 
     def rejected(self, batch: Batch, error: BatchRejected) -> None:
@@ -185,45 +201,81 @@ class LowdbSource:
 
     # -- one cycle: read, diff, guard --------------------------------------------------------
 
-    async def _cycle(self) -> Batch | None:
-        unblocked = await self._refresh_held()
-        if self._dirty_at is None and not (unblocked or self._failing or self._holding is not None):
-            return None
-        observed = self._dirty_at or time.monotonic()
-        self._dirty_at = None
-        version = await self._read()
+    async def _cycle(self) -> AsyncIterator[Batch]:
+        # A change is read while the held keys are fetched (one round trip less per edit); the
+        # diff, which needs both, waits for both.
+        refreshing = asyncio.ensure_future(self._refresh_held() if self._held_due() else _false())
+        try:
+            if self._dirty_at is None:
+                unblocked = await refreshing
+                if not (unblocked or self._failing or self._holding is not None):
+                    return
+            observed = self._dirty_at or time.monotonic()
+            self._dirty_at = None
+            version = await self._read()
+            await refreshing
+        finally:
+            refreshing.cancel()
         if version is None:
             missing = not await asyncio.to_thread(self.path.exists)
             if missing:
                 self._set_up(False, f"file {self.path} does not exist (lowdb creates it on its first write)")
-            return self._missing_file_batch(observed) if missing and not self._caught_up else None
+                if not self._caught_up:
+                    yield self._missing_file_batch(observed)
+            return
         load = None
         if not self._caught_up:
             load = self._load = LoadProgress(sum(record_count(version.collection(s)) for s in self.specs))
+            self._staged = 0
         refused = dict(self._refused)
-        result = await asyncio.to_thread(diff, version, self.specs, self._applied, self._held, refused, load)
-        for record in result.quarantine:
-            log.warning(
-                "record quarantined", path=str(self.path), table=record.table, key=record.key, reason=record.reason
-            )
-        with_deletes = await self._deletes_allowed(result)
-        if self._caught_up and result.empty and version.position["sha"] == self._position.get("sha"):
-            return None
-        self._pending = (result, with_deletes)
+        plan = await self._off_loop(compare, version, self.specs, self._applied, self._held, refused, load)
+        with_deletes = await self._deletes_allowed(plan)
+        if self._caught_up and plan.empty and version.position["sha"] == self._position.get("sha"):
+            return
         if load is not None:
-            load.to_stage = sum(len(t.upserts) for t in result.tables)
-        position = dict(version.position)
-        if not with_deletes:
-            position["held_deletes"] = sum(len(t.deletes) for t in result.tables)
-        return Batch(
-            Checkpoint(SOURCE, self.stream, position),
-            [t.changes(with_deletes=with_deletes) for t in result.tables],
-            observed_at=observed,
-            source_time=version.mtime,
-            quarantine=result.quarantine,
-            mirror_of=self.stream,
-            progress=load,
-        )
+            load.to_stage = plan.pending
+        async for part, final in self._parts(plan):
+            for record in part.quarantine:
+                log.warning(
+                    "record quarantined", path=str(self.path), table=record.table, key=record.key, reason=record.reason
+                )
+            self._pending = (part, with_deletes, final)
+            position = dict(version.position) if final else self._loading_position()
+            if final and not with_deletes:
+                position["held_deletes"] = sum(len(t.deletes) for t in part.tables)
+            commits = self._commits
+            yield Batch(
+                Checkpoint(SOURCE, self.stream, position),
+                [t.changes(with_deletes=with_deletes) for t in part.tables],
+                observed_at=observed,
+                source_time=version.mtime,
+                quarantine=part.quarantine,
+                mirror_of=self.stream,
+                progress=load,
+            )
+            if self._commits == commits:
+                return  # rejected (the file is read again) or stopped: the rest of this version waits
+
+    async def _parts(self, plan: Diff) -> AsyncIterator[tuple[Diff, bool]]:
+        """`plan` mapped to rows LOAD_ROWS at a time; the next part is mapped while one is applied."""
+        mapping = asyncio.ensure_future(self._off_loop(plan.take, LOAD_ROWS))
+        try:
+            while True:
+                part = await mapping
+                final = not plan.pending
+                if not final:
+                    mapping = asyncio.ensure_future(self._off_loop(plan.take, LOAD_ROWS))
+                yield part, final
+                if final:
+                    return
+        finally:
+            # A mapping thread reads this version's records: the next read may not patch them before it ends.
+            await asyncio.gather(mapping, return_exceptions=True)
+
+    def _loading_position(self) -> dict[str, Any]:
+        """The checkpoint of a part before the last: no `sha`, since PostgreSQL holds no whole version."""
+        position = {k: v for k, v in self._position.items() if k != "sha"}
+        return {**position, "loading": True}
 
     async def _read(self) -> FileVersion | None:
         """The current version, retried while empty/half written; None keeps the last good state."""
@@ -231,7 +283,7 @@ class LowdbSource:
         for delay in (0.0, *READ_RETRY_DELAYS):
             await asyncio.sleep(delay)
             try:
-                version = await asyncio.to_thread(self._reader.read, self.path)
+                version = await self._off_loop(self._reader.read, self.path)
             except FileNotFoundError:
                 return None  # not a half-written file: no point retrying (the caller says why)
             except (UnreadableFile, OSError) as exc:
@@ -241,6 +293,17 @@ class LowdbSource:
             return version
         self._set_up(False, f"unreadable, keeping the last good version: {error}")
         return None
+
+    async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in a worker thread, or inline while the file is small.
+
+        Once caught up, an edit of a file under INLINE_BYTES is read and diffed in well under a
+        millisecond: handing that to a thread and back would cost more than the work itself. The
+        first read (every record parsed and mapped) always goes to a thread.
+        """
+        if self._caught_up and self._reader.size < INLINE_BYTES:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
 
     def _set_up(self, up: bool, error: str | None = None) -> None:
         """Record the source's state; each change of it is one log line."""
@@ -323,6 +386,17 @@ class LowdbSource:
             applied[spec.collection] = {r["id"]: bytes(r["row_hash"]) for r in rows}
         return applied
 
+    def _held_due(self) -> bool:
+        """Whether the held rows must be read again before this cycle's diff.
+
+        Only this stream's own batches hold its records while it runs (the reverse path, which
+        holds foreign writes, runs instead of it), and only held rows can be replayed: with none
+        held and no quarantine committed since the last read, a read per edit would learn nothing.
+        It is still re-read every POLL_SECONDS, in case.
+        """
+        fresh = time.monotonic() - self._held_at < POLL_SECONDS
+        return not (fresh and self._held.rows == 0 and not self._held.keyless and not self._held_stale)
+
     async def _refresh_held(self) -> bool:
         """Re-read the held quarantine rows; True when a key was unblocked (replay/discard)."""
         before = self._held
@@ -333,6 +407,7 @@ class LowdbSource:
             # A stale set only keeps keys blocked longer: safe. The sink will retry PG anyway.
             log.warning("could not read quarantine state", error=str(exc))
             return False
+        self._held_at, self._held_stale = time.monotonic(), False
         metrics.QUARANTINE_RECORDS.labels(self.stream).set(self._held.rows)
         return bool(before.keys - self._held.keys or before.keyless - self._held.keyless)
 
@@ -403,6 +478,10 @@ class LowdbSource:
     def _mark_dirty(self) -> None:
         self._dirty_at = self._dirty_at or time.monotonic()
         self._wake.set()
+
+
+async def _false() -> bool:
+    return False
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:
