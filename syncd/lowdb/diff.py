@@ -68,6 +68,10 @@ class TableDiff:
     """Positions in `records` of changed records not yet mapped to rows (`Diff.take` maps them)."""
     taken: int = 0
     """How many of `todo` are mapped already."""
+    exact: bool = False
+    """Applying every part, deletes included, leaves PostgreSQL holding exactly `records`."""
+    generation: int = 0
+    """`records.generation` when compared."""
 
     def changes(self, *, with_deletes: bool = True) -> TableChanges:
         """The sink's view of this diff."""
@@ -112,18 +116,19 @@ class Diff:
         room = self.pending if limit is None else limit
         for t, out in zip(self.tables, tables, strict=True):
             stop = min(len(t.todo), t.taken + room)
-            if t.records is not None:
-                _map(t.records, t.todo[t.taken : stop], out, part)
+            if t.records is not None and not _map(t.records, t.todo[t.taken : stop], out, part):
+                t.exact = False
             room -= stop - t.taken
             t.taken = stop
         if not self.pending:
             for t, out in zip(self.tables, tables, strict=True):
-                out.deletes = t.deletes
+                out.deletes, out.records, out.exact, out.generation = t.deletes, t.records, t.exact, t.generation
         return part
 
 
-def _map(records: Records, todo: Sequence[int], out: TableDiff, part: Diff) -> None:
-    """The records at positions `todo` upserted (or quarantined) into `out`."""
+def _map(records: Records, todo: Sequence[int], out: TableDiff, part: Diff) -> bool:
+    """The records at positions `todo` upserted (or quarantined) into `out`; False if any was quarantined."""
+    before = len(out.upserts)
     progress = part.progress
     for i in todo:
         key = records.keys[i]
@@ -131,6 +136,7 @@ def _map(records: Records, todo: Sequence[int], out: TableDiff, part: Diff) -> N
         _upsert(out, key, records.record(i), records.digests[i], f"{out.spec.collection}[{i}]", part)
         if progress is not None:
             progress.read += 1
+    return len(out.upserts) - before == len(todo)
 
 
 def quarantine_table(spec: TableSpec) -> str:
@@ -258,13 +264,45 @@ def _diff_table(spec: TableSpec, value: Any, applied: Applied, held: Held, resul
         # Not a list: quarantine the whole value and change nothing, deletes included.
         _quarantine_keyless(result, held, table, value, f"collection {spec.collection!r} is not a list")
         return out
-    out.records = value
+    out.records, out.generation = value, value.generation
+    blocked = held.keys | result.blocked
+    since = value.since_synced()
+    if since is not None and _diff_since(out, value, since, old, table, blocked):
+        return out
     present = set(value.keys)
     if len(present) == len(value) and None not in present:
-        _diff_unique(out, value, present, old, table, held.keys | result.blocked, result)
+        _diff_unique(out, value, present, old, table, blocked, result)
     else:
         _diff_grouped(out, value, old, held, table, result)
     return out
+
+
+def _diff_since(
+    out: TableDiff,
+    records: Records,
+    since: tuple[int, int, list[str | None]],
+    old: Mapping[str, bytes],
+    table: str,
+    blocked: Blocked,
+) -> bool:
+    """The diff of a patch of records PostgreSQL held exactly: only the patched records are looked at.
+
+    `old` then holds exactly the previous version's keys, so a new key is unique unless it is in
+    `old` without being one the patch replaced. False (the caller diffs every record) when the
+    patch brought a keyless or repeated id, or touched a blocked key.
+    """
+    first, stop, replaced = since
+    keys = [k for k in records.keys[first:stop] if k is not None]
+    fresh, gone = set(keys), {k for k in replaced if k is not None}
+    if len(fresh) != stop - first or len(gone) != len(replaced) or not gone <= old.keys():
+        return False
+    if any(k in old and k not in gone for k in fresh) or any((table, k) in blocked for k in fresh | gone):
+        return False
+    digests = records.digests
+    out.todo = [i for i, key in enumerate(keys, start=first) if old.get(key) != digests[i]]
+    out.deletes = sorted(gone - fresh)
+    out.exact = True
+    return True
 
 
 def _diff_unique(
@@ -281,15 +319,21 @@ def _diff_unique(
     # The comparison runs in C (map/compress): a single-record edit of a 100k file costs a few ms.
     changed = compress(count(), map(ne, map(old.get, keys), records.digests))  # type: ignore[arg-type]
     added = 0
+    skipped = False
     for i in changed:
         key = keys[i]
         added += key not in old
-        if key is not None and (table, key) not in blocked:
+        if (table, key) in blocked:
+            skipped = True
+        else:
             out.todo.append(i)
+    out.exact = not skipped
     # Every key of `old` still present (the usual edit) is known without a 100k-key set difference.
     if len(present) - added == len(old):
         return
-    out.deletes = _deletes(old.keys() - present, table, blocked)
+    gone = old.keys() - present
+    out.deletes = _deletes(gone, table, blocked)
+    out.exact = out.exact and len(out.deletes) == len(gone)
 
 
 def _diff_grouped(
@@ -376,13 +420,15 @@ def _quarantine_keyless(
 
 
 def apply_to(applied: Applied, tables: Sequence[TableDiff], *, with_deletes: bool) -> None:
-    """Advance `applied` past a committed diff."""
+    """Advance `applied` past a committed diff (and mark what PostgreSQL now holds exactly)."""
     for t in tables:
         known = applied.setdefault(t.spec.collection, {})
         known.update(t.hashes)
         if with_deletes:
             for key in t.deletes:
                 known.pop(key, None)
+        if t.records is not None:  # the part that ends a diff
+            t.records.synced = t.generation if with_deletes and t.exact else None
 
 
 def mass_deletes(tables: Sequence[TableDiff], ratio: float, minimum: int) -> Mapping[str, int]:

@@ -39,7 +39,7 @@ class Records:
     as if another record followed the last. The reader patches a sliced collection in place.
     """
 
-    __slots__ = ("_parsed", "body", "data", "digests", "keys", "spec", "starts")
+    __slots__ = ("_parsed", "body", "data", "digests", "generation", "keys", "last_patch", "spec", "starts", "synced")
 
     def __init__(
         self,
@@ -60,6 +60,12 @@ class Records:
         self.body = body
         """Offset in `data` of the first record's first byte."""
         self.starts = starts if starts is not None else [0]
+        self.generation = 0
+        """How many times `patch` changed these records."""
+        self.last_patch: tuple[int, int, list[str | None]] = (0, 0, [])
+        """The last patch: first and stop positions of the new records, and the keys they replaced."""
+        self.synced: int | None = None
+        """The generation PostgreSQL is known to hold exactly (every key with its hash, nothing else)."""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -123,6 +129,8 @@ class Records:
             fresh[i], key, digest = keyed
             keys.append(key)
             digests.append(digest)
+        self.last_patch = (first, first + len(pieces), self.keys[first : last + 1])
+        self.generation += 1
         self.keys[first : last + 1] = keys
         self.digests[first : last + 1] = digests
         # The new pieces' offsets, then every later record's, moved by `delta` (map: in C).
@@ -130,6 +138,13 @@ class Records:
         self.starts[first + 1 :] = [*list(placed)[1:], *map(delta.__add__, self.starts[last + 1 :])]
         self.data, self._parsed = data, fresh
         return True
+
+    def since_synced(self) -> tuple[int, int, list[str | None]] | None:
+        """What changed since the generation PostgreSQL holds exactly: the last patch's span and the
+        keys it replaced (an empty span when nothing did); None when that is not known."""
+        if self.synced is None or self.generation - self.synced not in (0, 1):
+            return None
+        return self.last_patch if self.generation != self.synced else (0, 0, [])
 
     @classmethod
     def parsed(cls, spec: TableSpec, records: Sequence[Any]) -> Records:

@@ -144,6 +144,7 @@ class LowdbSource:
             self._watcher = asyncio.create_task(watching, name=f"watch:{self.stream}")
             await asyncio.sleep(0)  # the task's first step creates the inotify watch (awatch opens it at once)
         self._applied = await self._load_applied()
+        self._reader = VersionReader(self.specs)  # what it knew PostgreSQL to hold is re-read just now
         self._dirty_at = time.monotonic()
 
     async def _await_directory(self) -> None:
