@@ -92,6 +92,9 @@ def test_readme_quick_start_from_a_fresh_clone(clone: Path) -> None:
             if command == "syncd status":
                 assert re.search(r"^ ?workspace +\S+ +mirror ", ran.stdout, re.MULTILINE), ran.stdout
                 assert re.search(r"^ ?documentation +\S+ +mirror ", ran.stdout, re.MULTILINE), ran.stdout
+            if command == "syncd status --loads":
+                assert re.search(r"^initial loads: 2 done", ran.stdout, re.MULTILINE), ran.stdout
+                assert re.search(r"^ ?workspace +6 +6 +0 +0 +0 ", ran.stdout, re.MULTILINE), ran.stdout
     finally:
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the first shell
         make.wait(60)
