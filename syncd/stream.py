@@ -300,8 +300,11 @@ def _event_lag(batch: Batch, results: dict[str, ApplyResult], more: bool) -> flo
     """The stream's event lag after committing `batch`; None leaves it as it was.
 
     0 once the source has nothing more to hand over: PostgreSQL holds all it has, however old
-    (an untouched file, a quiet table). While more waits, the age of the newest change applied."""
-    if not more:
+    (an untouched file, a quiet table). While more waits, the age of the newest change applied.
+    A checkpoint-only batch in the middle of a poll (QuestDB's catch-up done, a reconcile's result)
+    says the source has handed over all it had up to its bound: 0 too, or a backlog of day-old rows
+    would leave a caught-up quiet table at a day of lag until its next row."""
+    if not more or not batch.tables:
         return 0.0
     changed = any(r.inserted or r.updated or r.deleted for r in results.values())
     if changed and batch.source_time is not None:
