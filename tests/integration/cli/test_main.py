@@ -18,6 +18,18 @@ def test_version() -> None:
     assert ran.stdout == f"syncd {VERSION} (Python {platform.python_version()})\n"
 
 
+def test_shell_completion_as_the_readme_sets_it_up() -> None:
+    """The README's `eval "$(_SYNCD_COMPLETE=bash_source syncd)"` line: bash sources the script, and
+    completing `syncd status --` offers the command's options."""
+    script = syncd(env={"_SYNCD_COMPLETE": "bash_source"})
+    assert script.rc == 0
+    assert "complete -o nosort -F _syncd_completion syncd" in script.stdout
+    words = syncd(env={"_SYNCD_COMPLETE": "bash_complete", "COMP_WORDS": "syncd status --", "COMP_CWORD": "2"})
+    assert {"plain,--loads", "plain,--json", "plain,--config"} <= set(words.stdout.splitlines())
+    commands = syncd(env={"_SYNCD_COMPLETE": "bash_complete", "COMP_WORDS": "syncd ex", "COMP_CWORD": "1"})
+    assert commands.stdout.splitlines() == ["plain,explain"]
+
+
 async def test_status_dry_run_then_migrate(empty_dsn: str, tmp_path: Path) -> None:
     """Fresh database: all pending (exit 1); a dry run applies nothing; migrate; all applied (exit 0)."""
     env = {"SYNCD_PG_DSN": empty_dsn}
