@@ -40,7 +40,7 @@ from syncd.sink.postgres import PostgresSink
 
 SECTION = "sink"
 ROWS = 100_000
-SHARE = {"executemany upsert": 50, "dlt merge (dict rows)": 20}
+SHARE = {"executemany upsert": 50, "dlt merge (dict rows)": 40}
 """Per-row methods run at ROWS / SHARE rows (their rate is per row; at ROWS they would take the
 bench past its 20 minutes): executemany is one statement (and one rollup trigger) per row, dlt's
 dict path is several times slower than its Arrow path."""
