@@ -8,9 +8,11 @@
 - WAL apply delay: upstream's one-row INSERTs, the time from the row's `ingested_at` (server now())
   until a SELECT sees it: what `safety_lag` must cover.
 - poller catch-up: the poller and the sink in this process, from an empty checkpoint over a backlog
-  of N signals: the rate the live stream applies when it is behind (its ceiling).
+  of N/2 signals: the rate the live stream applies when it is behind (its ceiling).
 - steady stream: a writer commits 10,000 rows/s (1,000-row INSERT … SELECT every 100 ms); the
   poller and the sink run in this process; per-row event lag = commit time minus the row's ts.
+WAL delay, catch-up and stream are repeated like the rest (a warm-up round, then three); only the
+5N memory run is a single one.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ PAGE = 20_000
 ROWS = 200_000
 RSS_FACTOR = 5
 STREAM_RATE = 10_000
-STREAM_SECONDS = 15.0
+STREAM_SECONDS = 10.0
 STREAM_SAFETY_LAG = 0.25
-DELAY_ROWS = 200
+DELAY_ROWS = 100
 
 
 async def run(bench: Bench) -> None:
@@ -54,7 +56,7 @@ async def run(bench: Bench) -> None:
     with tempfile.TemporaryDirectory(prefix="syncd-bench-questdb-") as root, \
             start_questdb(QUESTDB_SUITE, Path(root)) as server:
         await _backfill(bench, server, rows)
-        await _catch_up(bench, server, rows)
+        await _catch_up(bench, server, rows // 2)
         await _wal_delay(bench, server)
         await _stream(bench, server)
 
@@ -144,74 +146,85 @@ def _backfill_process(dsn: str, server: QuestdbServer, transport: str) -> tuple[
 
 
 async def _wal_delay(bench: Bench, server: QuestdbServer) -> None:
-    """Upstream's one-row INSERTs: ms from `ingested_at` until a SELECT returns the row."""
-    delays: list[float] = []
-    async with Upstream(server.http_port) as upstream:
-        await upstream.reset()
-        for i in range(DELAY_ROWS):
-            await upstream.insert(Signal(datetime.now(UTC), asset=f"D{i}"))
-            while True:
-                seen = await upstream.rows(f"SELECT ingested_at FROM tp_capital_signals WHERE asset = 'D{i}'")
-                if seen:
-                    break
-                await asyncio.sleep(0.001)
-            ingested = parse_timestamp(seen[0][0])
-            assert ingested is not None
-            delays.append((time.time() - ingested.timestamp()) * 1000)
-            await asyncio.sleep(0.02)
-    ordered = sorted(delays)
-    bench.lines.append(Line(SECTION, "WAL apply delay, one-row INSERT", "ingested_at → visible", "ms", DELAY_ROWS,
-                            (statistics.median(ordered),), _load(), -1.0,
-                            {"p99_ms": (_pct(ordered, 0.99),) * 3, "max_ms": (ordered[-1],) * 3},
-                            f"{DELAY_ROWS} rows, one every 20 ms; safety_lag default 2 s"))
+    """Upstream's one-row INSERTs: ms from `ingested_at` until a SELECT returns the row (per round: p50)."""
+
+    async def once() -> Sample:
+        delays: list[float] = []
+        async with Upstream(server.http_port) as upstream:
+            await upstream.reset()
+            for i in range(DELAY_ROWS):
+                await upstream.insert(Signal(datetime.now(UTC), asset=f"D{i}"))
+                while True:
+                    seen = await upstream.rows(f"SELECT ingested_at FROM tp_capital_signals WHERE asset = 'D{i}'")
+                    if seen:
+                        break
+                    await asyncio.sleep(0.001)
+                ingested = parse_timestamp(seen[0][0])
+                assert ingested is not None
+                delays.append((time.time() - ingested.timestamp()) * 1000)
+                await asyncio.sleep(0.02)
+        ordered = sorted(delays)
+        return Sample(statistics.median(ordered), {"p99_ms": _pct(ordered, 0.99), "max_ms": ordered[-1]})
+
+    await bench.repeat(SECTION, "WAL apply delay, one-row INSERT", "ingested_at → visible", once, unit="ms",
+                       n=DELAY_ROWS, note=f"{DELAY_ROWS} rows a round, one every 20 ms; safety_lag default 2 s")
 
 
 async def _catch_up(bench: Bench, server: QuestdbServer, rows: int) -> None:
-    """The poller over a backlog of `rows` (pages of PAGE), until it has applied every one."""
+    """The poller over a backlog of `rows` (pages of PAGE), until it has applied every one; a fresh database a round."""
     await _history(server, rows)
-    async with fresh_database(bench.dsn) as dsn:
-        pool = await make_pool(dsn)
-        settings = QuestdbSettings(http_port=server.http_port, poll_interval=0.1, page_size=PAGE)
-        source = SignalsSource(settings)
-        sink = PostgresSink(pool, await pool.fetchval("UPDATE syncd.leader SET epoch = epoch + 1 RETURNING epoch"))
-        await source.open(None)
-        applied, started = 0, time.perf_counter()
-        try:
-            async for batch in source.batches():
-                await sink.apply(batch)
-                source.committed(batch)
-                applied += batch.size
-                if applied >= rows:
-                    break
-        finally:
-            await source.close()
-            await pool.close()
-    seconds = time.perf_counter() - started
-    bench.lines.append(Line(SECTION, f"poller catch-up, {rows:,} rows behind", "poller → sink", "rows/s", applied,
-                            (applied / seconds,), _load(), -1.0, {}, f"pages of {PAGE:,} over /exec"))
+
+    async def once() -> Sample:
+        async with fresh_database(bench.dsn) as dsn:
+            pool = await make_pool(dsn)
+            settings = QuestdbSettings(http_port=server.http_port, poll_interval=0.1, page_size=PAGE)
+            source = SignalsSource(settings)
+            epoch = await pool.fetchval("UPDATE syncd.leader SET epoch = epoch + 1 RETURNING epoch")
+            sink = PostgresSink(pool, epoch)
+            await source.open(None)
+            applied, started = 0, time.perf_counter()
+            try:
+                async for batch in source.batches():
+                    await sink.apply(batch)
+                    source.committed(batch)
+                    applied += batch.size
+                    if applied >= rows:
+                        break
+            finally:
+                await source.close()
+                await pool.close()
+        return Sample(applied / (time.perf_counter() - started))
+
+    await bench.repeat(SECTION, f"poller catch-up, {rows:,} rows behind", "poller → sink", once, unit="rows/s",
+                       n=rows, note=f"pages of {PAGE:,} over /exec")
 
 
 async def _stream(bench: Bench, server: QuestdbServer) -> None:
-    async with Upstream(server.http_port) as upstream, fresh_database(bench.dsn) as dsn:
-        await upstream.reset()
-        pool = await make_pool(dsn)
-        settings = QuestdbSettings(http_port=server.http_port, poll_interval=0.1, safety_lag=STREAM_SAFETY_LAG,
-                                   page_size=PAGE, rescan_interval=60.0, lag_window=60.0)
-        epoch = await pool.fetchval("UPDATE syncd.leader SET epoch = epoch + 1 RETURNING epoch")
-        stop = asyncio.Event()
-        writer = asyncio.create_task(_writer(upstream, stop))
-        try:
-            applied, seconds, lags = await _drive(SignalsSource(settings), PostgresSink(pool, epoch))
-        finally:
-            stop.set()
-            written = await writer
-            await pool.close()
-    ordered = sorted(lags)
-    bench.lines.append(Line(SECTION, f"steady stream, {STREAM_RATE:,} rows/s written", "poller → sink", "rows/s",
-                            applied, (applied / seconds,), _load(), -1.0,
-                            {"lag_p50_s": (_pct(ordered, 0.5),) * 3, "lag_p99_s": (_pct(ordered, 0.99),) * 3,
-                             "lag_max_s": (ordered[-1] if ordered else float("nan"),) * 3},
-                            f"{written:,} rows written in {STREAM_SECONDS:.0f} s; safety_lag {STREAM_SAFETY_LAG} s"))
+    """A round: a fresh table and database, the writer and the poller for STREAM_SECONDS."""
+
+    async def once() -> Sample:
+        async with Upstream(server.http_port) as upstream, fresh_database(bench.dsn) as dsn:
+            await upstream.reset()
+            pool = await make_pool(dsn)
+            settings = QuestdbSettings(http_port=server.http_port, poll_interval=0.1, safety_lag=STREAM_SAFETY_LAG,
+                                       page_size=PAGE, rescan_interval=60.0, lag_window=60.0)
+            epoch = await pool.fetchval("UPDATE syncd.leader SET epoch = epoch + 1 RETURNING epoch")
+            stop = asyncio.Event()
+            writer = asyncio.create_task(_writer(upstream, stop))
+            try:
+                applied, seconds, lags = await _drive(SignalsSource(settings), PostgresSink(pool, epoch))
+            finally:
+                stop.set()
+                written = await writer
+                await pool.close()
+        ordered = sorted(lags)
+        return Sample(applied / seconds, {"lag_p50_s": _pct(ordered, 0.5), "lag_p99_s": _pct(ordered, 0.99),
+                                          "lag_max_s": ordered[-1] if ordered else float("nan"),
+                                          "written_per_s": written / seconds})
+
+    await bench.repeat(SECTION, f"steady stream, {STREAM_RATE:,} rows/s written", "poller → sink", once,
+                       unit="rows/s", n=int(STREAM_RATE * STREAM_SECONDS),
+                       note=f"{STREAM_SECONDS:.0f} s a round; safety_lag {STREAM_SAFETY_LAG} s")
 
 
 async def _writer(upstream: Upstream, stop: asyncio.Event) -> int:
