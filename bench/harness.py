@@ -302,7 +302,9 @@ def fit(points: list[dict[str, Any]], x: str, ys: Sequence[str]) -> list[dict[st
         floor = MEMORY_FLOOR_MIB if y.endswith("_mib") else 0.0
         kept = [p for p in points if p[y] > 0 and p[y] >= floor]
         k = _slope([(math.log(p[x]), math.log(p[y])) for p in kept]) if len(kept) >= 2 else None
-        if k is None:
+        if k is None and floor and kept:
+            exponents[y] = f"- (one size at {floor:g} MiB or more)"
+        elif k is None:
             exponents[y] = f"flat (< {floor:g} MiB)" if floor else None
         elif len(kept) < len(points):
             exponents[y] = f"{k:.2f} ({len(kept)} largest sizes)"

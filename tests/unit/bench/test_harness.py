@@ -28,3 +28,19 @@ def test_a_section_or_table_absent_from_the_results_renders_as_not_measured() ->
     empty = Results({"lines": [], "tables": {}})
     assert lines(empty, "cutover").startswith("Not measured")
     assert table(empty, "sink scale").startswith("Not measured")
+
+
+def test_one_size_above_the_floor_gives_no_exponent() -> None:
+    """A single point cannot make a slope: the cell says so rather than 'flat'."""
+    points = [{"rows": 10_000, "rss_growth_mib": 0.0}, {"rows": 1_000_000, "rss_growth_mib": 11.0}]
+    assert fit(points, "rows", ("rss_growth_mib",))[-1]["rss_growth_mib"] == "- (one size at 1 MiB or more)"
+
+
+def test_a_stored_exponent_row_is_fitted_again_when_rendered() -> None:
+    """A results file from before the floor renders its curve with today's fit, its points unchanged."""
+    stored = [{"rows": 10_000, "seconds": 1.0, "rss_growth_mib": 0.0},
+              {"rows": 100_000, "seconds": 10.0, "rss_growth_mib": 0.0},
+              {"rows": "exponent", "seconds": 1.0, "rss_growth_mib": 5.21}]
+    out = table(Results({"tables": {"curve": stored}}), "curve")
+    assert "| exponent | 1.00 | flat (< 1 MiB) |" in out
+    assert "5.21" not in out
