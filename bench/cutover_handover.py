@@ -10,10 +10,9 @@ clients' rounds are interleaved (bench/harness.py).
 The value is the p99 of the requests sent while a `syncd cutover` command ran (until the client
 followed) minus the p99 of the steady requests (those sent more than half a second away from any
 handover). Beside it: both p99s, the requests/s served over the whole round, how late the steady
-requests were sent (the load's schedule lag: near zero when the machine keeps up), the longest hold
-the client saw, the handover time the command printed, and where the time went: the share of one
-CPU the service, the daemon and the load process each used over the round. bench/results.py judges
-the rate served.
+requests were sent (the load's schedule lag: near zero when the machine keeps up), the handover
+time the command printed, and where the time went: the share of one CPU the service, the daemon and
+the load process each used over the round. bench/results.py judges the rate served.
 """
 
 from __future__ import annotations
@@ -130,11 +129,11 @@ class Rig:
             load.kill()
         if report["failures"]:
             raise RuntimeError(f"{len(report['failures'])} failed requests: {report['failures'][:3]}")
-        return _sample(report, windows, handover_ms, await self.service.health(), shares)
+        return _sample(report, windows, handover_ms, shares)
 
 
 def _sample(report: dict[str, Any], windows: list[tuple[float, float]], handover_ms: list[float],
-            status: dict[str, Any], shares: dict[str, float]) -> Sample:
+            shares: dict[str, float]) -> Sample:
     requests = report["latencies"]
     during = [r for r in requests if any(a <= r[0] <= b for a, b in windows)]
     steady = [r for r in requests if not any(a - MARGIN_SECONDS <= r[0] <= b + MARGIN_SECONDS for a, b in windows)]
@@ -144,7 +143,6 @@ def _sample(report: dict[str, Any], windows: list[tuple[float, float]], handover
         "handover_p99_ms": during_p99,
         "served_per_s": report["requests"] / report["loading"],
         "steady_lag_p99_ms": p99([r[3] * 1000 for r in steady]),
-        "hold_ms_max": float(status["holdMsMax"]),
         "handover_ms": max(handover_ms, default=0.0),
         "requests_in_handover": float(len(during)),
         **shares,
