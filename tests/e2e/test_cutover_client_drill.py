@@ -157,8 +157,12 @@ async def run_drill(dsn: str, tmp_path: Path, storage: dict[str, str]) -> None:
         status = await service.health()
     finally:
         load.kill()
-        assert service.stop() == 0, service.output()[-3000:]
-        assert daemon.stop() == 0, daemon.output()[-3000:]
+        try:
+            service_exit = service.stop()
+        finally:
+            daemon_exit = daemon.stop()  # whatever became of the service: never leave a daemon running
+    assert service_exit == 0, service.output()[-3000:]
+    assert daemon_exit == 0, daemon.output()[-3000:]
 
     assert report["failures"] == [], report["failures"][:20]
     assert report["requests"] >= 1000
