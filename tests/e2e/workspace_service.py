@@ -12,7 +12,7 @@ from typing import IO, Any
 import aiohttp
 import orjson
 
-from tests.e2e.prisma import NODE_BIN, NODE_DIR
+from tests.e2e.prisma import NODE_DIR
 
 SERVER = NODE_DIR / "workspace-service" / "server.mjs"
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,11 +33,13 @@ class Service:
 
     async def start(self) -> Service:
         """Spawn it and wait for its "listening PORT" line."""
-        # tsx for the Prisma storage client: `prisma generate` writes TypeScript.
-        runner = str(NODE_BIN / "tsx") if self.env.get("STORAGE") == "prisma" else "node"
+        # tsx's loader for the Prisma storage client (`prisma generate` writes TypeScript), inside node
+        # itself: the tsx CLI is a parent process that SIGKILLs the service (exit 143) when it does not
+        # acknowledge a SIGTERM within 30 ms, which a busy machine's service does not.
+        loader = ["--import", "tsx"] if self.env.get("STORAGE") == "prisma" else []
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [runner, str(SERVER)], cwd=SERVER.parent, env=self.env, stdout=subprocess.PIPE, stderr=log
+                ["node", *loader, str(SERVER)], cwd=SERVER.parent, env=self.env, stdout=subprocess.PIPE, stderr=log
             )
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(_line, self.proc.stdout), 60)
