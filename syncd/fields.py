@@ -164,7 +164,24 @@ def _timestamp(f: Field, value: Any, zone: tzinfo) -> datetime:
 
 def to_millis(value: datetime) -> datetime:
     """Rounded to milliseconds half up, as PostgreSQL stores it in a timestamptz(3) column."""
+    if value.microsecond % 1000 == 0:
+        return value
     return value.replace(microsecond=0) + timedelta(milliseconds=(value.microsecond + 500) // 1000)
+
+
+def is_iso_millis(text: str) -> bool:
+    """`Date.toISOString()`'s exact form (`2025-10-23T22:46:19.745Z`), given that it parsed.
+
+    Such a timestamp is what `format_timestamp` writes back, byte for byte: nothing to compare.
+    """
+    return (
+        len(text) == 24
+        and text[23] == "Z"
+        and text[19] == "."
+        and text[10] == "T"
+        and text[4] == text[7] == "-"
+        and text[13] == text[16] == ":"
+    )
 
 
 def _tags(f: Field, value: Any, zone: tzinfo) -> list[str]:

@@ -22,7 +22,7 @@ import orjson
 from syncd import metrics
 from syncd.config import CollectionSettings, Layout, LowdbSettings
 from syncd.errors import InvalidRecord
-from syncd.fields import Field, Kind, Unstorable, same_json
+from syncd.fields import Field, Kind, Unstorable, is_iso_millis, same_json
 from syncd.model import Row
 from syncd.poison import MAX_RECORD_BYTES, problem, unstorable_text
 
@@ -164,6 +164,12 @@ class TableSpec:
             raise
         except ValueError:
             value = f.coerce(raw, self.zone)
+        # The column holding the record's own value (the usual text, object or number) gives it back
+        # as it is: no inverse to compute and compare, which is most of a first load's mapping.
+        if value is raw and not (self.int_ids and f.kind in ("id", "ref")):
+            return value
+        if f.kind == "timestamp" and isinstance(raw, str) and raw.isascii() and is_iso_millis(raw):
+            return value  # upstream's own form: the column gives it back as it is
         if f.source in record and not same_json(f.to_source(value, int_ids=self.int_ids), raw):
             extra[f.source] = raw
         return value
