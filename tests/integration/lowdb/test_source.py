@@ -17,6 +17,8 @@ from syncd import metrics
 from syncd import quarantine as q
 from syncd.config import LowdbSettings
 from syncd.database import init_connection
+from syncd.lowdb import source as lowdb_source
+from syncd.lowdb.diff import content_hash
 from syncd.lowdb.source import LowdbSource
 from syncd.sink.postgres import PostgresSink
 from syncd.tables import lowdb_record_from_row, record_hash, workspace_items
@@ -298,3 +300,44 @@ async def test_other_layouts(pool: asyncpg.Pool, sink: PostgresSink, tmp_path: P
             return counts == ([1, 1, 1, 1] if layout == "documentation" else [2])
         await eventually(all_there, what=f"{layout} tables filled")
     assert await pool.fetchval("SELECT count(*) FROM syncd.quarantine") == 0
+
+
+async def test_a_big_change_commits_in_parts_and_counts_as_applied_at_the_last(
+    pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above LOAD_ROWS changed records a version commits in parts: those before the last carry no
+    sha (PostgreSQL holds no whole version yet) and leave the stream not caught up; the deletes go
+    with the last part, which carries the file's sha."""
+    monkeypatch.setattr(lowdb_source, "LOAD_ROWS", 40)
+    path = tmp_path / "library.json"
+    records = [item(f"item-{i:03d}") for i in range(100)]
+    write_v7(path, {"items": records, "categories": []})
+    source = LowdbSource(lowdb_settings(path), pool=pool)
+    seen: list[tuple[dict[str, Any], int, int, bool]] = []
+    commit = source.committed
+
+    def committed(batch: Any) -> None:
+        commit(batch)
+        rows, deletes = (sum(len(getattr(t, kind)) for t in batch.tables) for kind in ("upserts", "deletes"))
+        seen.append((dict(batch.checkpoint.position), rows, deletes, source.caught_up))
+
+    monkeypatch.setattr(source, "committed", committed)
+    async with running(source, sink):
+        await eventually(equals(pool, records), what="every part in PG")
+        await eventually(lambda: _true(len(seen) == 3), what="three parts")
+    sha = content_hash(path.read_bytes())
+    assert [(rows, deletes, done) for _, rows, deletes, done in seen] == [(40, 0, False), (40, 0, False), (20, 0, True)]
+    assert [p.get("loading") for p, *_ in seen] == [True, True, None]
+    assert [p.get("sha") for p, *_ in seen] == [None, None, sha]
+
+    # Changed while stopped: 90 records rewritten, 10 gone. The deletes wait for the last part.
+    records = [{**r, "title": "rewritten"} for r in records[:90]]
+    write_v7(path, {"items": records, "categories": []})
+    seen.clear()
+    source = LowdbSource(lowdb_settings(path), pool=pool)
+    commit = source.committed
+    monkeypatch.setattr(source, "committed", committed)
+    async with running(source, sink):
+        await eventually(equals(pool, records), what="the rewrite in PG")
+        await eventually(lambda: _true(len(seen) == 3), what="three parts")
+    assert [(rows, deletes) for _, rows, deletes, _ in seen] == [(40, 0), (40, 0), (10, 10)]
