@@ -26,7 +26,7 @@ from typing import Any
 from syncd.errors import UnreadableFile
 from syncd.lowdb.diff import FileVersion, gc_paused, parse_version, position, read_bytes, read_file
 from syncd.lowdb.records import Records
-from syncd.lowdb.slices import SEPARATOR, changed_window, common_prefix, slice_file, split_records
+from syncd.lowdb.slices import SEPARATOR, changed_window, slice_file, split_records
 from syncd.tables import TableSpec
 
 # hashlib releases the GIL on large inputs: the file's content hash runs beside the slicing.
@@ -73,7 +73,8 @@ class VersionReader:
         self.specs = {s.collection: s for s in specs}
         self._seen: _Seen | None = None
         self._hash = _Hash()
-        self._hashed = b""
+        self._kept = b""
+        """The bytes of `_seen` (empty without one): what the next version is compared with."""
         self.size = 0
         """Bytes of the last version read (0 before the first)."""
 
@@ -81,13 +82,14 @@ class VersionReader:
         """The current version; raises UnreadableFile (or OSError) like `read_file`."""
         data, stat = read_bytes(path)
         self.size = len(data)
-        sha = self._start_hash(data, common_prefix(self._hashed, data))
+        # Where the bytes differ from the last version kept: the hash resumes there, the patch cuts there.
+        window = changed_window(self._kept, data)
+        sha = self._start_hash(data, len(data) if window is None else window[0])
         with gc_paused():
-            seen = self._patched(data) or self._sliced(data)
+            seen = self._patched(data, window) or self._sliced(data)
         digest = sha.result()
         self._seen = seen
-        # The bytes the next version's hash resumes against: those kept anyway (a whole parse keeps none).
-        self._hashed = seen.data if seen is not None else b""
+        self._kept = seen.data if seen is not None else b""  # a whole parse keeps no bytes
         if seen is None:
             return parse_version(path, data, stat, list(self.specs), digest)
         return FileVersion(position(data, stat, digest), seen.document, stat.st_mtime, seen.records)
@@ -100,12 +102,11 @@ class VersionReader:
             return done
         return _HASHER.submit(self._hash.digest, data, same)
 
-    def _patched(self, data: bytes) -> _Seen | None:
-        """The previous version with the records the bytes changed in re-cut; None if not that simple."""
+    def _patched(self, data: bytes, window: tuple[int, int] | None) -> _Seen | None:
+        """The previous version with the records in `window` re-cut; None if not that simple."""
         seen = self._seen
         if seen is None:
             return None
-        window = changed_window(seen.data, data)
         if window is None:
             _settle(seen.records)
             return seen  # the same bytes: the new copy is dropped

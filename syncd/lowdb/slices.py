@@ -150,14 +150,11 @@ def changed_window(old: bytes, new: bytes) -> tuple[int, int] | None:
     if old == new:
         return None
     suffix = _common_suffix(old, new)
-    prefix = common_prefix(old, new, min(len(old), len(new)) - suffix)
+    prefix = _common_prefix(old, new, min(len(old), len(new)) - suffix)
     return prefix, len(old) - suffix
 
 
-def common_prefix(a: bytes, b: bytes, limit: int | None = None) -> int:
-    """How many leading bytes `a` and `b` share (at most `limit`)."""
-    if limit is None:
-        limit = min(len(a), len(b))
+def _common_prefix(a: bytes, b: bytes, limit: int) -> int:
     # Binary search on memcmp'd halves: each step compares only the untested half (≤ 2n bytes).
     view = memoryview(a)
     lo, hi = 0, limit
