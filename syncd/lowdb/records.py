@@ -94,7 +94,7 @@ class Records:
         if self.data is None:
             return self._parsed[i]
         parsed = self._parsed
-        assert isinstance(parsed, Mapping)
+        assert isinstance(parsed, dict)  # a concrete check: this runs once per record mapped
         if i in parsed:
             return parsed[i]
         piece = self.piece(i)
