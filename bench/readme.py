@@ -92,7 +92,8 @@ def table(results: Results, name: str) -> str:
     rows = _refitted(results.table(name))
     if not rows:
         return NOT_MEASURED.format(name)
-    header: list[str] = []
+    # A scale curve's size column (the one its exponent row names) comes first, as its key.
+    header = [k for k, v in rows[-1].items() if v == "exponent"]
     for row in rows:
         header += [k for k in row if k not in header]
     return _markdown(header, [[_number(row.get(k)) if k in row else "" for k in header] for row in rows])
