@@ -75,6 +75,16 @@ def too_large(size: int, max_bytes: int, text: str, key: str | None) -> Poison |
     return Poison(f"record is {_size(size)}, over the {_size(max_bytes)} limit", text[:TEXT_PREVIEW], key)
 
 
+def unwritable(piece: bytes, record: Any, key: str | None) -> Poison | None:
+    """A record (the slice `piece`) orjson read but cannot write back two arrays deep, where it sits
+    in the file: nested past the 254 levels orjson writes. None when it can."""
+    try:
+        orjson.dumps([[record]])
+    except orjson.JSONEncodeError:
+        return Poison(f"record is nested deeper than {MAX_DEPTH} levels", _text(piece), key)
+    return None
+
+
 def problem(value: Any, where: str) -> str | None:
     """What PostgreSQL (or syncd) cannot store in `value`: a NUL, a lone surrogate, too deep nesting."""
     stack: list[tuple[Any, str, int]] = [(value, where, 1)]

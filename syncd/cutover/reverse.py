@@ -5,6 +5,12 @@ patched into the file, which is rewritten atomically in lowdb's format, then the
 is acknowledged in the same transaction. A crash between the file write and the commit re-applies
 the same state on restart: idempotent. The forward stream of the file is stopped in this mode, so
 the watcher never re-applies these writes; after a rollback the forward diff finds them equal.
+
+A poison record in the file (one Node reads but orjson or PostgreSQL cannot, `syncd.poison`) is
+quarantined with its reason, as the forward path does, and written back as the bytes the file
+holds (`lowdb_file.read_document`); the other records keep receiving PostgreSQL's changes. When
+PostgreSQL has a row (or a delete) for the poison record's very key, PostgreSQL's state is written:
+in `pg-primary` PostgreSQL is the truth, and the poison's text stays in quarantine.
 """
 
 from __future__ import annotations
@@ -18,22 +24,23 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import structlog
 from structlog.contextvars import bound_contextvars
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from syncd import metrics, outbox
+from syncd import metrics, outbox, quarantine
 from syncd.config import LowdbSettings
 from syncd.cutover import foreign as foreign_writes
 from syncd.cutover.foreign import FileMark
-from syncd.cutover.lowdb_file import dumps, patch, write_atomic
+from syncd.cutover.lowdb_file import Untouched, dumps, parse_document, patch, read_document, untouched, write_atomic
 from syncd.cutover.state import PG_PRIMARY, reverse_consumer
 from syncd.database import PG_ERRORS, Connection, borrowed
 from syncd.errors import ModeChanged, UnreadableFile
 from syncd.identifiers import quote_table
-from syncd.lowdb.diff import FileVersion, parse_version, read_bytes, read_file
+from syncd.lowdb.diff import FileVersion, quarantine_table, read_bytes
 from syncd.stream import StreamState
-from syncd.tables import TableSpec, specs_for
+from syncd.tables import TableSpec, record_hash, specs_for
 
 log = structlog.get_logger(__name__)
 
@@ -79,10 +86,14 @@ async def flush(conn: Connection, settings: LowdbSettings, guard: Guard | None =
             # Before the rewrite patches the version: what is held is what the foreign writer wrote.
             await foreign_writes.hold(conn, settings.name, specs, version, foreign)
         written, mark = 0, None
+        poison = untouched(version.document, specs) if version is not None else []
         if not read.empty or any(foreign.values()):
             keys = {s.table: read.keys.get(s.table, set()) | foreign.get(s.table, set()) for s in specs}
             changes = {s.collection: await _current(conn, s, keys[s.table]) for s in specs}
-            written, mark = await asyncio.to_thread(_rewrite, settings, specs, changes, version)
+            written, mark, version, poison = await asyncio.to_thread(_rewrite, settings, specs, changes, version)
+        if poison:
+            assert version is not None
+            await _hold_poison(conn, settings, poison, version.position, foreign)
         if read.upto > read.acked:
             await outbox.ack(conn, consumer, read.upto)
     if guard is not None:
@@ -105,15 +116,15 @@ async def _foreign(
     or this pass will rewrite it (the version checked is the version patched)."""
     if guard is None or (guard.mark is not None and not writing and guard.mark.unchanged(settings.path)):
         return None, None, {}
-    version, seen = await asyncio.to_thread(_read_marked, settings.path, [s.collection for s in specs])
+    version, seen = await asyncio.to_thread(_read_marked, settings.path, specs)
     if guard.mark is not None and seen.sha == guard.mark.sha:
         return version, seen, {}
     return version, seen, await foreign_writes.differing(conn, settings.name, specs, version, since)
 
 
-def _read_marked(path: Path, collections: Sequence[str]) -> tuple[FileVersion, FileMark]:
+def _read_marked(path: Path, specs: Sequence[TableSpec]) -> tuple[FileVersion, FileMark]:
     data, stat = read_bytes(path)
-    version = parse_version(path, data, stat, collections)
+    version = parse_document(path, data, stat, specs)
     return version, FileMark(stat.st_ino, stat.st_size, stat.st_mtime_ns, version.position["sha"])
 
 
@@ -131,14 +142,64 @@ def _rewrite(
     specs: Sequence[TableSpec],
     changes: Mapping[str, tuple[dict[str, Row], set[str]]],
     version: FileVersion | None,
-) -> tuple[int, FileMark]:
+) -> tuple[int, FileMark, FileVersion, list[tuple[TableSpec, Untouched]]]:
+    """PostgreSQL's changes patched into the file; records written, the new mark, the version
+    patched and its poison records (as read, before the patch)."""
     if version is None:
-        version = read_file(settings.path, [s.collection for s in specs])
-    document = version.document
-    written = sum(patch(document, spec, *changes[spec.collection]) for spec in specs)
-    data = dumps(document)
+        version = read_document(settings.path, specs)
+    poison = untouched(version.document, specs)
+    written = _patch(version, specs, changes)
+    try:
+        data = dumps(version.document)
+    except orjson.JSONEncodeError:
+        # A record nested too deep for orjson to write parses whole: read per record, it stays as it is.
+        version = read_document(settings.path, specs, whole=False)
+        poison = untouched(version.document, specs)
+        written = _patch(version, specs, changes)
+        data = dumps(version.document)
     write_atomic(settings.path, data)
-    return written, FileMark.of(data, settings.path.stat())
+    return written, FileMark.of(data, settings.path.stat()), version, poison
+
+
+def _patch(
+    version: FileVersion, specs: Sequence[TableSpec], changes: Mapping[str, tuple[dict[str, Row], set[str]]]
+) -> int:
+    return sum(patch(version.document, spec, *changes[spec.collection]) for spec in specs)
+
+
+async def _hold_poison(
+    conn: Connection,
+    settings: LowdbSettings,
+    poison: Sequence[tuple[TableSpec, Untouched]],
+    position: Mapping[str, Any],
+    foreign: Mapping[str, set[str]],
+) -> None:
+    """Quarantine the poison records not held yet (a foreign write's keys are held as such)."""
+    held = await quarantine.held(conn, settings.name)
+    rows = []
+    for spec, record in poison:
+        table = quarantine_table(spec)
+        if record.key is not None and ((table, record.key) in held.keys or record.key in foreign.get(spec.table, ())):
+            continue
+        if record.key is None and (table, record_hash(record.raw)) in held.keyless:
+            continue
+        rows.append(("lowdb", settings.name, table, record.key, record.raw, f"{record.at}: {record.reason}", position))
+        log.error(
+            "poison record in a pg-primary lowdb file quarantined; written back as the file holds it unless "
+            "PostgreSQL changed its key, the other records keep flowing",
+            path=str(settings.path),
+            table=table,
+            key=record.key,
+            at=record.at,
+            reason=record.reason,
+        )
+    if rows:
+        await conn.executemany(
+            """INSERT INTO syncd.quarantine (source, stream, table_name, key, raw, reason, position)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            rows,
+        )
+    metrics.QUARANTINE_RECORDS.labels(settings.name).set(held.rows + len(rows))
 
 
 class ReverseSync:

@@ -48,6 +48,8 @@ class Sliced:
     """Per sliced collection: the offsets in the file of its first record's first byte and just
     past its last record's last byte (records, between `{` and the closing `\\n    }`, are joined
     by SEPARATOR)."""
+    order: tuple[str, ...] = ()
+    """The top-level keys in the file's order, sliced collections included (a rewrite keeps it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +75,11 @@ def slice_file(data: bytes, collections: Collection[str]) -> Sliced | None:
         return None
     if any(document.get(r.key) != p for r, p in zip(regions, placeholders, strict=True)):
         return None
+    order = tuple(document)
     for r in regions:
         del document[r.key]
-    return Sliced(document, {r.key: (_body_start(r), r.end - len(ARRAY_CLOSE) - len(LAST)) for r in regions})
+    bodies = {r.key: (_body_start(r), r.end - len(ARRAY_CLOSE) - len(LAST)) for r in regions}
+    return Sliced(document, bodies, order)
 
 
 def parse_slice(piece: bytes) -> Any:

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from syncd.cutover.lowdb_file import dumps, patch, write_atomic
+from syncd.cutover.lowdb_file import Untouched, dumps, patch, read_document, untouched, write_atomic
+from syncd.errors import UnreadableFile
 from syncd.tables import DOCUMENTATION_SYSTEMS, TableSpec, workspace_items
 
 NODE = shutil.which("node")
@@ -91,3 +93,59 @@ def test_write_atomic_replaces_the_file_and_keeps_its_mode(tmp_path: Path) -> No
     assert path.stat().st_mode & 0o777 == 0o640
     assert path.stat().st_ino != inode
     assert [p.name for p in tmp_path.iterdir()] == ["db.json"]
+
+
+POISON = {
+    "out of range": (b'"n": 1e400', "number 1e400 is out of range"),
+    "invalid UTF-8": (b'"note": "caf\xe9"', "invalid UTF-8"),
+    "lone surrogate": (b'"note": "half \\ud83d"', "lone UTF-16 surrogate"),
+    "too deep to write": (b'"m": ' + b"[" * 300 + b"]" * 300, "nested deeper than 250 levels"),
+}
+
+
+def poisoned_file(tmp_path: Path, field: bytes) -> tuple[Path, bytes]:
+    """A lowdb-layout file whose second item carries `field` after its id."""
+    data = dumps({"items": [item("a"), item("b"), item("c")], "categories": [], "nextId": 3})
+    data = data.replace(b'"id": "b",', b'"id": "b",\n      ' + field + b",", 1)
+    path = tmp_path / "library.json"
+    path.write_bytes(data)
+    return path, data
+
+
+@pytest.mark.parametrize("field", POISON.values(), ids=POISON.keys())
+def test_a_poison_record_is_read_per_record_and_written_back_as_its_bytes(
+    tmp_path: Path, field: tuple[bytes, str]
+) -> None:
+    """Whatever orjson refuses to read or to write, the file's bytes come back unchanged, the other
+    records are parsed, and PostgreSQL's change to another record lands beside it."""
+    spec = workspace_items("items")
+    path, data = poisoned_file(tmp_path, field[0])
+    # The deep record parses whole; only a per-record read (the reverse path's retry) sets it apart.
+    version = read_document(path, [spec], whole=field[0][:4] != b'"m":')
+    [(found_spec, poison)] = untouched(version.document, [spec])
+    assert (found_spec, poison.key, poison.at) == (spec, "b", "items[1]")
+    assert field[1] in poison.reason, poison.reason
+    assert dumps(version.document) == data
+    patch(version.document, spec, {"c": row_of(spec, item("c", title="from PG"))}, set())
+    out = dumps(version.document)
+    assert poison.data in out and b'"title": "from PG"' in out
+    assert out.replace(b'"title": "from PG"', b'"title": "t"') == data
+
+
+def test_postgresql_row_replaces_a_poison_record_of_its_key(tmp_path: Path) -> None:
+    """PostgreSQL is the truth in pg-primary: its row (or delete) for the poison key is written."""
+    spec = workspace_items("items")
+    path, _ = poisoned_file(tmp_path, POISON["out of range"][0])
+    version = read_document(path, [spec])
+    patch(version.document, spec, {"b": row_of(spec, item("b", title="from PG"))}, {"a"})
+    assert not any(isinstance(r, Untouched) for r in version.document["items"])
+    written = orjson.loads(dumps(version.document))
+    assert [(r["id"], r["title"]) for r in written["items"]] == [("b", "from PG"), ("c", "t")]
+    assert list(written) == ["items", "categories", "nextId"]
+
+
+def test_a_file_node_cannot_read_either_stays_unreadable(tmp_path: Path) -> None:
+    """A syntax error is not poison: the file is unreadable, as it is for Node, and retried."""
+    path, _ = poisoned_file(tmp_path, b'"n": tru')
+    with pytest.raises(UnreadableFile):
+        read_document(path, [workspace_items("items")])
