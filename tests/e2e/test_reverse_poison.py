@@ -118,7 +118,8 @@ async def test_poison_in_a_pg_primary_file_is_held_kept_and_pg_changes_still_rea
         metrics = (await daemon.get("/metrics"))[1]
         assert re.search(r'^syncd_quarantine_records\{stream="workspace"\} 2\.0$', metrics, re.MULTILINE), metrics
         status, body = await daemon.get("/status")
-        assert status == 200 and body["streams"]["workspace"]["last_error"] is None, body
+        assert status == 200
+        assert body["streams"]["workspace"]["last_error"] is None, body
     finally:
         code = daemon.stop()
     assert code == 0, daemon.output()[-3000:]
