@@ -82,6 +82,12 @@ MASS_DELETE_HELD = Gauge(
     ["stream"],
     registry=REGISTRY,
 )
+MASS_DELETES_HELD = Counter(
+    "syncd_mass_deletes_held_total",
+    "Mass deletes the guard held for a second read, per stream (most are confirmed within milliseconds).",
+    ["stream"],
+    registry=REGISTRY,
+)
 VERIFY_MISMATCH_ROWS = Gauge(
     "syncd_verify_mismatch_rows",
     "Rows that differ between source and PostgreSQL at the last verify, per table.",

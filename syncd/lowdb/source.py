@@ -342,6 +342,7 @@ class LowdbSource:
             log.warning(
                 "mass delete held until a second read confirms it", tables=dict(over), allow=f"touch {self.allow_path}"
             )
+            metrics.MASS_DELETES_HELD.labels(self.stream).inc()
         self._holding = deleting
         metrics.MASS_DELETE_HELD.labels(self.stream).set(1)
         return False
