@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from syncd import metrics
+from syncd.cutover.lowdb_file import record_key
 from syncd.cutover.verify import file_digests, pg_digests
 from syncd.database import Connection
 from syncd.lowdb.diff import FileVersion, content_hash
@@ -87,14 +88,15 @@ async def differing(
 async def hold(
     conn: Connection, stream: str, specs: Sequence[TableSpec], version: FileVersion, keys: Mapping[str, set[str]]
 ) -> int:
-    """Quarantine the foreign version of each key (a record, or its absence); records held."""
+    """Quarantine the foreign version of each key (a record, a poison record's text, or its absence);
+    records held."""
     rows = []
     for spec in specs:
         wanted = keys.get(spec.table, set())
         if not wanted:
             continue
         records = version.document.get(spec.collection, [])
-        in_file = {spec.record_key(r): r for r in records if isinstance(records, list)}
+        in_file = {record_key(spec, r): r for r in records if isinstance(records, list)}
         for key in sorted(wanted):
             raw: Any = in_file.get(key, {"foreign_delete": key})
             rows.append(("lowdb", stream, spec.table, key, storable(raw), REASON, version.position))

@@ -113,6 +113,7 @@ async def test_poison_in_a_pg_primary_file_is_held_kept_and_pg_changes_still_rea
         assert "items[3]: number 1e400 is out of range" in held["poison"]["reason"]
         assert "1e400" in held["poison"]["raw"]["text"]
         assert "another writer" in held["a1"]["reason"]
+        assert "half \\ud83d" in held["a1"]["raw"]["text"], held["a1"]["raw"]  # the foreign version, as written
         lines = [e for e in daemon.events() if e.get("event", "").startswith("poison record in a pg-primary")]
         assert [(e["key"], e["at"], e["path"]) for e in lines] == [("poison", "items[3]", str(path))]
         metrics = (await daemon.get("/metrics"))[1]
