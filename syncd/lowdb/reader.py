@@ -33,7 +33,7 @@ from syncd.tables import TableSpec
 _HASHER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lowdb-sha")
 HASH_IN_THREAD_BYTES = 1 << 20
 """Smaller files are hashed inline: the hand-off to a thread would cost more than the hash."""
-HASH_STEP = 1 << 20
+HASH_STEP = 1 << 16
 """The SHA-256 state is kept at every multiple of this many bytes, to resume from on the next version."""
 
 

@@ -7,6 +7,7 @@ the reader must fall back without changing the result.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncd.errors import UnreadableFile
+from syncd.lowdb import reader as lowdb_reader
 from syncd.lowdb import records as lowdb_records
 from syncd.lowdb.diff import FileVersion, read_file
 from syncd.lowdb.reader import VersionReader
@@ -185,3 +187,23 @@ def test_a_hand_broken_record_falls_back_to_the_whole_parse_error(tmp_path: Path
     records[25] = {**records[25], "title": "fixed"}
     path.write_bytes(lowdb_bytes({"items": records, "categories": []}))
     assert materialised(reader.read(path))["items"] == records
+
+
+def test_the_content_hash_resumes_from_the_bytes_both_versions_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Edits before, inside and after many hash steps, a shorter and a longer file: every sha is the file's."""
+    monkeypatch.setattr(lowdb_reader, "HASH_STEP", 256)
+    path = tmp_path / "library.json"
+    records = items(300)
+    reader = VersionReader(SPECS)
+    for change in ("none", 0, 150, 299, "append", "delete", "none", 1):
+        if change == "append":
+            records.append({"id": "new", "title": "a longer record than most of the others"})
+        elif change == "delete":
+            del records[10]
+        elif change != "none":
+            records[int(change)] = {**records[int(change)], "title": f"edited {change}"}
+        data = lowdb_bytes({"items": records, "categories": []})
+        path.write_bytes(data)
+        assert reader.read(path).position["sha"] == hashlib.sha256(data).hexdigest(), change
