@@ -202,21 +202,32 @@ class LowdbSource:
 
     # -- one cycle: read, diff, guard --------------------------------------------------------
 
-    async def _cycle(self) -> AsyncIterator[Batch]:
+    async def _due(self) -> tuple[FileVersion | None, float] | None:
+        """The version to diff (None: missing or unreadable) and when its change was noticed; None
+        when nothing is due (no change, no unblocked key, nothing held or failing)."""
         # A change is read while the held keys are fetched (one round trip less per edit); the
         # diff, which needs both, waits for both.
-        refreshing = asyncio.ensure_future(self._refresh_held() if self._held_due() else _false())
+        refreshing = asyncio.ensure_future(self._refresh_held()) if self._held_due() else None
         try:
             if self._dirty_at is None:
-                unblocked = await refreshing
+                unblocked = await refreshing if refreshing is not None else False
                 if not (unblocked or self._failing or self._holding is not None):
-                    return
+                    return None
             observed = self._dirty_at or time.monotonic()
             self._dirty_at = None
             version = await self._read()
-            await refreshing
+            if refreshing is not None:
+                await refreshing
         finally:
-            refreshing.cancel()
+            if refreshing is not None:
+                refreshing.cancel()
+        return version, observed
+
+    async def _cycle(self) -> AsyncIterator[Batch]:
+        due = await self._due()
+        if due is None:
+            return
+        version, observed = due
         if version is None:
             missing = not await asyncio.to_thread(self.path.exists)
             if missing:
@@ -259,6 +270,9 @@ class LowdbSource:
 
     async def _parts(self, plan: Diff) -> AsyncIterator[tuple[Diff, bool]]:
         """`plan` mapped to rows LOAD_ROWS at a time; the next part is mapped while one is applied."""
+        if plan.pending <= LOAD_ROWS:  # one part (an edit): mapped right here, no task to hand it over
+            yield await self._off_loop(plan.take, LOAD_ROWS), True
+            return
         mapping = asyncio.ensure_future(self._off_loop(plan.take, LOAD_ROWS))
         try:
             while True:
@@ -282,7 +296,8 @@ class LowdbSource:
         """The current version, retried while empty/half written; None keeps the last good state."""
         error: Exception | None = None
         for delay in (0.0, *READ_RETRY_DELAYS):
-            await asyncio.sleep(delay)
+            if delay:
+                await asyncio.sleep(delay)
             try:
                 version = await self._off_loop(self._reader.read, self.path)
             except FileNotFoundError:
@@ -480,10 +495,6 @@ class LowdbSource:
     def _mark_dirty(self) -> None:
         self._dirty_at = self._dirty_at or time.monotonic()
         self._wake.set()
-
-
-async def _false() -> bool:
-    return False
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:
