@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,11 +87,12 @@ async def _one_size(bench: Bench, n: int, edits: int) -> None:
                                       unit="ms", n=n)
             rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
             verify = await _verify_seconds(dsn, path)
+            size = path.stat().st_size / 2**20
         finally:
             await conn.close()
             daemon.terminate()
             daemon.wait(30)
-    size = path.stat().st_size / 2**20
+            shutil.rmtree(work, ignore_errors=True)  # a 100k-record file is 35 MB
     bench.tables.setdefault("lowdb latency", []).append(
         {"records": n, "file_mib": round(size, 1), "edits": edits * (bench.repeats + 1),
          "p50_ms": round(line.extra["p50_ms"][1], 1), "p99_ms": round(line.extra["p99_ms"][1], 1),

@@ -14,6 +14,7 @@ median seconds and RSS growth per size, with log-log exponents.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import tempfile
 import time
@@ -86,8 +87,11 @@ async def run(bench: Bench) -> None:
                 raise RuntimeError(f"first load committed {rows} of {n} records")
             return Sample(seconds, {"peak_rss_mib": peak.peak_mib, "rss_over_file": peak.peak_mib / size})
 
-        line = await bench.repeat(SECTION, f"first load, {n:,} records", "daemon", first_load, unit="s", n=n,
-                                  note=f"file {size:,.0f} MiB", warmup=n < 500_000)
+        try:
+            line = await bench.repeat(SECTION, f"first load, {n:,} records", "daemon", first_load, unit="s", n=n,
+                                      note=f"file {size:,.0f} MiB", warmup=n < 500_000)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # 500k records are 286 MB
         points.append({"records": n, "file_mib": round(size, 1), "seconds": round(line.median, 2),
                        "peak_rss_mib": round(line.extra["peak_rss_mib"][1]),
                        "rss_over_file": round(line.extra["rss_over_file"][1], 2)})
@@ -136,8 +140,11 @@ async def _diff_curve(bench: Bench) -> None:
                 raise RuntimeError("a one-record edit did not diff to one upsert")
             return Sample(seconds)
 
-        lines = await bench.interleave(SECTION, f"diff, {n:,} records", {"whole file": first, "one edit": edit},
-                                       unit="s", n=n)
+        try:
+            lines = await bench.interleave(SECTION, f"diff, {n:,} records", {"whole file": first, "one edit": edit},
+                                           unit="s", n=n)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         points.append({"records": n, "whole_s": round(lines[0].median, 4), "edit_s": round(lines[1].median, 4),
                        "rss_growth_mib": round(lines[0].extra["rss_growth_mib"][1], 1)})
     bench.record("lowdb diff scale", fit(points, "records", ("whole_s", "edit_s", "rss_growth_mib")))
