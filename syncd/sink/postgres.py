@@ -16,8 +16,10 @@ to PostgreSQL as a single `SELECT` (`_prelude`). Per-row work stays in C (`map`,
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
@@ -148,9 +150,8 @@ class PostgresSink:
         if batch.progress is not None:
             batch.progress.staged = 0  # an attempt stages afresh (a retry, the merge after a missed fast path)
         try:
-            async with borrowed(self._pool, self.acquire_timeout) as conn, conn.transaction():
+            async with borrowed(self._pool, self.acquire_timeout) as conn, self._begun(conn, batch, upserts) as highest:
                 infos = [await self._table_info(conn, u.changes.table) for u in upserts]
-                highest = await self._prelude(conn, batch, upserts, infos)
                 results = {c.table: ApplyResult() for c in batch.tables}
                 for u, info, high in zip(upserts, infos, highest, strict=True):
                     table = u.changes.table
@@ -195,6 +196,32 @@ class PostgresSink:
         [highest] = await self._prelude(conn, batch, [u], [info], save_checkpoint=False)
         await _upsert(conn, u, info, highest, fast=False)
 
+    @asynccontextmanager
+    async def _begun(self, conn: Connection, batch: Batch, upserts: Sequence[_Upserts]) -> AsyncIterator[list[Any]]:
+        """The batch's transaction, its prelude run; yields the prelude's key probes (see `_prelude`).
+
+        A batch needing neither key probes nor partitions (an edit) sends BEGIN and its prelude as
+        ONE simple-query message (values inlined as literals): one round trip less than
+        `conn.transaction()` followed by the prelude. Such a batch never takes a savepoint, which
+        asyncpg refuses inside a transaction it did not start.
+        """
+        infos = [await self._table_info(conn, u.changes.table) for u in upserts]
+        if any(_probed(u, info) for u, info in zip(upserts, infos, strict=True)):
+            async with conn.transaction():
+                yield await self._prelude(conn, batch, upserts, infos)
+            return
+        try:
+            sql, _ = self._prelude_sql(batch, upserts, infos, _literal)
+            await conn.execute(f"BEGIN; {sql}")
+            yield [None] * len(upserts)
+        except BaseException:
+            if not conn.is_closed():
+                # The failed transaction ends here (a cancelled query's connection is terminated anyway).
+                with contextlib.suppress(*PG_ERRORS):
+                    await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+
     async def _prelude(
         self,
         conn: Connection,
@@ -208,48 +235,65 @@ class PostgresSink:
 
         Returns, per table, the highest stored leading key inside the batch's range (None if none).
         """
+        args: list[Any] = []
+
+        def parameter(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        sql, probes = self._prelude_sql(batch, upserts, infos, parameter, save_checkpoint=save_checkpoint)
+        row = await conn.fetchrow(sql, *args)
+        assert row is not None
+        return [None if i is None else row[i] for i in probes]
+
+    def _prelude_sql(
+        self,
+        batch: Batch,
+        upserts: Sequence[_Upserts],
+        infos: Sequence[_TableInfo],
+        value: Callable[[Any], str],
+        *,
+        save_checkpoint: bool = True,
+    ) -> tuple[str, list[int | None]]:
+        """The prelude's statement, each value spelled by `value` (a parameter it collects, or a literal).
+
+        Returns the statement and, per table, the column of its key probe (None: not probed).
+        """
+        ref = value
         # Key probes and merges sort a batch's keys: keep that in memory rather than spill to disk.
-        parts = ["set_config('syncd.origin', $1, true)", "set_config('work_mem', '64MB', true)"]
-        args: list[Any] = [ORIGIN, self.epoch]
+        parts = [f"set_config('syncd.origin', {ref(ORIGIN)}, true)", "set_config('work_mem', '64MB', true)"]
+        epoch = ref(self.epoch)
         if self.lease is None:
-            parts.append("syncd.fence($2)")
+            parts.append(f"syncd.fence({epoch})")
         else:
-            args.append(self.lease)
-            parts.append("syncd.fence_stream($3, $2)")
+            parts.append(f"syncd.fence_stream({ref(self.lease)}, {epoch})")
         if batch.mirror_of is not None:
-            args.append(batch.mirror_of)
-            parts.append(f"syncd.require_mirror(${len(args)})")
+            parts.append(f"syncd.require_mirror({ref(batch.mirror_of)})")
         probes: list[int | None] = []
         for u, info in zip(upserts, infos, strict=True):
             probes.append(None)
-            probed = len(u.rows) > SMALL_BATCH
-            if not (u.rows and (info.partitioned or probed)):
+            if not _probed(u, info):
                 continue
-            args += [min(u.leads), max(u.leads)]
-            lo, hi = f"${len(args) - 1}", f"${len(args)}"
+            lo, hi = ref(min(u.leads)), ref(max(u.leads))
             table, lead = quote_table(u.changes.table), quote_ident(u.changes.key[0])
             if info.partitioned:
                 # The partition key is the leading key column (signals: ts).
-                args.append(table)
-                parts.append(f"signals.ensure_partitions(${len(args)}::text::regclass, {lo}, {hi})")
-            if probed:
+                parts.append(f"signals.ensure_partitions({ref(table)}::text::regclass, {lo}, {hi})")
+            if len(u.rows) > SMALL_BATCH:
                 probes[-1] = len(parts)
                 parts.append(f"(SELECT max({lead}) FROM {table} WHERE {lead} BETWEEN {lo} AND {hi})")
         checkpoint = ""
         if save_checkpoint:
             cp = batch.checkpoint
-            args += [cp.source, cp.stream, cp.position]
-            n = len(args)
+            values = ", ".join((ref(cp.source), ref(cp.stream), ref(cp.position), epoch))
             # The checkpoint rides along: the transaction commits it with the rows or not at all.
             checkpoint = f"""WITH checkpoint AS (
-                INSERT INTO syncd.checkpoints (source, stream, position, epoch) VALUES (${n - 2}, ${n - 1}, ${n}, $2)
+                INSERT INTO syncd.checkpoints (source, stream, position, epoch) VALUES ({values})
                 ON CONFLICT (source, stream)
                 DO UPDATE SET position = excluded.position, epoch = excluded.epoch, updated_at = now() RETURNING 1)"""
             parts.append("(SELECT count(*) FROM checkpoint)")
         columns = ", ".join(f"{p} AS p{i}" for i, p in enumerate(parts))
-        row = await conn.fetchrow(f"{checkpoint} SELECT {columns}", *args)
-        assert row is not None
-        return [None if i is None else row[i] for i in probes]
+        return f"{checkpoint} SELECT {columns}", probes
 
     async def load_checkpoint(self, source: str, stream: str) -> Mapping[str, Any] | None:
         """The committed position of a stream, or None before its first batch (SinkUnavailable: retry)."""
@@ -290,6 +334,30 @@ class PostgresSink:
             *[list(map(itemgetter(i), changes.deletes)) for i in range(len(keys))],
         )
         return ApplyResult(deleted=_count(status))
+
+
+def _probed(u: _Upserts, info: _TableInfo) -> bool:
+    """Whether the prelude needs this table's key range: to make partitions, or to probe a big batch."""
+    return bool(u.rows) and (info.partitioned or len(u.rows) > SMALL_BATCH)
+
+
+def _literal(value: Any) -> str:
+    """`value` as an SQL literal for the simple-query prelude: an integer, or dollar-quoted text.
+
+    The dollar tag is one the text does not contain, so no value can end the literal early.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, Mapping):
+        text = orjson.dumps(value).decode()
+    else:
+        raise TypeError(f"no literal for {type(value).__name__}")
+    tag = "$q$"
+    while (text + tag).find(tag) != len(text):  # the literal must end at its closing tag, not before
+        tag = f"$q{len(tag)}$"
+    return f"{tag}{text}{tag}"
 
 
 class _FastPathMissed(Exception):

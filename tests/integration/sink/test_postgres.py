@@ -79,6 +79,17 @@ async def test_checkpoint_commits_with_the_rows(pool: asyncpg.Pool) -> None:
     assert await sink.load_checkpoint("lowdb", "workspace") == {"version": 7}
 
 
+async def test_an_edit_stores_checkpoint_values_that_look_like_sql_verbatim(pool: asyncpg.Pool) -> None:
+    """A small batch's prelude carries its values as literals: quotes, dollar tags, backslashes stay data."""
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    stream = "it's $q$ a; stream"
+    position = {"path": "x'); DROP TABLE syncd.checkpoints; --", "tags": "$q$ $q3$ \\ $$", "end": "ends $q", "u": "é☃"}
+    changes = TableChanges(ITEMS, ITEM_COLUMNS, ("id",), [item("1", "a")], [])
+    await sink.apply(Batch(Checkpoint("lowdb", stream, position), [changes]))
+    assert await sink.load_checkpoint("lowdb", stream) == position
+    assert await pool.fetchval(f"SELECT title FROM {ITEMS} WHERE id = '1'") == "a"
+
+
 async def test_stale_epoch_cannot_commit(pool: asyncpg.Pool) -> None:
     """Once another instance takes over, the old sink's transactions abort and write nothing."""
     old = PostgresSink(pool, await leader_epoch(pool))
@@ -157,8 +168,9 @@ async def test_a_key_committed_between_probe_and_copy_is_merged_not_rejected(poo
     try:
         writer = other.transaction()
         await writer.start()
-        await other.execute(f"INSERT INTO {table} (ts, signal_key, asset, row_hash) VALUES ($1, 'k1', 'OLD', 'x')",
-                            rows[1][0])
+        await other.execute(
+            f"INSERT INTO {table} (ts, signal_key, asset, row_hash) VALUES ($1, 'k1', 'OLD', 'x')", rows[1][0]
+        )
         changes = TableChanges(table, columns, ("ts", "signal_key"), rows)
         applying = asyncio.create_task(sink.apply(Batch(Checkpoint("questdb", "q", {"n": 1}), [changes])))
         await _blocked_on_lock(pool)
@@ -216,8 +228,9 @@ async def test_a_large_batch_repeating_keys_keeps_the_last_on_every_path(pool: a
     tail = signals[-1][0]
     later = [(tail, f"k{n - 1}", "A", b"1"), (tail, "t0", "A", b"1")]
     later += [(tail + timedelta(seconds=1 + i), f"t{i + 1}", "A", b"1") for i in range(n)]
-    second = await sink.apply(Batch(Checkpoint("questdb", "q", {"n": 2}), [TableChanges(table, columns,
-                                                                                       ("ts", "signal_key"), later)]))
+    second = await sink.apply(
+        Batch(Checkpoint("questdb", "q", {"n": 2}), [TableChanges(table, columns, ("ts", "signal_key"), later)])
+    )
     assert second[table] == ApplyResult(inserted=n + 1, unchanged=1)
     assert await pool.fetchval(f"SELECT asset FROM {table} WHERE signal_key = 'k5'") == "B"
     assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 2 * n + 1
