@@ -10,12 +10,14 @@ it, which retries the batch through the merge.
 
 Round trips are what a batch pays beside its rows, so the per-batch statements are one: the
 session settings, the fence, the mirror check, each table's partitions and its key-range probe go
-to PostgreSQL as a single `SELECT` (`_prelude`). Per-row work stays in C (`map`, `itemgetter`,
+to PostgreSQL as a single `SELECT` (`_prelude`); a small batch (an edit) sends it in the same
+simple-query message as its BEGIN (`_begun`). Per-row work stays in C (`map`, `itemgetter`,
 `compress`, `dict(zip(...))`): no Python loop over a batch's rows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -150,17 +152,18 @@ class PostgresSink:
         if batch.progress is not None:
             batch.progress.staged = 0  # an attempt stages afresh (a retry, the merge after a missed fast path)
         try:
-            async with borrowed(self._pool, self.acquire_timeout) as conn, self._begun(conn, batch, upserts) as highest:
+            async with borrowed(self._pool, self.acquire_timeout) as conn:
                 infos = [await self._table_info(conn, u.changes.table) for u in upserts]
-                results = {c.table: ApplyResult() for c in batch.tables}
-                for u, info, high in zip(upserts, infos, highest, strict=True):
-                    table = u.changes.table
-                    results[table] += await _upsert(conn, u, info, high, fast=fast)
-                for changes in reversed(batch.tables):
-                    table = changes.table
-                    results[table] += await self._delete(conn, changes)
-                table = "syncd.quarantine"
-                await _quarantine(conn, batch)
+                async with self._begun(conn, batch, upserts, infos) as highest:
+                    results = {c.table: ApplyResult() for c in batch.tables}
+                    for u, info, high in zip(upserts, infos, highest, strict=True):
+                        table = u.changes.table
+                        results[table] += await _upsert(conn, u, info, high, fast=fast)
+                    for changes in reversed(batch.tables):
+                        table = changes.table
+                        results[table] += await self._delete(conn, changes)
+                    table = "syncd.quarantine"
+                    await _quarantine(conn, batch)
         except asyncpg.UniqueViolationError as exc:
             if fast:
                 raise _FastPathMissed from exc
@@ -197,7 +200,9 @@ class PostgresSink:
         await _upsert(conn, u, info, highest, fast=False)
 
     @asynccontextmanager
-    async def _begun(self, conn: Connection, batch: Batch, upserts: Sequence[_Upserts]) -> AsyncIterator[list[Any]]:
+    async def _begun(
+        self, conn: Connection, batch: Batch, upserts: Sequence[_Upserts], infos: Sequence[_TableInfo]
+    ) -> AsyncIterator[list[Any]]:
         """The batch's transaction, its prelude run; yields the prelude's key probes (see `_prelude`).
 
         A batch needing neither key probes nor partitions (an edit) sends BEGIN and its prelude as
@@ -205,7 +210,6 @@ class PostgresSink:
         `conn.transaction()` followed by the prelude. Such a batch never takes a savepoint, which
         asyncpg refuses inside a transaction it did not start.
         """
-        infos = [await self._table_info(conn, u.changes.table) for u in upserts]
         if any(_probed(u, info) for u, info in zip(upserts, infos, strict=True)):
             async with conn.transaction():
                 yield await self._prelude(conn, batch, upserts, infos)
@@ -214,9 +218,9 @@ class PostgresSink:
             sql, _ = self._prelude_sql(batch, upserts, infos, _literal)
             await conn.execute(f"BEGIN; {sql}")
             yield [None] * len(upserts)
-        except BaseException:
-            if not conn.is_closed():
-                # The failed transaction ends here (a cancelled query's connection is terminated anyway).
+        except BaseException as exc:
+            # The failed transaction ends here; a cancelled query's connection is terminated instead.
+            if not (conn.is_closed() or isinstance(exc, asyncio.CancelledError)):
                 with contextlib.suppress(*PG_ERRORS):
                     await conn.execute("ROLLBACK")
             raise
