@@ -358,9 +358,10 @@ def _literal(value: Any) -> str:
         text = orjson.dumps(value).decode()
     else:
         raise TypeError(f"no literal for {type(value).__name__}")
-    tag = "$q$"
+    tag, n = "$q$", 0
     while (text + tag).find(tag) != len(text):  # the literal must end at its closing tag, not before
-        tag = f"$q{len(tag)}$"
+        n += 1  # a fresh tag each time: a text holding $q$, $q1$, ... still ends the search
+        tag = f"$q{n}$"
     return f"{tag}{text}{tag}"
 
 

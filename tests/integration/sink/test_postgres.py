@@ -83,7 +83,12 @@ async def test_an_edit_stores_checkpoint_values_that_look_like_sql_verbatim(pool
     """A small batch's prelude carries its values as literals: quotes, dollar tags, backslashes stay data."""
     sink = PostgresSink(pool, await leader_epoch(pool))
     stream = "it's $q$ a; stream"
-    position = {"path": "x'); DROP TABLE syncd.checkpoints; --", "tags": "$q$ $q3$ \\ $$", "end": "ends $q", "u": "é☃"}
+    position = {
+        "path": "x'); DROP TABLE syncd.checkpoints; --",
+        "tags": "$q$ $q1$ $q3$ $q4$ \\ $$",
+        "end": "ends $q",
+        "u": "é☃",
+    }
     changes = TableChanges(ITEMS, ITEM_COLUMNS, ("id",), [item("1", "a")], [])
     await sink.apply(Batch(Checkpoint("lowdb", stream, position), [changes]))
     assert await sink.load_checkpoint("lowdb", stream) == position
