@@ -1,9 +1,9 @@
 """syncd.audit: the history of one record, read from syncd.audit_log.
 
-The capture triggers (0002, `syncd.track_changes(..., audit => true)`) write one audit row per
-real change of a Workspace or Documentation row: the operation, the origin (`syncd.origin` of the
-writing transaction: `syncd` for what syncd mirrored, else `app` or what the writer set), the old
-and new row as JSON and, for updates, the names of the columns that changed. `syncd quarantine
+The capture triggers (`syncd.track_changes(..., audit => true)`, 0002 and 0096) write one audit
+row per real change of a Workspace or Documentation row: the operation, the origin (`syncd.origin`
+of the writing transaction: `syncd` for what syncd mirrored, else `app` or what the writer set), the
+old and new row as JSON and, for updates, the names of the columns that changed. `syncd quarantine
 accept` and `discard` add rows of their own (op `accept`/`discard`, origin `quarantine`): the held
 record as old, for an accept the record with the stated values as new and their fields as changed.
 This module resolves a table name and reads those rows back.
@@ -20,16 +20,14 @@ import orjson
 from syncd.database import Connection
 from syncd.errors import SyncdError
 
-# Tables that have syncd's capture trigger in audit mode (TG_ARGV[1] = 'audit'). pg_trigger.tgargs
-# holds the arguments NUL-separated; encode(..., 'escape') renders each NUL as the text `\000`.
-_AUDITED_TABLES_SQL = r"""
+# Tables that have syncd's capture triggers in audit mode: the trigger's second argument (0096).
+_AUDITED_TABLES_SQL = """
 SELECT DISTINCT format('%s.%s', n.nspname, c.relname) AS table_name
   FROM pg_trigger t
   JOIN pg_class c ON c.oid = t.tgrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE t.tgname = 'syncd_capture_ins'
-   AND t.tgfoid = 'syncd.capture_changes'::regproc
-   AND (string_to_array(encode(t.tgargs, 'escape'), '\000'))[2] = 'audit'
+   AND (syncd.trigger_args(t.tgargs, t.tgnargs))[2] = 'audit'
  ORDER BY 1
 """
 

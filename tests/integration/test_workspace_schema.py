@@ -114,3 +114,35 @@ async def test_category_references_hold_for_services_not_for_the_mirror(
     )
     await mirror.execute("DELETE FROM workspace.workspace_categories WHERE name = 'bug'")
     assert await mirror.fetchval("SELECT count(*) FROM workspace.workspace_items") == 2
+
+
+async def workspace_function_calls(conn: asyncpg.Connection, statements: list[str]) -> dict[str, int]:
+    """The workspace trigger functions `statements` called, and how often (one transaction)."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL track_functions = 'pl'")
+        for statement in statements:
+            await conn.execute(statement)
+        rows = await conn.fetch(
+            "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE schemaname = 'workspace'"
+        )
+    return {r["funcname"]: r["calls"] for r in rows}
+
+
+async def test_syncds_own_writes_never_enter_the_trigger_functions(dsn: str, mirror: asyncpg.Connection) -> None:
+    """0097's WHEN conditions: the mirror's writes (a category with its display name, as syncd maps
+    it) skip every workspace trigger function; the same writes by anyone else call each of them."""
+    writes = [
+        "INSERT INTO workspace.workspace_categories (id, name, display_name) VALUES ('bug', 'bug', 'Bug')",
+        "INSERT INTO workspace.workspace_items (id, title, category, created_at) VALUES ('a', 't', 'bug', now())",
+        "UPDATE workspace.workspace_items SET title = 'u', category = 'bug' WHERE id = 'a'",
+        "UPDATE workspace.workspace_categories SET name = 'bug' WHERE id = 'bug'",
+        "DELETE FROM workspace.workspace_items WHERE id = 'a'",
+        "DELETE FROM workspace.workspace_categories WHERE id = 'bug'",
+    ]
+    assert await workspace_function_calls(mirror, writes) == {}
+    other = await asyncpg.connect(dsn)
+    try:
+        calls = await workspace_function_calls(other, [writes[0].replace("'Bug'", "NULL"), *writes[1:]])
+    finally:
+        await other.close()
+    assert calls == {"category_defaults": 1, "item_category_exists": 2, "touch_updated_at": 2, "category_not_in_use": 2}
