@@ -24,6 +24,7 @@ back while the column still holds that coercion. Only a required value that cann
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
@@ -110,6 +111,129 @@ class Field:
         if self.kind == "tags":
             return list(value)
         return value
+
+
+INEXACT: Any = object()
+"""What an `exact` reader returns for a value it does not take as it is: the full mapping decides."""
+ABSENT: Any = object()
+"""The raw value of a key the record does not have (an `exact` reader tells it apart from null)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Exact:
+    """How a field's column takes a raw value as it is; every reader returns INEXACT when it does not.
+
+    Built once per field of a spec: a first load maps every record through these, and the common
+    record (strings, a list of tags, an ISO timestamp, keys absent) then costs a few type checks per
+    field instead of `convert`, `_check` and the inverse's comparison. What they return is what
+    `TableSpec`'s full mapping of the field returns (a unit test compares the two).
+    """
+
+    absent: Callable[[], Any]
+    """The column value when the record lacks the key."""
+    null: Any
+    """The column value when the record holds null."""
+    present: Callable[[Any], Any]
+    """The column value of any other raw value."""
+
+
+def exact(f: Field, *, int_ids: bool) -> Exact:
+    """The exact readers of `f` (in a spec whose ids are integers when `int_ids`)."""
+    if f.derived_from is not None:  # takes another field's value: the full mapping has it
+        return Exact(lambda: INEXACT, INEXACT, lambda raw: INEXACT)
+    null = None if f.default is None and not f.required else INEXACT
+    return Exact(_absent_reader(f), null, _present_reader(f, _checker(f), int_ids=int_ids))
+
+
+def _checker(f: Field) -> Callable[[Any], bool] | None:
+    """Whether a converted value passes the column's rules (None: the field has none)."""
+    if f.choices is None and f.pattern is None and not f.not_blank and f.bounds is None:
+        return None
+    choices = f.choices
+    if choices is not None and f.kind == "text" and f.pattern is None and not f.not_blank and f.bounds is None:
+        return choices.__contains__  # a text value is hashable: one set lookup
+
+    def passes(value: Any) -> bool:
+        try:
+            f._check(value)
+        except ValueError:
+            return False
+        return True
+
+    return passes
+
+
+def _absent_reader(f: Field) -> Callable[[], Any]:
+    if f.required and f.default is None:
+        return lambda: INEXACT  # the record is held: the full mapping says why
+    default = f.default
+    if isinstance(default, dict | list):
+        return type(default)  # a fresh one per row, as `_copy_default` gives
+    return lambda: default
+
+
+def _present_reader(f: Field, checked: Callable[[Any], bool] | None, *, int_ids: bool) -> Callable[[Any], Any]:
+    if f.kind in ("id", "ref") and int_ids:
+        # Documentation's counters: a non-negative integer reads back from its decimal text.
+        def numeric(raw: Any) -> Any:
+            if type(raw) is not int or raw < 0:
+                return INEXACT
+            text = str(raw)
+            return text if checked is None or checked(text) else INEXACT
+
+        return numeric
+    if f.kind in ("text", "id", "ref"):
+        empty_ok = f.kind == "text"
+
+        def text(raw: Any) -> Any:
+            if type(raw) is not str or "\x00" in raw or not (raw or empty_ok):
+                return INEXACT
+            return raw if checked is None or checked(raw) else INEXACT
+
+        return text
+    if f.kind == "timestamp":
+        return lambda raw: _exact_timestamp(raw, checked)
+    if f.kind == "tags":
+        return lambda raw: _exact_tags(raw, checked)
+    if f.kind == "object":
+        return lambda raw: _exact_object(f.source, raw, checked)
+    return lambda raw: _exact_scalar(f, raw)
+
+
+def _exact_timestamp(raw: Any, checked: Callable[[Any], bool] | None) -> Any:
+    # Upstream's own `Date.toISOString()` form only: any other is coerced or compared by the full mapping.
+    if type(raw) is not str or not (raw.isascii() and is_iso_millis(raw)) or "\x00" in raw:
+        return INEXACT
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        return INEXACT
+    if parsed.tzinfo is None:
+        return INEXACT
+    value = to_millis(parsed)
+    return value if checked is None or checked(value) else INEXACT
+
+
+def _exact_tags(raw: Any, checked: Callable[[Any], bool] | None) -> Any:
+    if type(raw) is not list or not all(type(t) is str and "\x00" not in t for t in raw):
+        return INEXACT
+    value = list(raw)
+    return value if checked is None or checked(value) else INEXACT
+
+
+def _exact_object(source: str, raw: Any, checked: Callable[[Any], bool] | None) -> Any:
+    if type(raw) is not dict or problem({source: raw}, "record") is not None:
+        return INEXACT
+    return raw if checked is None or checked(raw) else INEXACT
+
+
+def _exact_scalar(f: Field, raw: Any) -> Any:
+    # int and bool: the column holds the value itself or the full mapping decides.
+    try:
+        value = f.convert(raw)
+    except ValueError:
+        return INEXACT
+    return value if value is raw else INEXACT
 
 
 class Unstorable(ValueError):

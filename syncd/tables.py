@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, tzinfo
 from hashlib import blake2b
@@ -22,7 +22,7 @@ import orjson
 from syncd import metrics
 from syncd.config import CollectionSettings, Layout, LowdbSettings
 from syncd.errors import InvalidRecord
-from syncd.fields import Field, Kind, Unstorable, is_iso_millis, same_json
+from syncd.fields import ABSENT, INEXACT, Field, Kind, Unstorable, exact, is_iso_millis, same_json
 from syncd.model import Row
 from syncd.poison import MAX_RECORD_BYTES, problem, unstorable_text
 
@@ -71,10 +71,15 @@ class TableSpec:
     """The zone a timestamp without one is read in (`[[lowdb]] timezone`), as JavaScript would."""
     _known: frozenset[str] = field(init=False, repr=False, compare=False)
     _by_source: Mapping[str, Field] = field(init=False, repr=False, compare=False)
+    _exact: tuple[tuple[Field, str, Callable[[], Any], Any, Callable[[Any], Any]], ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_known", frozenset(f.source for f in self.fields))
         object.__setattr__(self, "_by_source", {f.source: f for f in self.fields})
+        readers = [(f, exact(f, int_ids=self.int_ids)) for f in self.fields]
+        object.__setattr__(self, "_exact", tuple((f, f.source, e.absent, e.null, e.present) for f, e in readers))
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -133,22 +138,40 @@ class TableSpec:
             if found is not None:
                 raise InvalidRecord(self.table, key, found)
             return (self.collection, key, record, digest)
-        extra = {k: v for k, v in record.items() if k not in self._known}
-        values: dict[str, Any] = {}
-        for f in self.fields:
-            try:
-                if stated is not None and f.source in stated:
-                    values[f.source] = self._stated_value(f, record, stated[f.source], extra)
-                else:
-                    values[f.source] = self._column_value(f, record, values, extra)
-            except ValueError as exc:  # Unstorable too: the record is poison
-                raise InvalidRecord(self.table, key, str(exc)) from None
+        extra = {} if self._known.issuperset(record) else {k: v for k, v in record.items() if k not in self._known}
+        try:
+            values = self._values(record, extra) if stated is None else self._stated_values(record, stated, extra)
+        except ValueError as exc:  # Unstorable too: the record is poison
+            raise InvalidRecord(self.table, key, str(exc)) from None
         found = problem(extra, "record") if extra else None
         if found is not None:
             raise InvalidRecord(self.table, key, found)
         for name in extra:
             metrics.SCHEMA_DRIFT.labels(self.table, name).inc()
         return (*values.values(), extra, digest)
+
+    def _values(self, record: Mapping[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        """Source key → column value of every field; ValueError when the record must be held."""
+        values: dict[str, Any] = {}
+        get = record.get
+        for f, source, absent, null, present in self._exact:
+            # The value as it is when its column holds it exactly (the usual case), else the full mapping.
+            raw = get(source, ABSENT)
+            value = absent() if raw is ABSENT else null if raw is None else present(raw)
+            values[source] = value if value is not INEXACT else self._column_value(f, record, values, extra)
+        return values
+
+    def _stated_values(
+        self, record: Mapping[str, Any], stated: Mapping[str, Any], extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`_values` with an operator's stated values for the fields in `stated`."""
+        values: dict[str, Any] = {}
+        for f in self.fields:
+            if f.source in stated:
+                values[f.source] = self._stated_value(f, record, stated[f.source], extra)
+            else:
+                values[f.source] = self._column_value(f, record, values, extra)
+        return values
 
     def _column_value(
         self, f: Field, record: Mapping[str, Any], values: Mapping[str, Any], extra: dict[str, Any]
@@ -213,8 +236,8 @@ class TableSpec:
             absent = f.source not in extra and (f.source not in like if like is not None else True)
             if absent and not (self._differs_from_absent(f, value, row) if like else self._emits(f, value, row)):
                 continue
-            raw = extra.get(f.source, _ABSENT)
-            if raw is not _ABSENT and self._still_holds(f, raw, value, row):
+            raw = extra.get(f.source, ABSENT)
+            if raw is not ABSENT and self._still_holds(f, raw, value, row):
                 record[f.source] = raw
             else:
                 record[f.source] = f.to_source(value, int_ids=self.int_ids)
@@ -250,9 +273,6 @@ class TableSpec:
         except ValueError:
             return False
         return bool(held == value)
-
-
-_ABSENT = object()
 
 
 def _same_value(a: Any, b: Any) -> bool:

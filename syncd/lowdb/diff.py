@@ -114,12 +114,13 @@ class Diff:
         part = Diff(tables, self.quarantine, self.blocked, self.refused, self.accepted, self.progress)
         self.quarantine = []
         room = self.pending if limit is None else limit
-        for t, out in zip(self.tables, tables, strict=True):
-            stop = min(len(t.todo), t.taken + room)
-            if t.records is not None and not _map(t.records, t.todo[t.taken : stop], out, part):
-                t.exact = False
-            room -= stop - t.taken
-            t.taken = stop
+        with gc_paused():  # a part's rows are acyclic; collections would only traverse them
+            for t, out in zip(self.tables, tables, strict=True):
+                stop = min(len(t.todo), t.taken + room)
+                if t.records is not None and not _map(t.records, t.todo[t.taken : stop], out, part):
+                    t.exact = False
+                room -= stop - t.taken
+                t.taken = stop
         if not self.pending:
             for t, out in zip(self.tables, tables, strict=True):
                 out.deletes, out.records, out.exact, out.generation = t.deletes, t.records, t.exact, t.generation
@@ -130,10 +131,11 @@ def _map(records: Records, todo: Sequence[int], out: TableDiff, part: Diff) -> b
     """The records at positions `todo` upserted (or quarantined) into `out`; False if any was quarantined."""
     before = len(out.upserts)
     progress = part.progress
+    keys, digests, record = records.keys, records.digests, records.record
     for i in todo:
-        key = records.keys[i]
+        key = keys[i]
         assert key is not None, "only keyed records are left to map"
-        _upsert(out, key, records.record(i), records.digests[i], f"{out.spec.collection}[{i}]", part)
+        _upsert(out, key, record(i), digests[i], i, part)
         if progress is not None:
             progress.read += 1
     return len(out.upserts) - before == len(todo)
@@ -360,19 +362,22 @@ def _deletes(gone: set[str], table: str, blocked: Blocked) -> list[str]:
     return sorted(k for k in gone if (table, k) not in blocked)
 
 
-def _upsert(out: TableDiff, key: str, record: Any, digest: bytes, where: str, result: Diff) -> None:
-    table = quarantine_table(out.spec)
+def _upsert(out: TableDiff, key: str, record: Any, digest: bytes, at: int, result: Diff) -> None:
+    """Record `at` of its collection mapped to a row of `out`, or quarantined with the reason."""
+    spec = out.spec
+    table = quarantine_table(spec)
     if isinstance(record, Poison):
-        _quarantine(result, table, key, record, f"{where}: {record.reason}")
+        _quarantine(result, table, key, record, f"{spec.collection}[{at}]: {record.reason}")
         return
-    refused = result.refused.get((out.spec.collection, key))
+    refused = result.refused.get((spec.collection, key)) if result.refused else None
     if refused is not None and refused[0] == digest:
-        _quarantine(result, table, key, record, f"{where}: PostgreSQL refused it: {refused[1]}")
+        _quarantine(result, table, key, record, f"{spec.collection}[{at}]: PostgreSQL refused it: {refused[1]}")
         return
+    stated = stated_for(result.accepted, table, key, digest) if result.accepted else None
     try:
-        out.upserts.append(out.spec.to_row(record, digest, stated_for(result.accepted, table, key, digest)))
+        out.upserts.append(spec.to_row(record, digest, stated))
     except InvalidRecord as exc:
-        _quarantine(result, table, key, record, f"{where}: {exc.reason}")
+        _quarantine(result, table, key, record, f"{spec.collection}[{at}]: {exc.reason}")
         return
     out.hashes[key] = digest
 

@@ -8,12 +8,15 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncd import metrics
 from syncd.config import CollectionSettings
 from syncd.errors import InvalidRecord
 from syncd.tables import (
     DOCUMENTATION_SYSTEMS,
+    TableSpec,
     lowdb_record_from_row,
     record_hash,
     spec_for_table,
@@ -217,3 +220,57 @@ def test_an_unchanged_nested_object_keeps_the_files_key_order() -> None:
     assert orjson.dumps(lowdb_record_from_row(ITEMS, row, like=record)) == orjson.dumps(record)
     row["metadata"] = {"a": 3, "b": 1}
     assert lowdb_record_from_row(ITEMS, row, like=record)["metadata"] == {"a": 3, "b": 1}
+
+
+_SPECS = (ITEMS, *specs_for_layout("workspace"), *specs_for_layout("documentation"))
+_RAW = [
+    *[None, "", " ", "t", "medium", "urgent", "done", "online", "banco-dados", "Bad Category", "a\x00b", "12", "-3"],
+    *["true", "{}", '{"a": 1}', "2025-10-23T22:46:19.745Z", "2025-10-23T22:46:19Z", "2025-10-23 22:46:19"],
+    *["2025-10-23T22:46:19.7451Z", "2025-10-23T22:46:19.745+02:00", "2025-10-23T22:46:19.745"],
+    "9999-99-99T99:99:99.999Z",
+    *[0, 1, 7, -7, 70000, 2**40, 1.0, 1.5, True, False, 1762596000000, [], ["a", "b"], ["a", 3], ["a\x00"], [None]],
+    *[{}, {"k": [1, {"n": None}]}, {"k": "\x00"}],
+]
+_KIND_VALUE = {"timestamp": "2025-10-23T22:46:19.745Z", "tags": ["a"], "object": {}, "int": 1, "bool": True}
+
+
+def _valid(spec: TableSpec) -> dict[str, object]:
+    """A record every field of `spec` takes as it is."""
+    record: dict[str, object] = {}
+    for f in spec.fields:
+        value = _KIND_VALUE.get(f.kind, 5 if spec.int_ids and f.kind in ("id", "ref") else "abc")
+        record[f.source] = sorted(f.choices)[0] if f.choices else value
+    return record
+
+
+def _mapped(spec: TableSpec, record: dict[str, object], stated: dict[str, object] | None) -> str:
+    try:
+        return repr(spec.to_row(record, b"h", stated))
+    except InvalidRecord as exc:
+        return f"held: {exc.key} {exc.reason}"
+    except (OverflowError, TypeError) as exc:  # the full mapping's own, for values no file holds
+        return repr(exc)
+
+
+@pytest.mark.parametrize("spec", _SPECS, ids=lambda s: s.collection)
+def test_the_exact_readers_map_as_the_full_mapping_does(spec: TableSpec) -> None:
+    """Each field read as it is (`syncd.fields.exact`) gives what `_column_value` would, for every
+    kind of raw value in each field of a valid record, and the key absent: same row (types included),
+    same `extra`, same reason to hold. `stated={}` takes the full mapping for every field."""
+    base = _valid(spec)
+    assert _mapped(spec, base, None).startswith("(")
+    for f in spec.fields:
+        others = {k: v for k, v in base.items() if k != f.source}
+        for record in (others, *({**base, f.source: raw} for raw in _RAW)):
+            assert _mapped(spec, record, None) == _mapped(spec, record, {}), (f.source, record.get(f.source))
+
+
+@settings(max_examples=200, deadline=None)
+@given(spec=st.sampled_from(_SPECS), data=st.data())
+def test_the_exact_readers_agree_on_records_changed_in_several_fields(spec: TableSpec, data: st.DataObject) -> None:
+    """Several fields changed at once, unknown keys too: the same row as the full mapping."""
+    names = [*(f.source for f in spec.fields), "votes"]
+    changes = data.draw(st.dictionaries(st.sampled_from(names), st.sampled_from(_RAW), max_size=4))
+    absent = data.draw(st.sets(st.sampled_from(names)))
+    record = {k: v for k, v in {**_valid(spec), **changes}.items() if k not in absent}
+    assert _mapped(spec, record, None) == _mapped(spec, record, {})
