@@ -23,8 +23,8 @@ from syncd.errors import BatchRejected, ConfigError, RetriesExhausted, Retryable
 from syncd.model import ApplyResult, Batch, Checkpoint, LoadStats
 from syncd.questdb.reader import SOURCE, QuestdbReader, format_timestamp, make_reader
 from syncd.questdb.refusals import Refusals
-from syncd.questdb.source import MAIN, VersionedSource, backoff, signal_changes
-from syncd.questdb.sql import SIGNALS_TABLE, VERSIONED, Cursor, day_bounds, lit, next_page
+from syncd.questdb.source import VersionedSource, backoff, signal_changes
+from syncd.questdb.sql import SIGNAL_PAGES, SIGNALS_TABLE, VERSIONED, Cursor, day_bounds, lit, next_page
 from syncd.sink.postgres import PostgresSink
 
 log = structlog.get_logger(__name__)
@@ -148,7 +148,7 @@ class Backfill:
 
     async def _page(self, cursor: Cursor, top: datetime) -> tuple[list[tuple[Any, ...]], Cursor, bool]:
         page: tuple[list[tuple[Any, ...]], Cursor, bool] = await self._retry(
-            lambda: next_page(self.reader, MAIN, cursor, top, self.settings.page_size)
+            lambda: next_page(self.reader, SIGNAL_PAGES, cursor, top, self.settings.page_size)
         )
         return page
 

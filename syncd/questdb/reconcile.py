@@ -25,12 +25,11 @@ from syncd.questdb.reader import QuestdbReader, format_timestamp, parse_timestam
 from syncd.questdb.refusals import Refusals
 from syncd.questdb.sql import (
     SIGNAL_COLUMNS,
+    SIGNAL_PAGES,
     SIGNALS_KEY,
     SIGNALS_PG_COLUMNS,
     SIGNALS_PG_TABLE,
-    SIGNALS_TABLE,
     Cursor,
-    PageSpec,
     day_bounds,
     hash_sum,
     next_page,
@@ -38,7 +37,6 @@ from syncd.questdb.sql import (
 )
 
 log = structlog.get_logger(__name__)
-_MAIN = PageSpec(SIGNALS_TABLE, SIGNAL_COLUMNS, "ts", "ingested_at")
 _ONE_US = timedelta(microseconds=1)
 
 _LIVE_DAY = "ts >= $1 AND ts <= $2 AND deleted_at IS NULL"
@@ -164,7 +162,7 @@ class Reconciler:
         cursor, more = Cursor(lo - _ONE_US), True
         reader, size = self.source.reader, self.source.settings.page_size
         while more:
-            rows, cursor, more = await next_page(reader, _MAIN, cursor, hi, size)
+            rows, cursor, more = await next_page(reader, SIGNAL_PAGES, cursor, hi, size)
             if rows:
                 yield rows
 

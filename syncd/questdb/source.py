@@ -29,8 +29,10 @@ from syncd.questdb.reader import SOURCE, QuestdbReader, Rows, format_timestamp, 
 from syncd.questdb.reconcile import Reconciler, reconcile_due
 from syncd.questdb.refusals import Refusals, Replay
 from syncd.questdb.sql import (
+    DELETED_PAGES,
     DELETED_TABLE,
     SIGNAL_COLUMNS,
+    SIGNAL_PAGES,
     SIGNALS_KEY,
     SIGNALS_PG_COLUMNS,
     SIGNALS_PG_TABLE,
@@ -49,8 +51,6 @@ from syncd.questdb.sql import (
 
 log = structlog.get_logger(__name__)
 
-MAIN = PageSpec(SIGNALS_TABLE, SIGNAL_COLUMNS, "ts", "ingested_at")
-DELETES = PageSpec(DELETED_TABLE, (*SIGNAL_COLUMNS, "deleted_at"), "deleted_at", "ingested_at")
 ESTIMATE_SECONDS = 5.0
 """A catch-up re-counts its backlog at most this often (one `count(*)` each): percent and ETA."""
 
@@ -287,7 +287,7 @@ class SignalsSource(QuestdbBase):
         replays = await self.replays()  # first: rows held (by a backfill too) stay out of every page
         look = await self._check_identity()
         upper = now - timedelta(seconds=self.settings.safety_lag)
-        async for batch in self._pages(MAIN, "cursor", upper, observed, deleted=False):
+        async for batch in self._pages(SIGNAL_PAGES, "cursor", upper, observed, deleted=False):
             yield batch
         self._remember(now)
         if not self._caught_up:
@@ -297,7 +297,7 @@ class SignalsSource(QuestdbBase):
         if replays:
             yield await self._replay(replays, observed)
         first = "reconcile" not in self.position  # the first poll only catches up
-        async for batch in self._pages(DELETES, "deleted_cursor", upper, observed, deleted=True):
+        async for batch in self._pages(DELETED_PAGES, "deleted_cursor", upper, observed, deleted=True):
             # Upstream deletes by rebuilding the table, and rows inserted meanwhile can be lost; the
             # id and WAL checks miss a rebuild 8.2.0 hides (stale id, a sequencer already past the
             # old one by the next look): a new _deleted row schedules the reconcile as well.
@@ -344,7 +344,7 @@ class SignalsSource(QuestdbBase):
         found: list[TableChanges] = []
         for (table, at), keys in wanted.items():
             deleted = table == DELETED_TABLE
-            columns = DELETES.columns if deleted else MAIN.columns
+            columns = DELETED_PAGES.columns if deleted else SIGNAL_PAGES.columns
             result = await self.reader.query(f"SELECT {', '.join(columns)} FROM {table} WHERE ts = {at}")
             changes = self.changes(result.rows, deleted=deleted)
             rows = [row for row in changes.upserts if row[1] in keys]

@@ -111,6 +111,12 @@ class PageSpec:
     where: str = ""
 
 
+SIGNAL_PAGES = PageSpec(SIGNALS_TABLE, SIGNAL_COLUMNS, "ts", "ingested_at")
+"""The signals in (ts, ingested_at) order: the stream's pages, the reconcile's and the backfill's."""
+DELETED_PAGES = PageSpec(DELETED_TABLE, (*SIGNAL_COLUMNS, "deleted_at"), "deleted_at", "ingested_at")
+"""The deleted signals in (deleted_at, ingested_at) order."""
+
+
 def lit(value: datetime) -> str:
     """A timestamp literal both QuestDB and PostgreSQL accept."""
     return f"'{format_timestamp(value)}'"

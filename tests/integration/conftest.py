@@ -1,4 +1,4 @@
-"""Fixtures for integration tests: a sink on the test database, a stream driver, a polling wait."""
+"""Fixtures for integration tests: a sink on the test database, a stream driver, a polling wait, a session."""
 
 from __future__ import annotations
 
@@ -47,3 +47,14 @@ async def running(source: Source, sink: PostgresSink) -> AsyncIterator[StreamRun
         yield runner
     finally:
         await runner.stop(task, 5.0)
+
+
+@asynccontextmanager
+async def session(dsn: str, setup: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection that ran `setup` first (`SET ROLE …`, `SET syncd.origin = …`), closed afterwards."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(setup)
+        yield conn
+    finally:
+        await conn.close()

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from tests.integration.conftest import session
+
 COLUMNS = (
     "id, title, description, category, priority, status, tags, created_at, updated_at, created_by, updated_by, metadata"
 )
@@ -29,23 +31,15 @@ T0 = datetime(2025, 11, 8, 10, 0, tzinfo=UTC)
 @pytest.fixture
 async def service(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection with the Node services' privileges."""
-    conn = await asyncpg.connect(dsn)
-    await conn.execute("SET ROLE syncd_service")
-    try:
+    async with session(dsn, "SET ROLE syncd_service") as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
 async def mirror(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection writing as syncd's sink does (origin 'syncd')."""
-    conn = await asyncpg.connect(dsn)
-    await conn.execute("SET syncd.origin = 'syncd'")
-    try:
+    async with session(dsn, "SET syncd.origin = 'syncd'") as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 async def test_the_database_assigns_ids_names_and_timestamps(service: asyncpg.Connection) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from syncd.lowdb import source as lowdb_source
 from syncd.lowdb.diff import content_hash
 from syncd.lowdb.source import LowdbSource
 from syncd.sink.postgres import PostgresSink
+from syncd.stream import StreamRunner
 from syncd.tables import lowdb_record_from_row, record_hash, workspace_items
 from tests.integration.conftest import eventually, running
 from tests.lowdb_files import item, write_v7
@@ -67,6 +70,17 @@ def gauge(metric: Any, stream: str = "workspace") -> float:
     return value
 
 
+@asynccontextmanager
+async def mirroring(pool: asyncpg.Pool, sink: PostgresSink, path: Path, records: list[dict[str, Any]],
+                    **kw: Any) -> AsyncIterator[StreamRunner]:
+    """`records` written to `path` as lowdb@7 does and a LowdbSource (settings `kw`) streaming the
+    file into the sink: entered once PostgreSQL holds them, stopped on exit."""
+    write_v7(path, {"items": records})
+    async with running(LowdbSource(lowdb_settings(path, **kw), pool=pool), sink) as runner:
+        await eventually(equals(pool, records), what="initial")
+        yield runner
+
+
 async def test_first_batch_applies_the_file_and_marks_caught_up(pool: asyncpg.Pool, sink: PostgresSink,
                                                               tmp_path: Path) -> None:
     """On start the whole file lands in one batch with its checkpoint; then edits follow."""
@@ -97,9 +111,7 @@ async def test_polling_mode_follows_in_place_and_renamed_writes(pool: asyncpg.Po
     """`poll_interval` (network volumes) stats the directory: both writers' versions still land."""
     path = tmp_path / "library.json"
     records = [item("1")]
-    write_v7(path, {"items": records})
-    async with running(LowdbSource(lowdb_settings(path, poll_interval=0.1), pool=pool), sink):
-        await eventually(equals(pool, records), what="initial file in PG")
+    async with mirroring(pool, sink, path, records, poll_interval=0.1):
         records.append(item("2"))
         write_v7(path, {"items": records})
         await eventually(equals(pool, records), what="renamed-over version")
@@ -136,9 +148,8 @@ async def test_changes_made_while_stopped_are_applied_on_start(pool: asyncpg.Poo
     """The start-up diff against row_hash applies updates, inserts and deletes made while down."""
     path = tmp_path / "library.json"
     records = [item(str(i)) for i in range(6)]
-    write_v7(path, {"items": records})
-    async with running(LowdbSource(lowdb_settings(path), pool=pool), sink):
-        await eventually(equals(pool, records), what="initial")
+    async with mirroring(pool, sink, path, records):
+        pass
     records = [{**records[0], "title": "changed while down"}, *records[2:], item("added")]
     write_v7(path, {"items": records})
     async with running(LowdbSource(lowdb_settings(path), pool=pool), sink) as runner:
@@ -150,9 +161,7 @@ async def test_id_change_is_delete_plus_insert_in_one_transaction(pool: asyncpg.
                                                                   tmp_path: Path) -> None:
     """A PUT carrying a new id: the old key goes and the new one comes in the same txid."""
     path = tmp_path / "library.json"
-    write_v7(path, {"items": [item("old")]})
-    async with running(LowdbSource(lowdb_settings(path), pool=pool), sink):
-        await eventually(equals(pool, [item("old")]), what="initial")
+    async with mirroring(pool, sink, path, [item("old")]):
         write_v7(path, {"items": [item("new")]})
         await eventually(equals(pool, [item("new")]), what="renamed")
     txids = await pool.fetch("SELECT DISTINCT txid FROM syncd.outbox WHERE key IN ('old', 'new') AND op <> 'insert'"
@@ -199,9 +208,7 @@ async def test_mass_delete_is_held_until_a_second_read_confirms(pool: asyncpg.Po
     """Deleting 18 of 20 rows waits (gauge 1) while upserts flow, then a second read applies it."""
     path = tmp_path / "library.json"
     records = [item(str(i)) for i in range(20)]
-    write_v7(path, {"items": records})
-    async with running(LowdbSource(lowdb_settings(path), pool=pool), sink):
-        await eventually(equals(pool, records), what="initial")
+    async with mirroring(pool, sink, path, records):
         holds = gauge(metrics.MASS_DELETES_HELD)
         kept = [{**records[0], "title": "still flows"}, records[1]]
         write_v7(path, {"items": kept})
@@ -214,11 +221,9 @@ async def test_mass_delete_is_held_until_a_second_read_confirms(pool: asyncpg.Po
 async def test_mass_delete_allowed_by_flag_file(pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path) -> None:
     """`<file>.allow-mass-delete` lets a mass delete through on its first read and is consumed."""
     path = tmp_path / "library.json"
-    records = [item(str(i)) for i in range(20)]
-    write_v7(path, {"items": records})
-    source = LowdbSource(lowdb_settings(path, mass_delete_min=5), pool=pool)
-    async with running(source, sink):
-        await eventually(equals(pool, records), what="initial")
+    async with mirroring(pool, sink, path, [item(str(i)) for i in range(20)], mass_delete_min=5) as runner:
+        source = runner.source
+        assert isinstance(source, LowdbSource)
         # The flag goes down first: a held delete is confirmed by the second read within
         # milliseconds, so only a flag present at the first read shows the flag's own effect.
         source.allow_path.touch()

@@ -22,6 +22,7 @@ from syncd.lowdb import records as lowdb_records
 from syncd.lowdb.diff import FileVersion, read_file
 from syncd.lowdb.reader import VersionReader
 from syncd.tables import specs_for_layout
+from tests.lowdb_files import Mutations
 
 SPECS = specs_for_layout("workspace")
 COLLECTIONS = [s.collection for s in SPECS]
@@ -74,23 +75,7 @@ def assert_same_as_whole_parse(reader: VersionReader, path: Path) -> None:
     }
 
 
-def mutated(data: st.DataObject, document: dict[str, Any]) -> dict[str, Any]:
-    """The next state: an edit, append, insert or delete of one record, or a new file."""
-    collection = data.draw(st.sampled_from(COLLECTIONS))
-    records = list(document[collection])
-    op = data.draw(st.sampled_from(["edit", "append", "insert", "delete", "new"]))
-    at = data.draw(st.integers(0, max(len(records) - 1, 0)))
-    if op == "new":
-        return data.draw(state)
-    if op == "append" or not records:
-        records.append(data.draw(record))
-    elif op == "insert":
-        records.insert(at, data.draw(record))
-    elif op == "delete":
-        del records[at]
-    else:
-        records[at] = {**records[at], "title": data.draw(texts)}
-    return {**document, collection: records}
+MUTATIONS = Mutations(state, record, texts, COLLECTIONS)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -108,7 +93,7 @@ def test_every_version_equals_a_whole_parse(tmp_path: Path, data: st.DataObject,
             raw = lowdb_bytes(document).replace(b"\n  ", b"\n    ")
         path.write_bytes(raw)
         assert_same_as_whole_parse(reader, path)
-        document = mutated(data, document)
+        document = MUTATIONS.mutated(data, document)
 
 
 def items(n: int) -> list[dict[str, Any]]:
