@@ -200,12 +200,16 @@ async def verify_file(conn: Connection, settings: LowdbSettings, version: FileVe
 
 
 async def verify_signals(settings: QuestdbSettings, dsn: str, days: int, now: datetime) -> list[DayParity]:
-    """QuestDB against PostgreSQL per day, over the last `days` days up to `now` minus the safety lag."""
+    """QuestDB against PostgreSQL per day, over the last `days` days up to `now` minus the safety lag.
+
+    Rows held in quarantine (PostgreSQL refused QuestDB's version) are named per day, not compared:
+    the stream's quarantine state is read first, as each poll of the stream reads it."""
     source = SignalsSource(settings, pg_dsn=dsn)
     reconciler = Reconciler(source, dsn)
     top = now - timedelta(seconds=settings.safety_lag)
     first = top.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
     try:
+        await source.refusals.refresh(None)
         out = []
         for offset in range(days):
             lo, hi = day_bounds(first + timedelta(days=offset))

@@ -59,12 +59,28 @@ def reconcile_due(settings: QuestdbSettings, position: Mapping[str, Any], now: d
 
 @dataclass(frozen=True, slots=True)
 class DayParity:
-    """One day of signals: QuestDB and PostgreSQL row counts, and whether their hashes agree."""
+    """One day of signals: the rows compared on each side and whether their hashes agree, and the
+    rows left out because PostgreSQL refused QuestDB's version of them (`syncd.questdb.refusals`)."""
 
     day: str
     source_rows: int
+    """QuestDB's rows of the day, held and discarded versions left out."""
     pg_rows: int
+    """PostgreSQL's live rows of the day."""
     clean: bool
+    """The rows compared agree (held rows do not make a day mismatch: they are accounted for)."""
+    held: tuple[str, ...] = ()
+    """signal_key of each QuestDB row of the day held in quarantine, sorted."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDay:
+    """One day of QuestDB rows as the reconcile compares them."""
+
+    digest: dict[str, bytes]
+    """key → row_hash of the rows PostgreSQL is to hold."""
+    left_out: dict[str, bool]
+    """key → held (True: held in quarantine; False: that version discarded) of the rows it is not."""
 
 
 class Reconciled(Protocol):
@@ -147,16 +163,20 @@ class Reconciler:
                 raise SourceUnavailable("postgres (reconcile)", type(exc).__name__) from exc
         return self._conn
 
-    async def _source_digest(self, lo: datetime, hi: datetime) -> dict[str, bytes]:
-        """key → row_hash of every source row in [lo, hi] (one day's keys, not its rows)."""
-        digest: dict[str, bytes] = {}
+    async def _source_day(self, lo: datetime, hi: datetime) -> SourceDay:
+        """The source rows in [lo, hi] by key: those PostgreSQL is to hold, and those it is not."""
+        day = SourceDay({}, {})
+        refusals = self.source.refusals
         async for rows in self._source_pages(lo, hi):
             for row in rows:
                 pg = signal_row(row)
-                # A row held in quarantine is not in PostgreSQL on purpose: it is no mismatch.
-                if not self.source.refusals.blocks(SIGNALS_PG_TABLE, pg[1], pg[-1]):
-                    digest[pg[1]] = pg[-1]
-        return digest
+                # A row held in quarantine is not in PostgreSQL on purpose: it is no mismatch, and
+                # it is named.
+                if refusals.blocks(SIGNALS_PG_TABLE, pg[1], pg[-1]):
+                    day.left_out[pg[1]] = refusals.holds(SIGNALS_PG_TABLE, pg[1])
+                else:
+                    day.digest[pg[1]] = pg[-1]
+        return day
 
     async def _source_pages(self, lo: datetime, hi: datetime) -> AsyncIterator[list[tuple[Any, ...]]]:
         cursor, more = Cursor(lo - _ONE_US), True
@@ -167,21 +187,23 @@ class Reconciler:
                 yield rows
 
     async def compare(self, lo: datetime, hi: datetime, *, content: bool = False) -> DayParity:
-        """Count and order-independent hash of [lo, hi] on both sides (live PG rows only).
+        """Count and order-independent hash of [lo, hi] on both sides (live PG rows only), the rows
+        PostgreSQL refused QuestDB's version of left out and named.
 
         By default PostgreSQL sums its stored `row_hash` (cheap, set-based: the nightly check);
         `content=True` re-hashes each live row from its columns, so a row changed in PostgreSQL
         behind syncd's back is found too (`syncd verify`).
         """
-        source = await self._source_digest(lo, hi)
+        source = await self._source_day(lo, hi)
+        held = tuple(sorted(key for key, is_held in source.left_out.items() if is_held))
         if content:
             pg = await self._pg_content_digest(lo, hi)
-            return DayParity(lo.date().isoformat(), len(source), len(pg), pg == source)
+            return DayParity(lo.date().isoformat(), len(source.digest), len(pg), pg == source.digest, held)
         row = await (await self._pg()).fetchrow(_PG_DIGEST, lo, hi)
         assert row is not None
         pg_sum = int(row["s"]) % (1 << 64)
-        clean = int(row["n"]) == len(source) and pg_sum == hash_sum(list(source.values()))
-        return DayParity(lo.date().isoformat(), len(source), int(row["n"]), clean)
+        clean = int(row["n"]) == len(source.digest) and pg_sum == hash_sum(list(source.digest.values()))
+        return DayParity(lo.date().isoformat(), len(source.digest), int(row["n"]), clean, held)
 
     async def _pg_content_digest(self, lo: datetime, hi: datetime) -> dict[str, bytes]:
         conn = await self._pg()

@@ -94,6 +94,10 @@ class Refusals:
         """Whether this version of row `key` stays out: its key is held, or this version discarded."""
         return (table, key) in self._held or (table, key, row_hash) in self._discarded
 
+    def holds(self, table: str, key: str) -> bool:
+        """Whether row `key` is held in quarantine (not merely a discarded version of it)."""
+        return (table, key) in self._held
+
     def rebuilt(self, batch: Batch, rows: Sequence[RejectedRow]) -> Batch | None:
         """`batch` again with `rows` (refused on their own) as quarantine records instead of upserts;
         None when none of them is in it (the refusal has another cause)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import string
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,9 +22,10 @@ import pytest
 from syncd import metrics
 from syncd import quarantine as q
 from syncd.config import QuestdbSettings
+from syncd.cutover.verify import verify_signals
 from syncd.database import init_connection
 from syncd.questdb.reader import parse_timestamp
-from syncd.questdb.reconcile import Reconciler
+from syncd.questdb.reconcile import DayParity, Reconciler
 from syncd.questdb.source import SignalsSource, VersionedSource
 from syncd.sink.postgres import PostgresSink
 from tests.integration.cli.conftest import syncd, write_config
@@ -80,6 +81,16 @@ BAD_ROWS: dict[int, tuple[dict[str, str], set[str]]] = {
 }
 
 
+REFUSE_ASSET = f"""
+    CREATE FUNCTION public.refuse_asset() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.asset = 'REFUSED' THEN
+        RAISE EXCEPTION 'asset REFUSED is not traded' USING ERRCODE = 'check_violation'; END IF;
+      RETURN NEW; END $$;
+    CREATE TRIGGER refuse_asset BEFORE INSERT OR UPDATE ON {SIGNALS}
+       FOR EACH ROW EXECUTE FUNCTION public.refuse_asset()"""
+"""A rule only PostgreSQL knows: a signal of asset REFUSED is a check violation (23514)."""
+
+
 async def _held(pool: asyncpg.Pool, n: int, status: str = "held") -> list[asyncpg.Record] | None:
     rows = await pool.fetch(
         "SELECT * FROM syncd.quarantine WHERE stream = 'questdb:tp_capital_signals' AND status = $1 ORDER BY id",
@@ -100,14 +111,7 @@ async def test_rows_postgresql_refuses_are_quarantined_and_the_stream_flows(
     other row of their pages and after them arrives, the watermark passes them, and neither the
     lag-window rescan nor the reconcile's comparison takes them for missing rows. Then `syncd
     quarantine replay` brings one in once its cause is gone, `discard` drops another, `show` shows."""
-    await pool.execute(
-        f"""CREATE FUNCTION public.refuse_asset() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN IF NEW.asset = 'REFUSED' THEN
-              RAISE EXCEPTION 'asset REFUSED is not traded' USING ERRCODE = 'check_violation'; END IF;
-            RETURN NEW; END $$;
-            CREATE TRIGGER refuse_asset BEFORE INSERT OR UPDATE ON {SIGNALS}
-               FOR EACH ROW EXECUTE FUNCTION public.refuse_asset()"""
-    )
+    await pool.execute(REFUSE_ASSET)
     source = SignalsSource(settings, pg_dsn=dsn)
     stream = source.stream
     await questdb.insert(Signal(NOW - timedelta(minutes=9)))
@@ -175,6 +179,52 @@ async def test_rows_postgresql_refuses_are_quarantined_and_the_stream_flows(
     assert (await _held(pool, 1))[0]["reason"].startswith("[54000]")  # type: ignore[index]
     assert await _held(pool, 1, "replayed")
     assert await _held(pool, 1, "discarded")
+
+
+def _verify(settings: QuestdbSettings, dsn: str, tmp_path: Path, *args: str) -> tuple[int, str]:
+    """`syncd verify tp_capital_signals --days 2 ARGS` against this QuestDB: exit code and stdout
+    (200 columns, so a key never folds)."""
+    config = write_config(tmp_path / "syncd.toml", dsn, f"""
+[questdb]
+host = "127.0.0.1"
+http_port = {settings.http_port}
+pg_port = {settings.pg_port}
+transport = "{settings.transport}"
+safety_lag = {settings.safety_lag}
+""")
+    ran = syncd("verify", "tp_capital_signals", "--days", "2", *args, "--config", config, env={"COLUMNS": "200"})
+    assert ran.rc in (0, 1), ran.stderr
+    return ran.rc, ran.stdout
+
+
+def _days_held(days: list[DayParity]) -> list[tuple[tuple[str, ...], int, int, bool]]:
+    """(held, rows compared on each side, clean) of the days that hold a held row."""
+    return [(d.held, d.source_rows, d.pg_rows, d.clean) for d in days if d.held]
+
+
+async def test_verify_names_a_held_row_rather_than_counting_its_day_as_mismatching(
+    questdb: Upstream, settings: QuestdbSettings, sink: PostgresSink, pool: asyncpg.Pool, dsn: str, tmp_path: Path
+) -> None:
+    """`syncd verify tp_capital_signals`: a row PostgreSQL refused is listed as held (`!KEY`, its
+    day otherwise equal), not as an unexplained difference; exit 1, a held row being a problem to fix."""
+    await pool.execute(REFUSE_ASSET)
+    for i in range(3):
+        await questdb.insert(Signal(NOW - timedelta(minutes=5, seconds=-i), asset="REFUSED" if i == 1 else f"OK{i}"))
+    async with running(SignalsSource(settings, pg_dsn=dsn), sink):
+        (entry,) = await eventually(lambda: _held(pool, 1), what="the refused row quarantined")
+        await eventually(lambda: _count(pool, 2), what="the other rows")
+    key = entry["key"]
+    days = await verify_signals(settings, dsn, 2, datetime.now(UTC))
+    assert _days_held(days) == [((key,), 2, 2, True)]
+    assert all(d.clean for d in days)
+
+    rc, stdout = _verify(settings, dsn, tmp_path, "--json")
+    assert rc == 1, stdout
+    assert [line["held"] for line in map(orjson.loads, stdout.splitlines()) if line["held"]] == [[key]]
+    rc, stdout = _verify(settings, dsn, tmp_path)
+    assert rc == 1
+    assert f"!{key}" in stdout, stdout
+    assert "DIFFERENT" not in stdout, stdout
 
 
 async def test_a_versioned_row_refused_is_quarantined_and_replayed_after_the_fix(
