@@ -148,6 +148,15 @@ class Upstream:
         values = signal.values("now()" if ingested else "null")
         await self.exec(f"INSERT INTO tp_capital_signals ({SIGNAL_COLUMNS}) VALUES {values};")
 
+    async def update(self, ingested_at: str, column: str, value: str) -> None:
+        """An UPDATE of one signal's text column in place (upstream never does; an operator can),
+        waiting until it is applied: the row keeps its `ts` and `ingested_at`, its content changes."""
+        await self.exec(
+            f"UPDATE tp_capital_signals SET {column} = {_quote(value)} "
+            f"WHERE ingested_at = to_timestamp('{ingested_at}', '{_US}')"
+        )
+        await self.applied()
+
     async def delete(self, ingested_at: str) -> None:
         """tp-capital's `deleteSignalByIngestedAt` (µs ISO text), step by step."""
         await self.copy_to_deleted(ingested_at)

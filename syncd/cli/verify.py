@@ -89,8 +89,9 @@ def _print_parities(files: list[FileParity], days: list[DayParity], as_json: boo
 
 
 def held_keys(day: DayParity) -> str:
-    """The day's held rows as `!KEY` (the first LIST_LIMIT)."""
-    return " ".join(f"!{k}" for k in day.held[:LIST_LIMIT])
+    """The day's held rows as `!KEY`, `(pg: older version)` after those PostgreSQL keeps a previous version of."""
+    stale = set(day.stale)
+    return " ".join(f"!{k} (pg: older version)" if k in stale else f"!{k}" for k in day.held[:LIST_LIMIT])
 
 
 DAY_COLUMNS = (

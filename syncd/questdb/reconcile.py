@@ -38,13 +38,18 @@ from syncd.questdb.sql import (
 
 log = structlog.get_logger(__name__)
 _ONE_US = timedelta(microseconds=1)
+STALE_LISTED = 20
+"""Keys of held rows PostgreSQL keeps an older version of, listed in the reconcile's result."""
 
 _LIVE_DAY = "ts >= $1 AND ts <= $2 AND deleted_at IS NULL"
 _PG_TABLE = quote_table(SIGNALS_PG_TABLE)
 _PG_DIGEST = f"""
-    SELECT count(*) AS n,
-           coalesce(sum(('x' || encode(substr(row_hash, 1, 8), 'hex'))::bit(64)::bigint::numeric), 0) AS s
-      FROM {_PG_TABLE} WHERE {_LIVE_DAY}"""
+    SELECT count(*) FILTER (WHERE NOT left_out) AS n,
+           coalesce(sum(h) FILTER (WHERE NOT left_out), 0) AS s,
+           coalesce(array_agg(signal_key) FILTER (WHERE left_out), '{{}}') AS kept
+      FROM (SELECT signal_key, signal_key = ANY($3::text[]) AS left_out,
+                   ('x' || encode(substr(row_hash, 1, 8), 'hex'))::bit(64)::bigint::numeric AS h
+              FROM {_PG_TABLE} WHERE {_LIVE_DAY}) AS day"""
 
 
 def reconcile_due(settings: QuestdbSettings, position: Mapping[str, Any], now: datetime) -> bool:
@@ -66,11 +71,14 @@ class DayParity:
     source_rows: int
     """QuestDB's rows of the day, held and discarded versions left out."""
     pg_rows: int
-    """PostgreSQL's live rows of the day."""
+    """PostgreSQL's live rows of the day, the keys left out on the QuestDB side left out too."""
     clean: bool
     """The rows compared agree (held rows do not make a day mismatch: they are accounted for)."""
     held: tuple[str, ...] = ()
     """signal_key of each QuestDB row of the day held in quarantine, sorted."""
+    stale: tuple[str, ...] = ()
+    """Of `held`, the keys PostgreSQL still holds an older version of: QuestDB changed the row (an
+    UPDATE) into a version PostgreSQL refuses, and PostgreSQL keeps its last good one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +127,15 @@ class Reconciler:
             return
         top = _watermark(Cursor.from_json(position.get("cursor")))
         mismatched: list[str] = []
-        repaired = 0
+        stale: list[str] = []
+        repaired, held = 0, 0
         for day in self._days(now, top, reason):
             lo, hi = day_bounds(day)
             hi = min(hi - _ONE_US, top)
-            if (await self.compare(lo, hi)).clean:
+            parity = await self.compare(lo, hi)
+            held += len(parity.held)
+            stale += parity.stale
+            if parity.clean:
                 continue
             mismatched.append(lo.date().isoformat())
             async for batch in self._repair(lo, hi, now):
@@ -139,8 +151,26 @@ class Reconciler:
             "reason": reason,
             "mismatched_days": mismatched,
             "repaired_rows": repaired,
+            "held_rows": held,
+            "stale_keys": stale[:STALE_LISTED],
         }
-        log.info("reconcile done", stream=self.source.stream, reason=reason, mismatched=mismatched, repaired=repaired)
+        if stale:
+            # QuestDB changed these rows into versions PostgreSQL refuses: PostgreSQL serves the
+            # previous one until the cause is fixed and the row replayed (or that version discarded).
+            log.warning(
+                "questdb rows held; postgresql keeps their previous version",
+                stream=self.source.stream,
+                rows=len(stale),
+                keys=stale[:STALE_LISTED],
+            )
+        log.info(
+            "reconcile done",
+            stream=self.source.stream,
+            reason=reason,
+            mismatched=mismatched,
+            repaired=repaired,
+            held=held,
+        )
         yield self.source.batch([], None, None)
 
     def _days(self, now: datetime, top: datetime, reason: str) -> list[datetime]:
@@ -170,8 +200,8 @@ class Reconciler:
         async for rows in self._source_pages(lo, hi):
             for row in rows:
                 pg = signal_row(row)
-                # A row held in quarantine is not in PostgreSQL on purpose: it is no mismatch, and
-                # it is named.
+                # A row held in quarantine is not in PostgreSQL on purpose (or PostgreSQL keeps
+                # its last good version): it is no mismatch, and it is named.
                 if refusals.blocks(SIGNALS_PG_TABLE, pg[1], pg[-1]):
                     day.left_out[pg[1]] = refusals.holds(SIGNALS_PG_TABLE, pg[1])
                 else:
@@ -187,33 +217,44 @@ class Reconciler:
                 yield rows
 
     async def compare(self, lo: datetime, hi: datetime, *, content: bool = False) -> DayParity:
-        """Count and order-independent hash of [lo, hi] on both sides (live PG rows only), the rows
-        PostgreSQL refused QuestDB's version of left out and named.
+        """Count and order-independent hash of [lo, hi] on both sides (live PG rows only), the keys
+        of rows PostgreSQL refused QuestDB's version of left out of both and named.
 
         By default PostgreSQL sums its stored `row_hash` (cheap, set-based: the nightly check);
         `content=True` re-hashes each live row from its columns, so a row changed in PostgreSQL
         behind syncd's back is found too (`syncd verify`).
         """
         source = await self._source_day(lo, hi)
-        held = tuple(sorted(key for key, is_held in source.left_out.items() if is_held))
         if content:
-            pg = await self._pg_content_digest(lo, hi)
-            return DayParity(lo.date().isoformat(), len(source.digest), len(pg), pg == source.digest, held)
-        row = await (await self._pg()).fetchrow(_PG_DIGEST, lo, hi)
-        assert row is not None
-        pg_sum = int(row["s"]) % (1 << 64)
-        clean = int(row["n"]) == len(source.digest) and pg_sum == hash_sum(list(source.digest.values()))
-        return DayParity(lo.date().isoformat(), len(source.digest), int(row["n"]), clean, held)
+            pg, kept = await self._pg_content_digest(lo, hi, source.left_out)
+            pg_rows, clean = len(pg), pg == source.digest
+        else:
+            row = await (await self._pg()).fetchrow(_PG_DIGEST, lo, hi, list(source.left_out))
+            assert row is not None
+            pg_rows, kept = int(row["n"]), list(row["kept"])
+            pg_sum = int(row["s"]) % (1 << 64)
+            clean = pg_rows == len(source.digest) and pg_sum == hash_sum(list(source.digest.values()))
+        held = sorted(key for key, is_held in source.left_out.items() if is_held)
+        stale = sorted(key for key in kept if source.left_out.get(key))
+        return DayParity(lo.date().isoformat(), len(source.digest), pg_rows, clean, tuple(held), tuple(stale))
 
-    async def _pg_content_digest(self, lo: datetime, hi: datetime) -> dict[str, bytes]:
+    async def _pg_content_digest(
+        self, lo: datetime, hi: datetime, left_out: Mapping[str, bool]
+    ) -> tuple[dict[str, bytes], list[str]]:
+        """key → row_hash recomputed from the columns of each live PG row of [lo, hi] outside
+        `left_out`, and the keys of `left_out` PostgreSQL holds a row of."""
         conn = await self._pg()
         digest: dict[str, bytes] = {}
+        kept: list[str] = []
         query = f"SELECT {', '.join(SIGNAL_COLUMNS)} FROM {_PG_TABLE} WHERE {_LIVE_DAY}"
         async with conn.transaction(readonly=True):
             async for record in conn.cursor(query, lo, hi, prefetch=self.source.settings.page_size):
                 row = signal_row(tuple(record))
-                digest[row[1]] = row[-1]
-        return digest
+                if row[1] in left_out:
+                    kept.append(row[1])
+                else:
+                    digest[row[1]] = row[-1]
+        return digest, kept
 
     async def _repair(self, lo: datetime, hi: datetime, now: datetime) -> AsyncIterator[Batch]:
         """Re-copy the day page by page; live PG rows the source lacks get `deleted_at`."""

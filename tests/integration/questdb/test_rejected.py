@@ -28,6 +28,7 @@ from syncd.questdb.reader import parse_timestamp
 from syncd.questdb.reconcile import DayParity, Reconciler
 from syncd.questdb.source import SignalsSource, VersionedSource
 from syncd.sink.postgres import PostgresSink
+from syncd.stream import StreamRunner
 from tests.integration.cli.conftest import syncd, write_config
 from tests.integration.conftest import eventually, running
 from tests.integration.questdb.test_source import NOW, SIGNALS, in_sync, sample
@@ -99,6 +100,16 @@ async def _held(pool: asyncpg.Pool, n: int, status: str = "held") -> list[asyncp
     return rows if len(rows) == n else None
 
 
+async def _compare_up_to_cursor(source: SignalsSource, runner: StreamRunner, dsn: str) -> DayParity:
+    """The reconcile's comparison of the test's rows (from 10 minutes before NOW) up to the cursor."""
+    top = parse_timestamp(runner.state.checkpoint["cursor"]["ts"])
+    reconciler = Reconciler(source, dsn)
+    try:
+        return await reconciler.compare(NOW - timedelta(minutes=10), top)
+    finally:
+        await reconciler.close()
+
+
 async def _count(pool: asyncpg.Pool, n: int) -> bool:
     return bool(await pool.fetchval(f"SELECT count(*) FROM {SIGNALS}") == n)
 
@@ -147,12 +158,7 @@ async def test_rows_postgresql_refuses_are_quarantined_and_the_stream_flows(
         # source: neither quarantines the held rows again nor takes them for rows PostgreSQL lacks.
         rescanned = source._last_rescan
         await eventually(lambda: _true(source._last_rescan != rescanned), what="a rescan over the held rows")
-        top = parse_timestamp(runner.state.checkpoint["cursor"]["ts"])
-        reconciler = Reconciler(source, dsn)
-        try:
-            parity = await reconciler.compare(NOW - timedelta(minutes=10), top)
-        finally:
-            await reconciler.close()
+        parity = await _compare_up_to_cursor(source, runner, dsn)
         assert (parity.source_rows, parity.pg_rows, parity.clean) == (11, 11, True)
         assert await _held(pool, 3), "held rows quarantined again"
 
@@ -197,9 +203,9 @@ safety_lag = {settings.safety_lag}
     return ran.rc, ran.stdout
 
 
-def _days_held(days: list[DayParity]) -> list[tuple[tuple[str, ...], int, int, bool]]:
-    """(held, rows compared on each side, clean) of the days that hold a held row."""
-    return [(d.held, d.source_rows, d.pg_rows, d.clean) for d in days if d.held]
+def _days_held(days: list[DayParity]) -> list[tuple[tuple[str, ...], tuple[str, ...], int, int, bool]]:
+    """(held, stale, rows compared on each side, clean) of the days that hold a held row."""
+    return [(d.held, d.stale, d.source_rows, d.pg_rows, d.clean) for d in days if d.held]
 
 
 async def test_verify_names_a_held_row_rather_than_counting_its_day_as_mismatching(
@@ -215,7 +221,7 @@ async def test_verify_names_a_held_row_rather_than_counting_its_day_as_mismatchi
         await eventually(lambda: _count(pool, 2), what="the other rows")
     key = entry["key"]
     days = await verify_signals(settings, dsn, 2, datetime.now(UTC))
-    assert _days_held(days) == [((key,), 2, 2, True)]
+    assert _days_held(days) == [((key,), (), 2, 2, True)]
     assert all(d.clean for d in days)
 
     rc, stdout = _verify(settings, dsn, tmp_path, "--json")
@@ -225,6 +231,64 @@ async def test_verify_names_a_held_row_rather_than_counting_its_day_as_mismatchi
     assert rc == 1
     assert f"!{key}" in stdout, stdout
     assert "DIFFERENT" not in stdout, stdout
+
+
+async def test_an_update_into_a_refused_version_is_held_and_postgresql_keeps_the_last_good_one(
+    questdb: Upstream, settings: QuestdbSettings, sink: PostgresSink, pool: asyncpg.Pool, dsn: str, tmp_path: Path
+) -> None:
+    """QuestDB changes a row PostgreSQL holds (an UPDATE, which upstream never does) into a version
+    PostgreSQL refuses: the new version is quarantined with its position, PostgreSQL keeps the last
+    good one, and the reconcile and verify name the row as held with a stale PostgreSQL version
+    instead of counting its day as mismatching; once the cause is fixed, a replay applies QuestDB's."""
+    await pool.execute(REFUSE_ASSET)
+    for i in range(3):
+        await questdb.insert(Signal(NOW - timedelta(minutes=5, seconds=-i), asset=f"OK{i}"))
+    async with running(SignalsSource(settings, pg_dsn=dsn), sink):
+        await eventually(lambda: in_sync(questdb, pool), what="every row")
+    key = (await questdb.keys())[1]
+    await questdb.update(key, "asset", "REFUSED")
+    # A stream starting re-reads the whole lag window (the nightly reconcile finds it otherwise).
+    source = SignalsSource(settings, pg_dsn=dsn)
+    async with running(source, sink) as runner:
+        (entry,) = await eventually(lambda: _held(pool, 1), what="the changed row quarantined")
+        assert entry["key"] == key
+        assert entry["raw"]["asset"] == "REFUSED"
+        assert entry["position"]["key"] == {"signal_key": key}
+        assert entry["reason"].startswith("[23514]")
+        old = await pool.fetchrow(f"SELECT asset, row_hash FROM {SIGNALS} WHERE signal_key = $1", key)
+        assert old["asset"] == "OK1"
+        assert entry["position"]["row_hash"] != bytes(old["row_hash"]).hex()
+        parity = await _compare_up_to_cursor(source, runner, dsn)
+        assert (parity.held, parity.stale, parity.source_rows, parity.pg_rows, parity.clean) == (
+            (key,), (key,), 2, 2, True)
+    assert _days_held(await verify_signals(settings, dsn, 2, datetime.now(UTC))) == [((key,), (key,), 2, 2, True)]
+    # A reconcile from the committed position repairs nothing and names the stale row in its result.
+    source = SignalsSource(settings, pg_dsn=dsn)
+    await source.open(await pool.fetchval("SELECT position FROM syncd.checkpoints WHERE stream = $1", source.stream))
+    await source.replays()
+    source.position["reconcile_pending"] = "delete"  # as a new `_deleted` row schedules it: today included
+    reconciler = Reconciler(source, dsn)
+    try:
+        batches = [batch async for batch in reconciler.run(datetime.now(UTC))]
+    finally:
+        await reconciler.close()
+        await source.close()
+    assert [batch.size for batch in batches] == [0]
+    result = source.position["reconcile"]
+    assert (result["mismatched_days"], result["held_rows"], result["stale_keys"]) == ([], 1, [key])
+    rc, stdout = _verify(settings, dsn, tmp_path)
+    assert rc == 1
+    assert f"!{key} (pg: older version)" in stdout, stdout
+
+    # Recovered the way every held row is: the cause fixed, the row replayed, QuestDB's version applied.
+    await pool.execute(f"DROP TRIGGER refuse_asset ON {SIGNALS}")
+    async with running(SignalsSource(settings, pg_dsn=dsn), sink):
+        async with pool.acquire() as conn:
+            assert await q.resolve(conn, [entry["id"]], "replayed") == [entry["id"]]
+        await eventually(lambda: pool.fetchval(f"SELECT asset = 'REFUSED' FROM {SIGNALS} WHERE signal_key = $1", key),
+                         what="QuestDB's version applied")
+    days = await verify_signals(settings, dsn, 2, datetime.now(UTC))
+    assert all(d.clean and not d.held for d in days), days
 
 
 async def test_a_versioned_row_refused_is_quarantined_and_replayed_after_the_fix(
