@@ -14,7 +14,7 @@ A record Node reads but orjson or PostgreSQL cannot (`syncd.poison`) stands in t
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import accumulate, compress, count
+from itertools import accumulate, compress, count, islice
 from operator import ne
 from typing import Any
 
@@ -29,6 +29,8 @@ KEEP_PARSED = 1_000
 a first read of a 500k-record file keeping them all would hold gigabytes until the diff, which
 re-parses the slice of any record beyond these instead."""
 _SEP = len(SEPARATOR)
+SPLIT_BYTES = 1 << 23
+"""A first read cuts its records out of this many bytes of the file at a time."""
 
 
 class Records:
@@ -165,9 +167,11 @@ class Records:
 
         Records byte-identical to one of `previous` reuse its key and hash; None if one is not JSON.
         """
+        if previous is None or not previous.sliced or not previous.keys:
+            return cls._unseen(spec, data, body, end)
         starts = _starts(data, body, end)
         new = cls(spec, [], [], {}, data, body, starts)
-        prior = previous if previous is not None and previous.sliced else cls(spec, [], [], {}, b"")
+        prior = previous
         head, tail = _common_ends(prior, new)
         keys, digests = prior.keys[:head], prior.digests[:head]
         fresh: dict[int, Any] = {}
@@ -193,6 +197,43 @@ class Records:
         digests += prior.digests[len(prior) - tail :]
         new.keys, new.digests, new._parsed = keys, digests, fresh
         return new
+
+    @classmethod
+    def _unseen(cls, spec: TableSpec, data: bytes, body: int, end: int) -> Records | None:
+        """`from_body` with no previous records to reuse (a first read): every record keyed and hashed."""
+        starts: list[int] = [0]
+        keys: list[str | None] = []
+        digests: list[bytes] = []
+        fresh: dict[int, Any] = {}
+        for pieces in _split(data, body, end):
+            for i, piece in enumerate(pieces, start=len(keys)):
+                keyed = _keyed(spec, piece)
+                if keyed is None:
+                    return None
+                record, key, digest = keyed
+                if len(fresh) < KEEP_PARSED:
+                    fresh[i] = record
+                keys.append(key)
+                digests.append(digest)
+            starts += islice(accumulate(map(_SEP.__add__, map(len, pieces)), initial=starts[-1]), 1, None)
+        return cls(spec, keys, digests, fresh, data, body, starts)
+
+
+def _split(data: bytes, body: int, end: int) -> Iterator[list[bytes]]:
+    """The record slices between `body` and `end`, SPLIT_BYTES of the file at a time.
+
+    `bytes.split` finds the separators and cuts the slices in C; a whole body at once would hold a
+    second copy of the file.
+    """
+    at = body
+    while True:
+        # The chunk ends where a separator starts: every separator before it lies wholly inside.
+        stop = end if end - at <= SPLIT_BYTES else data.find(SEPARATOR, at + SPLIT_BYTES, end)
+        stop = end if stop < 0 else stop
+        yield data[at:stop].split(SEPARATOR)
+        if stop == end:
+            return
+        at = stop + _SEP
 
 
 def _starts(data: bytes, body: int, end: int) -> list[int]:

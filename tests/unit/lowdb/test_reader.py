@@ -96,6 +96,22 @@ def test_every_version_equals_a_whole_parse(tmp_path: Path, data: st.DataObject,
         document = MUTATIONS.mutated(data, document)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(state, st.integers(1, 200))
+def test_a_first_read_cut_in_chunks_finds_every_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, document: dict[str, Any], chunk: int
+) -> None:
+    """A first read splits the file SPLIT_BYTES at a time: chunks of a few bytes (separators across
+    every cut) give the records, offsets and version a whole parse gives."""
+    monkeypatch.setattr(lowdb_records, "SPLIT_BYTES", chunk)
+    path = tmp_path / "library.json"
+    path.write_bytes(lowdb_bytes(document))
+    reader = VersionReader(SPECS)
+    assert_same_as_whole_parse(reader, path)
+    for records in reader.read(path).records.values():
+        assert records.starts == lowdb_records._starts(records.data or b"", records.body, records.end)
+
+
 def items(n: int) -> list[dict[str, Any]]:
     """n workspace-like records."""
     return [{"id": f"item-1762600000000-{i:05d}", "title": f"t{i}", "tags": ["a"], "updatedAt": None} for i in range(n)]
