@@ -10,18 +10,18 @@ it, which retries the batch through the merge.
 
 Round trips are what a batch pays beside its rows, so the per-batch statements are one: the
 session settings, the fence, the mirror check, each table's partitions and its key-range probe go
-to PostgreSQL as a single `SELECT` (`_prelude`); a small batch (an edit) sends it in the same
-simple-query message as its BEGIN (`_begun`). Per-row work stays in C (`map`, `itemgetter`,
+to PostgreSQL as a single `SELECT` (`_prelude`). A small batch (an edit: no key probe, no
+partitions) is ONE prepared statement outside any explicit transaction (`_apply_at_once`): its
+settings, fence, mirror check, checkpoint, upserts, deletes and quarantine rows are the CTEs of one
+statement, whose implicit transaction commits at the protocol's Sync, so an edit costs one round
+trip and its plan is asyncpg's cached one. Per-row work stays in C (`map`, `itemgetter`,
 `compress`, `dict(zip(...))`): no Python loop over a batch's rows.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
@@ -146,32 +146,41 @@ class PostgresSink:
             # writer): merge this batch once, deduplicated.
             return await self._apply(batch, [u.merged() for u in upserts], fast=False)
 
-    async def _apply(self, batch: Batch, upserts: list[_Upserts], *, fast: bool) -> dict[str, ApplyResult]:
+    async def _apply(
+        self, batch: Batch, upserts: list[_Upserts], *, fast: bool, at_once: bool = True
+    ) -> dict[str, ApplyResult]:
         stream = batch.checkpoint.stream
         table = "-"
+        one_statement = False
         if batch.progress is not None:
             batch.progress.staged = 0  # an attempt stages afresh (a retry, the merge after a missed fast path)
         try:
             async with borrowed(self._pool, self.acquire_timeout) as conn:
                 infos = [await self._table_info(conn, u.changes.table) for u in upserts]
-                async with self._begun(conn, batch, upserts, infos) as highest:
+                if at_once and _fits_one_statement(batch, upserts, infos):
+                    one_statement = True
+                    return await self._apply_at_once(conn, batch, upserts, infos)
+                async with conn.transaction():
+                    highest = await self._prelude(conn, batch, upserts, infos)
                     results = {c.table: ApplyResult() for c in batch.tables}
                     for u, info, high in zip(upserts, infos, highest, strict=True):
                         table = u.changes.table
                         results[table] += await _upsert(conn, u, info, high, fast=fast)
-                    for changes in reversed(batch.tables):
+                    for changes, info in zip(reversed(batch.tables), reversed(infos), strict=True):
                         table = changes.table
-                        results[table] += await self._delete(conn, changes)
+                        results[table] += await _delete(conn, changes, info)
                     table = "syncd.quarantine"
                     await _quarantine(conn, batch)
-        except asyncpg.UniqueViolationError as exc:
-            if fast:
-                raise _FastPathMissed from exc
-            raise await self._with_culprits(batch, classify(exc, stream=stream, table=table)) from exc
         except PG_ERRORS as exc:
             error = classify(exc, stream=stream, table=table)
             if isinstance(error, Fenced):
                 raise Fenced(self.epoch, str(exc)) from exc
+            if one_statement and isinstance(error, BatchRejected):
+                # One statement cannot say which of its tables refused a row; a statement per table can
+                # (it rolls back too), and its rejection is then classified and bisected as ever.
+                return await self._apply(batch, upserts, fast=False, at_once=False)
+            if fast and isinstance(exc, asyncpg.UniqueViolationError):
+                raise _FastPathMissed from exc
             raise await self._with_culprits(batch, error) from exc
         return results
 
@@ -199,32 +208,60 @@ class PostgresSink:
         [highest] = await self._prelude(conn, batch, [u], [info], save_checkpoint=False)
         await _upsert(conn, u, info, highest, fast=False)
 
-    @asynccontextmanager
-    async def _begun(
+    async def _apply_at_once(
         self, conn: Connection, batch: Batch, upserts: Sequence[_Upserts], infos: Sequence[_TableInfo]
-    ) -> AsyncIterator[list[Any]]:
-        """The batch's transaction, its prelude run; yields the prelude's key probes (see `_prelude`).
+    ) -> dict[str, ApplyResult]:
+        """The whole batch as ONE statement in its own implicit transaction (see `_fits_one_statement`).
 
-        A batch needing neither key probes nor partitions (an edit) sends BEGIN and its prelude as
-        ONE simple-query message (values inlined as literals): one round trip less than
-        `conn.transaction()` followed by the prelude. Such a batch never takes a savepoint, which
-        asyncpg refuses inside a transaction it did not start.
+        Every write of the batch is a data-modifying CTE; each one's rows come joined to `guard`
+        (settings, fence, mirror check), so no row reaches a table, or its BEFORE triggers, before
+        `syncd.origin` is set and the fence has passed; the capture triggers fire at the end of the
+        statement, after all of it. Any error aborts the statement, and with it every write and the
+        checkpoint. The statement's text depends only on which tables and parts the batch has, so
+        asyncpg's statement cache keeps its plan across edits.
         """
-        if any(_probed(u, info) for u, info in zip(upserts, infos, strict=True)):
-            async with conn.transaction():
-                yield await self._prelude(conn, batch, upserts, infos)
-            return
-        try:
-            sql, _ = self._prelude_sql(batch, upserts, infos, _literal)
-            await conn.execute(f"BEGIN; {sql}")
-            yield [None] * len(upserts)
-        except BaseException as exc:
-            # The failed transaction ends here; a cancelled query's connection is terminated instead.
-            if not (conn.is_closed() or isinstance(exc, asyncio.CancelledError)):
-                with contextlib.suppress(*PG_ERRORS):
-                    await conn.execute("ROLLBACK")
-            raise
-        await conn.execute("COMMIT")
+        ref = _Parameters()
+        epoch = f"{ref(self.epoch)}::bigint"
+        cp = batch.checkpoint
+        ctes = [
+            f"guard AS MATERIALIZED (SELECT {', '.join(self._guards(batch, ref, epoch))})",
+            f"""checkpoint AS (
+                INSERT INTO syncd.checkpoints (source, stream, position, epoch)
+                SELECT {ref(cp.source)}::text, {ref(cp.stream)}::text, {ref(cp.position)}::jsonb, {epoch} FROM guard
+                ON CONFLICT (source, stream)
+                DO UPDATE SET position = excluded.position, epoch = excluded.epoch, updated_at = now())""",
+        ]
+        counts = ["true"]
+        for i, (u, info) in enumerate(zip(upserts, infos, strict=True)):
+            if u.rows:
+                ctes.append(_upsert_ctes(u.changes, ref(_document(u.changes, u.rows)), f"u{i}", gate="guard"))
+                counts += [f"{_inserted(u.changes, f'u{i}')} AS u{i}_inserted", f"(SELECT count(*) FROM u{i}) AS u{i}"]
+            if u.changes.deletes:
+                ctes.append(f"d{i} AS ({_delete_sql(u.changes, info, ref, gate='guard')} RETURNING 1)")
+                counts.append(f"(SELECT count(*) FROM d{i}) AS d{i}")
+        if batch.quarantine:
+            ctes.append(f"quarantine AS ({_quarantine_sql(batch, ref, gate='guard')})")
+        row = await conn.fetchrow(f"WITH {', '.join(ctes)} SELECT {', '.join(counts)}", *ref.values)
+        assert row is not None
+        results = {c.table: ApplyResult() for c in batch.tables}
+        for i, u in enumerate(upserts):
+            if u.rows:
+                results[u.changes.table] += _counted(len(u.rows), row[f"u{i}_inserted"], row[f"u{i}"])
+            if u.changes.deletes:
+                results[u.changes.table] += ApplyResult(deleted=row[f"d{i}"])
+        return results
+
+    def _guards(self, batch: Batch, ref: _Parameters, epoch: str) -> list[str]:
+        """What every batch runs before its rows: its settings, the fence, the mirror check."""
+        # Key probes and merges sort a batch's keys: keep that in memory rather than spill to disk.
+        parts = [f"set_config('syncd.origin', {ref(ORIGIN)}, true)", "set_config('work_mem', '64MB', true)"]
+        if self.lease is None:
+            parts.append(f"syncd.fence({epoch})")
+        else:
+            parts.append(f"syncd.fence_stream({ref(self.lease)}, {epoch})")
+        if batch.mirror_of is not None:
+            parts.append(f"syncd.require_mirror({ref(batch.mirror_of)})")
+        return parts
 
     async def _prelude(
         self,
@@ -239,40 +276,9 @@ class PostgresSink:
 
         Returns, per table, the highest stored leading key inside the batch's range (None if none).
         """
-        args: list[Any] = []
-
-        def parameter(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
-        sql, probes = self._prelude_sql(batch, upserts, infos, parameter, save_checkpoint=save_checkpoint)
-        row = await conn.fetchrow(sql, *args)
-        assert row is not None
-        return [None if i is None else row[i] for i in probes]
-
-    def _prelude_sql(
-        self,
-        batch: Batch,
-        upserts: Sequence[_Upserts],
-        infos: Sequence[_TableInfo],
-        value: Callable[[Any], str],
-        *,
-        save_checkpoint: bool = True,
-    ) -> tuple[str, list[int | None]]:
-        """The prelude's statement, each value spelled by `value` (a parameter it collects, or a literal).
-
-        Returns the statement and, per table, the column of its key probe (None: not probed).
-        """
-        ref = value
-        # Key probes and merges sort a batch's keys: keep that in memory rather than spill to disk.
-        parts = [f"set_config('syncd.origin', {ref(ORIGIN)}, true)", "set_config('work_mem', '64MB', true)"]
-        epoch = ref(self.epoch)
-        if self.lease is None:
-            parts.append(f"syncd.fence({epoch})")
-        else:
-            parts.append(f"syncd.fence_stream({ref(self.lease)}, {epoch})")
-        if batch.mirror_of is not None:
-            parts.append(f"syncd.require_mirror({ref(batch.mirror_of)})")
+        ref = _Parameters()
+        epoch = f"{ref(self.epoch)}::bigint"
+        parts = self._guards(batch, ref, epoch)
         probes: list[int | None] = []
         for u, info in zip(upserts, infos, strict=True):
             probes.append(None)
@@ -297,7 +303,9 @@ class PostgresSink:
                 DO UPDATE SET position = excluded.position, epoch = excluded.epoch, updated_at = now() RETURNING 1)"""
             parts.append("(SELECT count(*) FROM checkpoint)")
         columns = ", ".join(f"{p} AS p{i}" for i, p in enumerate(parts))
-        return f"{checkpoint} SELECT {columns}", probes
+        row = await conn.fetchrow(f"{checkpoint} SELECT {columns}", *ref.values)
+        assert row is not None
+        return [None if i is None else row[i] for i in probes]
 
     async def load_checkpoint(self, source: str, stream: str) -> Mapping[str, Any] | None:
         """The committed position of a stream, or None before its first batch (SinkUnavailable: retry)."""
@@ -325,44 +333,39 @@ class PostgresSink:
             )
         return self._info[table]
 
-    async def _delete(self, conn: Connection, changes: TableChanges) -> ApplyResult:
-        if not changes.deletes:
-            return ApplyResult()
-        info = await self._table_info(conn, changes.table)
-        keys = list(changes.key)
-        arrays = ", ".join(f"${i + 1}::{info.types[k]}[]" for i, k in enumerate(keys))
-        match = " AND ".join(f"t.{quote_ident(k)} = d.{quote_ident(k)}" for k in keys)
-        columns = ", ".join(quote_ident(k) for k in keys)
-        status = await conn.execute(
-            f"DELETE FROM {quote_table(changes.table)} t USING unnest({arrays}) AS d({columns}) WHERE {match}",
-            *[list(map(itemgetter(i), changes.deletes)) for i in range(len(keys))],
-        )
-        return ApplyResult(deleted=_count(status))
-
 
 def _probed(u: _Upserts, info: _TableInfo) -> bool:
     """Whether the prelude needs this table's key range: to make partitions, or to probe a big batch."""
     return bool(u.rows) and (info.partitioned or len(u.rows) > SMALL_BATCH)
 
 
-def _literal(value: Any) -> str:
-    """`value` as an SQL literal for the simple-query prelude: an integer, or dollar-quoted text.
+def _fits_one_statement(batch: Batch, upserts: Sequence[_Upserts], infos: Sequence[_TableInfo]) -> bool:
+    """Whether `_apply_at_once` can take the batch: no table needs a key probe or partitions.
 
-    The dollar tag is one the text does not contain, so no value can end the literal early.
+    Nor may one row be written twice (a table listed twice, a key both upserted and deleted): in one
+    statement that has no defined outcome, where a statement per part applies them in order.
     """
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, Mapping):
-        text = orjson.dumps(value).decode()
-    else:
-        raise TypeError(f"no literal for {type(value).__name__}")
-    tag, n = "$q$", 0
-    while (text + tag).find(tag) != len(text):  # the literal must end at its closing tag, not before
-        n += 1  # a fresh tag each time: a text holding $q$, $q1$, ... still ends the search
-        tag = f"$q{n}$"
-    return f"{tag}{text}{tag}"
+    if any(_probed(u, info) for u, info in zip(upserts, infos, strict=True)):
+        return False
+    if len({c.table for c in batch.tables}) < len(batch.tables):
+        return False
+    return all(set(u.changes.deletes).isdisjoint(_key_tuples(u)) for u in upserts if u.changes.deletes and u.rows)
+
+
+def _key_tuples(u: _Upserts) -> Iterable[tuple[Any, ...]]:
+    """The upserts' keys as tuples in `key` order, the shape of `TableChanges.deletes`."""
+    return zip(*(map(itemgetter(i), u.rows) for i in _key_positions(u.changes)), strict=True)
+
+
+class _Parameters:
+    """The values of one statement being written: each value added is spelled `$n` in its text."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
 
 
 class _FastPathMissed(Exception):
@@ -440,27 +443,53 @@ def _count(status: str) -> int:
 
 async def _upsert_small(conn: Connection, changes: TableChanges, rows: Sequence[Row]) -> ApplyResult:
     """A few deduplicated rows (an edit): one statement carrying them as JSON, instead of stages and COPYs."""
-    table, cols, updates = quote_table(changes.table), _columns(changes), _updates(changes)
-    document = orjson.dumps([dict(zip(changes.columns, row, strict=True)) for row in rows], default=_json_value)
-    keys = ", ".join(quote_ident(k) for k in changes.key)
-    same_key = " AND ".join(f"e.{quote_ident(k)} = u.{quote_ident(k)}" for k in changes.key)
-    # Every part of one statement sees the table as it was before it: `existed` tells updates apart.
     row = await conn.fetchrow(
-        f"""WITH rows AS (SELECT {cols} FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb)),
-                 existed AS (SELECT {keys} FROM {table} WHERE ({keys}) IN (SELECT {keys} FROM rows)),
-                 upserted AS (
-                     INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM rows
-                     ON CONFLICT ({keys}) DO UPDATE SET {updates}, synced_at = now()
-                     WHERE t.row_hash IS DISTINCT FROM excluded.row_hash
-                     RETURNING {keys})
-            SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT FROM existed e WHERE {same_key})) AS inserted,
-                   count(*) AS touched
-              FROM upserted u""",
-        document.decode(),
+        f"WITH {_upsert_ctes(changes, '$1', 'upserted')} SELECT {_inserted(changes, 'upserted')} AS inserted,"
+        " (SELECT count(*) FROM upserted) AS touched",
+        _document(changes, rows),
     )
     assert row is not None
-    inserted, updated = row["inserted"], row["touched"] - row["inserted"]
-    return ApplyResult(inserted=inserted, updated=updated, unchanged=len(rows) - inserted - updated)
+    return _counted(len(rows), row["inserted"], row["touched"])
+
+
+def _upsert_ctes(changes: TableChanges, document: str, name: str, *, gate: str | None = None) -> str:
+    """CTEs upserting the rows of the JSON `document` (a text parameter): `{name}_rows`, `{name}_existed`, `{name}`.
+
+    `{name}` returns the keys it inserted or changed. With `gate`, each row comes joined to that
+    one-row CTE, so the gate has been evaluated before any row reaches the table.
+    """
+    table, cols, updates = quote_table(changes.table), _columns(changes), _updates(changes)
+    keys = ", ".join(quote_ident(k) for k in changes.key)
+    row_keys = ", ".join(f"r.{quote_ident(k)}" for k in changes.key)
+    same_key = " AND ".join(f"t.{quote_ident(k)} = r.{quote_ident(k)}" for k in changes.key)
+    source = f"jsonb_populate_recordset(NULL::{table}, {document}::text::jsonb) AS r"
+    # Every part of one statement sees the table as it was before it: `existed` tells updates apart.
+    # A lateral LIMIT looks each key up in the primary key index: a semi join would be planned (for
+    # the generic plan's guess of 100 rows) as a hash over the whole table, a scan per edit.
+    return f"""{name}_rows AS (SELECT r.* FROM {f"{gate}, " if gate else ""}{source}),
+        {name}_existed AS (
+            SELECT {row_keys} FROM {name}_rows r, LATERAL (SELECT FROM {table} t WHERE {same_key} LIMIT 1) found),
+        {name} AS (
+            INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {name}_rows
+            ON CONFLICT ({keys}) DO UPDATE SET {updates}, synced_at = now()
+            WHERE t.row_hash IS DISTINCT FROM excluded.row_hash
+            RETURNING {keys})"""
+
+
+def _inserted(changes: TableChanges, name: str) -> str:
+    """How many keys the upsert CTE `name` (`_upsert_ctes`) inserted rather than updated."""
+    same_key = " AND ".join(f"e.{quote_ident(k)} = u.{quote_ident(k)}" for k in changes.key)
+    return f"(SELECT count(*) FROM {name} u WHERE NOT EXISTS (SELECT FROM {name}_existed e WHERE {same_key}))"
+
+
+def _document(changes: TableChanges, rows: Sequence[Row]) -> str:
+    """`rows` as the JSON array of objects `jsonb_populate_recordset` reads."""
+    return orjson.dumps([dict(zip(changes.columns, row, strict=True)) for row in rows], default=_json_value).decode()
+
+
+def _counted(rows: int, inserted: int, touched: int) -> ApplyResult:
+    """An upsert's result from the rows it was given, those it inserted and those it wrote at all."""
+    return ApplyResult(inserted=inserted, updated=touched - inserted, unchanged=rows - touched)
 
 
 def _json_value(value: Any) -> str:
@@ -596,15 +625,53 @@ def _stage_suffix(table: str) -> str:
     return f"{readable}_{blake2b(table.encode(), digest_size=4).hexdigest()}"
 
 
+async def _delete(conn: Connection, changes: TableChanges, info: _TableInfo) -> ApplyResult:
+    if not changes.deletes:
+        return ApplyResult()
+    ref = _Parameters()
+    status = await conn.execute(_delete_sql(changes, info, ref), *ref.values)
+    return ApplyResult(deleted=_count(status))
+
+
+def _delete_sql(changes: TableChanges, info: _TableInfo, ref: _Parameters, *, gate: str | None = None) -> str:
+    """The DELETE of `changes.deletes`, its keys bound through `ref` as one array per key column.
+
+    With `gate`, each key comes joined to that one-row CTE (see `_upsert_ctes`)."""
+    keys = list(changes.key)
+    arrays = ", ".join(
+        f"{ref(list(map(itemgetter(i), changes.deletes)))}::{info.types[k]}[]" for i, k in enumerate(keys)
+    )
+    match = " AND ".join(f"t.{quote_ident(k)} = d.{quote_ident(k)}" for k in keys)
+    columns = ", ".join(quote_ident(k) for k in keys)
+    using = f"{f'{gate}, ' if gate else ''}unnest({arrays}) AS d({columns})"
+    return f"DELETE FROM {quote_table(changes.table)} t USING {using} WHERE {match}"
+
+
 async def _quarantine(conn: Connection, batch: Batch) -> None:
     if not batch.quarantine:
         return
+    ref = _Parameters()
+    await conn.execute(_quarantine_sql(batch, ref), *ref.values)
+
+
+def _quarantine_sql(batch: Batch, ref: _Parameters, *, gate: str | None = None) -> str:
+    """The INSERT of the batch's quarantined records, bound through `ref` as one jsonb document.
+
+    With `gate`, each record comes joined to that one-row CTE (see `_upsert_ctes`)."""
     cp = batch.checkpoint
-    await conn.executemany(
-        """INSERT INTO syncd.quarantine (source, stream, table_name, key, raw, reason, position)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+    records = ref(
         [
-            (cp.source, cp.stream, q.table, q.key, q.raw, q.reason, cp.position if q.position is None else q.position)
+            {
+                "table_name": q.table,
+                "key": q.key,
+                "raw": q.raw,
+                "reason": q.reason,
+                "position": cp.position if q.position is None else q.position,
+            }
             for q in batch.quarantine
-        ],
+        ]
     )
+    shape = "q(table_name text, key text, raw jsonb, reason text, position jsonb)"
+    return f"""INSERT INTO syncd.quarantine (source, stream, table_name, key, raw, reason, position)
+        SELECT {ref(cp.source)}::text, {ref(cp.stream)}::text, q.table_name, q.key, q.raw, q.reason, q.position
+          FROM {f"{gate}, " if gate else ""}jsonb_to_recordset({records}::jsonb) AS {shape}"""

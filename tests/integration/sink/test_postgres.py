@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 
@@ -10,7 +12,8 @@ import asyncpg
 import orjson
 import pytest
 
-from syncd.errors import Fenced, SinkUnavailable
+from syncd.database import init_connection
+from syncd.errors import BatchRejected, Fenced, ModeChanged, SinkUnavailable
 from syncd.model import ApplyResult, Batch, Checkpoint, TableChanges
 from syncd.sink.postgres import SMALL_BATCH, PostgresSink
 
@@ -80,7 +83,7 @@ async def test_checkpoint_commits_with_the_rows(pool: asyncpg.Pool) -> None:
 
 
 async def test_an_edit_stores_checkpoint_values_that_look_like_sql_verbatim(pool: asyncpg.Pool) -> None:
-    """A small batch's prelude carries its values as literals: quotes, dollar tags, backslashes stay data."""
+    """An edit's one statement binds its checkpoint as parameters: quotes, dollar tags, backslashes stay data."""
     sink = PostgresSink(pool, await leader_epoch(pool))
     stream = "it's $q$ a; stream"
     position = {
@@ -239,3 +242,173 @@ async def test_a_large_batch_repeating_keys_keeps_the_last_on_every_path(pool: a
     assert second[table] == ApplyResult(inserted=n + 1, unchanged=1)
     assert await pool.fetchval(f"SELECT asset FROM {table} WHERE signal_key = 'k5'") == "B"
     assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 2 * n + 1
+
+
+CATEGORIES = "workspace.workspace_categories"
+CATEGORY_COLUMNS = ("id", "name", "row_hash")
+
+
+def edit(
+    items: list[tuple[object, ...]],
+    categories: Sequence[str] = (),
+    position: int = 1,
+    *,
+    gone_items: Sequence[str] = (),
+    gone_categories: Sequence[str] = (),
+) -> Batch:
+    """A small two-table batch of the workspace file, as the LowDB source sends an edit."""
+    return Batch(
+        Checkpoint("lowdb", "workspace", {"version": position}),
+        [
+            TableChanges(
+                CATEGORIES,
+                CATEGORY_COLUMNS,
+                ("id",),
+                [(c, c, c.encode()) for c in categories],
+                [(k,) for k in gone_categories],
+            ),
+            TableChanges(ITEMS, ITEM_COLUMNS, ("id",), items, [(k,) for k in gone_items]),
+        ],
+        mirror_of="workspace",
+    )
+
+
+@dataclass
+class Sent:
+    """What a pool's connections sent, as `(statement, error or None)` pairs."""
+
+    statements: list[tuple[str, BaseException | None]] = field(default_factory=list)
+
+    def applied(self) -> list[tuple[str, BaseException | None]]:
+        """The statements since the last call, without the pool's reset and the sink's catalog lookup."""
+        sent, self.statements[:] = list(self.statements), []
+        return [(q, e) for q, e in sent if "pg_advisory_unlock_all" not in q and "pg_attribute" not in q]
+
+
+@pytest.fixture
+async def logged(dsn: str) -> AsyncIterator[tuple[asyncpg.Pool, Sent]]:
+    """A one-connection pool on the test's database whose every statement is recorded."""
+    sent = Sent()
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await init_connection(conn)
+        conn.add_query_logger(lambda logged: sent.statements.append((logged.query, logged.exception)))
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1, init=init)
+    assert pool is not None
+    try:
+        yield pool, sent
+    finally:
+        await pool.close()
+
+
+def one_statement(sent: Sent) -> str:
+    """The single statement an apply sent, which succeeded (fails on anything else)."""
+    [(statement, error)] = sent.applied()
+    assert error is None
+    assert statement.startswith("WITH guard")
+    return statement
+
+
+async def test_an_edit_is_one_statement_with_exact_counts(logged: tuple[asyncpg.Pool, Sent]) -> None:
+    """A small batch of two tables (inserts, an update, an unchanged row, deletes) is one statement.
+
+    Its counts tell inserted, updated, unchanged and deleted rows apart per table, and the checkpoint
+    commits with them. The items name a category, deleted at last while they use it (a batch of
+    deletes only): syncd mirroring a file is exempt from the category rule (a BEFORE row trigger
+    reading syncd.origin), in one statement as in several.
+    """
+    pool, sent = logged
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    sent.applied()
+    first = await sink.apply(edit([item("1", "a"), item("2", "b"), item("3", "c")], ["dashboard", "kept", "old"]))
+    assert first == {CATEGORIES: ApplyResult(inserted=3), ITEMS: ApplyResult(inserted=3)}
+    one_statement(sent)
+    second = edit(
+        [item("1", "a"), item("2", "B"), item("4", "d")], ["new"], 2, gone_items=["3"], gone_categories=["old"]
+    )
+    assert await sink.apply(second) == {
+        CATEGORIES: ApplyResult(inserted=1, deleted=1),
+        ITEMS: ApplyResult(inserted=1, updated=1, unchanged=1, deleted=1),
+    }
+    one_statement(sent)
+    only_deletes = edit([], [], 3, gone_categories=["dashboard"])
+    assert await sink.apply(only_deletes) == {CATEGORIES: ApplyResult(deleted=1), ITEMS: ApplyResult()}
+    one_statement(sent)
+    assert await table_state(pool) == [(k, t, item(k, t)[-1]) for k, t in (("1", "a"), ("2", "B"), ("4", "d"))]
+    assert await pool.fetchval(f"SELECT array_agg(id ORDER BY id) FROM {CATEGORIES}") == ["kept", "new"]
+    assert await sink.load_checkpoint("lowdb", "workspace") == {"version": 3}
+
+
+async def test_an_edit_commits_nothing_when_fenced_refused_or_promoted(logged: tuple[asyncpg.Pool, Sent]) -> None:
+    """The one statement is all or nothing: a stale epoch, a row PostgreSQL refuses, a promoted file.
+
+    Each leaves neither rows nor checkpoint behind, and is classified as before: Fenced, ModeChanged,
+    and BatchRejected naming the refused row (found through a statement per table and the bisect).
+    """
+    pool, sent = logged
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    await sink.apply(edit([item("1", "a")], ["c"]))
+    before = await table_state(pool), await pool.fetch(f"SELECT * FROM {CATEGORIES}")
+
+    async def unchanged() -> bool:
+        after = await table_state(pool), await pool.fetch(f"SELECT * FROM {CATEGORIES}")
+        return after == before and await sink.load_checkpoint("lowdb", "workspace") == {"version": 1}
+
+    sent.applied()
+    with pytest.raises(BatchRejected) as rejected:
+        await sink.apply(edit([item("1", "changed"), item("2", "   ")], ["d"], 2, gone_categories=["c"]))
+    assert rejected.value.table == ITEMS
+    assert rejected.value.sqlstate == "23514"
+    assert [r.key for r in rejected.value.rows] == [("2",)]
+    statement, error = sent.applied()[0]
+    assert statement.startswith("WITH guard")
+    assert isinstance(error, asyncpg.CheckViolationError)
+    assert await unchanged()
+
+    await pool.execute("UPDATE syncd.cutover SET mode = 'pg-primary' WHERE name = 'workspace'")
+    sent.applied()
+    with pytest.raises(ModeChanged):
+        await sink.apply(edit([item("2", "b")], ["d"], 3))
+    [(statement, error)] = sent.applied()
+    assert statement.startswith("WITH guard")
+    assert isinstance(error, asyncpg.PostgresError)
+    assert error.sqlstate == "SY002"
+    assert await unchanged()
+    await pool.execute("UPDATE syncd.cutover SET mode = 'mirror' WHERE name = 'workspace'")
+
+    await leader_epoch(pool)
+    sent.applied()
+    with pytest.raises(Fenced):
+        await sink.apply(edit([item("2", "b")], ["d"], 4, gone_items=["1"]))
+    [(statement, error)] = sent.applied()
+    assert statement.startswith("WITH guard")
+    assert isinstance(error, asyncpg.PostgresError)
+    assert error.sqlstate == "SY001"
+    assert await unchanged()
+
+
+async def test_an_edit_keeps_the_files_updated_at_and_is_captured_as_syncd(logged: tuple[asyncpg.Pool, Sent]) -> None:
+    """The BEFORE row triggers of the one statement see origin 'syncd', as do its capture triggers.
+
+    touch_updated_at leaves the file's updated_at as it is only for syncd's writes, and
+    item_category_exists lets only syncd's items name a missing category: were a row written
+    before set_config ran, the insert would be refused and the update given now().
+    """
+    pool, sent = logged
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    columns = (*ITEM_COLUMNS, "updated_at")
+    stamped = T0 + timedelta(days=1)
+
+    def changes(title: str) -> TableChanges:
+        return TableChanges(ITEMS, columns, ("id",), [(*item("1", title), stamped)])
+
+    sent.applied()
+    await sink.apply(Batch(Checkpoint("lowdb", "workspace", {"version": 1}), [changes("a")]))
+    one_statement(sent)
+    await sink.apply(Batch(Checkpoint("lowdb", "workspace", {"version": 2}), [changes("b")]))
+    one_statement(sent)
+    assert await pool.fetchval(f"SELECT updated_at FROM {ITEMS} WHERE id = '1'") == stamped
+    captured = await pool.fetch("SELECT op, origin FROM syncd.audit_log ORDER BY id")
+    assert [tuple(r) for r in captured] == [("insert", "syncd"), ("update", "syncd")]
+    assert await pool.fetchval("SELECT array_agg(DISTINCT origin) FROM syncd.outbox") == ["syncd"]
