@@ -342,12 +342,14 @@ def _probed(u: _Upserts, info: _TableInfo) -> bool:
 def _fits_one_statement(batch: Batch, upserts: Sequence[_Upserts], infos: Sequence[_TableInfo]) -> bool:
     """Whether `_apply_at_once` can take the batch: no table needs a key probe or partitions.
 
-    Nor may one row be written twice (a table listed twice, a key both upserted and deleted): in one
-    statement that has no defined outcome, where a statement per part applies them in order.
+    Nor may a table be written twice: one row written twice in one statement has no defined outcome
+    (a key both upserted and deleted), and a table's changes by two parts of one statement reach its
+    capture triggers as one transition table, where a statement per part applies them in order.
     """
     if any(_probed(u, info) for u, info in zip(upserts, infos, strict=True)):
         return False
-    if len({c.table for c in batch.tables}) < len(batch.tables):
+    written = [c.table for c in batch.tables if c.upserts or c.deletes]
+    if len(set(written)) < len(written):
         return False
     return all(set(u.changes.deletes).isdisjoint(_key_tuples(u)) for u in upserts if u.changes.deletes and u.rows)
 

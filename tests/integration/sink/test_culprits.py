@@ -37,6 +37,7 @@ async def test_the_refused_rows_are_found_and_nothing_is_committed(
         f"{i:03}": "before" for i in bad if i % 2 == 0
     }
 
+
 async def test_a_refusal_that_is_no_rows_own_names_none(pool: asyncpg.Pool) -> None:
     """Two rows that only clash together (a unique index): the batch is rejected, no row is blamed."""
     await pool.execute(f"CREATE UNIQUE INDEX one_title ON {ITEMS} (title)")

@@ -412,3 +412,32 @@ async def test_an_edit_keeps_the_files_updated_at_and_is_captured_as_syncd(logge
     captured = await pool.fetch("SELECT op, origin FROM syncd.audit_log ORDER BY id")
     assert [tuple(r) for r in captured] == [("insert", "syncd"), ("update", "syncd")]
     assert await pool.fetchval("SELECT array_agg(DISTINCT origin) FROM syncd.outbox") == ["syncd"]
+
+
+async def test_a_table_written_by_two_parts_of_a_batch_takes_a_statement_each(
+    logged: tuple[asyncpg.Pool, Sent],
+) -> None:
+    """Two collections of a generic file share syncd.documents: an edit of one is still one statement,
+    a batch changing both goes as a statement per part (one statement would merge their changes)."""
+    pool, sent = logged
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    columns = ("collection", "id", "doc", "row_hash")
+
+    def documents(*versions: tuple[str, str]) -> Batch:
+        tables = [
+            TableChanges("syncd.documents", columns, ("collection", "id"), [(c, "1", {"v": v}, v.encode())])
+            if v
+            else TableChanges("syncd.documents", columns, ("collection", "id"))
+            for c, v in versions
+        ]
+        return Batch(Checkpoint("lowdb", "generic", {"version": 1}), tables)
+
+    sent.applied()
+    assert await sink.apply(documents(("a", "1"), ("b", ""))) == {"syncd.documents": ApplyResult(inserted=1)}
+    one_statement(sent)
+    assert await sink.apply(documents(("a", "2"), ("b", "1"))) == {
+        "syncd.documents": ApplyResult(inserted=1, updated=1)
+    }
+    assert sent.applied()[0][0] == "BEGIN;"
+    stored = await pool.fetch("SELECT collection, doc FROM syncd.documents ORDER BY collection")
+    assert [tuple(r) for r in stored] == [("a", {"v": "2"}), ("b", {"v": "1"})]
