@@ -133,14 +133,16 @@ class Reconciler:
             lo, hi = day_bounds(day)
             hi = min(hi - _ONE_US, top)
             parity = await self.compare(lo, hi)
+            if not parity.clean:
+                mismatched.append(lo.date().isoformat())
+                async for batch in self._repair(lo, hi, now):
+                    repaired += batch.size
+                    yield batch
+                # Compared again: a row the repair had to quarantine (QuestDB changed it into a
+                # version PostgreSQL refuses) is held now, and named.
+                parity = await self.compare(lo, hi)
             held += len(parity.held)
             stale += parity.stale
-            if parity.clean:
-                continue
-            mismatched.append(lo.date().isoformat())
-            async for batch in self._repair(lo, hi, now):
-                repaired += batch.size
-                yield batch
         metrics.VERIFY_MISMATCH_ROWS.labels(SIGNALS_PG_TABLE).set(repaired)
         # Each committed repair batch replaced the source's position with its checkpoint: write
         # the result into the current one, or it is lost (and a pending reason would stay).

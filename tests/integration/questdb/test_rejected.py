@@ -13,6 +13,7 @@ import random
 import string
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -289,6 +290,35 @@ async def test_an_update_into_a_refused_version_is_held_and_postgresql_keeps_the
                          what="QuestDB's version applied")
     days = await verify_signals(settings, dsn, 2, datetime.now(UTC))
     assert all(d.clean and not d.held for d in days), days
+
+
+async def _naming_stale_rows(runner: StreamRunner) -> dict[str, Any] | None:
+    """The last reconcile's result once it names stale rows."""
+    result: dict[str, Any] = runner.state.checkpoint.get("reconcile") or {}
+    return result if result.get("stale_keys") else None
+
+
+async def test_the_reconcile_finds_an_update_into_a_refused_version_and_names_the_stale_row(
+    questdb: Upstream, settings: QuestdbSettings, sink: PostgresSink, pool: asyncpg.Pool, dsn: str
+) -> None:
+    """The way a running daemon meets such an UPDATE: the reconcile that upstream's next delete
+    (a rebuild) schedules re-copies the day, PostgreSQL refuses the changed row, it is quarantined
+    while the rest of the repair commits, and the result lists it in `stale_keys`."""
+    await pool.execute(REFUSE_ASSET)
+    for i in range(3):
+        await questdb.insert(Signal(NOW - timedelta(minutes=5, seconds=-i), asset=f"OK{i}"))
+    async with running(SignalsSource(settings, pg_dsn=dsn), sink) as runner:
+        await eventually(lambda: in_sync(questdb, pool), what="every row")
+        await eventually(lambda: _true("reconcile" in runner.state.checkpoint), what="the reconcile's baseline")
+        changed, deleted = (await questdb.keys())[1:]
+        await questdb.update(changed, "asset", "REFUSED")
+        await questdb.delete(deleted)
+        (entry,) = await eventually(lambda: _held(pool, 1), what="the changed row quarantined")
+        result = await eventually(lambda: _naming_stale_rows(runner), what="the reconcile's result")
+    assert entry["key"] == changed
+    assert (result["held_rows"], result["stale_keys"]) == (1, [changed])
+    assert await pool.fetchval(f"SELECT asset FROM {SIGNALS} WHERE signal_key = $1", changed) == "OK1"
+    assert await pool.fetchval(f"SELECT deleted_at IS NOT NULL FROM {SIGNALS} WHERE signal_key = $1", deleted)
 
 
 async def test_a_versioned_row_refused_is_quarantined_and_replayed_after_the_fix(
