@@ -29,8 +29,9 @@ KEEP_PARSED = 1_000
 a first read of a 500k-record file keeping them all would hold gigabytes until the diff, which
 re-parses the slice of any record beyond these instead."""
 _SEP = len(SEPARATOR)
-SPLIT_BYTES = 1 << 23
-"""A first read cuts its records out of this many bytes of the file at a time."""
+SPLIT_BYTES = 1 << 20
+"""A first read cuts its records out of this many bytes of the file at a time (more would leave
+the allocator holding as many freed slices for good: +30 MB of RSS at 8 MiB)."""
 
 
 class Records:
