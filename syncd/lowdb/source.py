@@ -31,7 +31,7 @@ from syncd.config import LowdbSettings
 from syncd.database import PG_ERRORS, Connection, borrowed, connect, is_transient
 from syncd.errors import BatchRejected, UnreadableFile
 from syncd.identifiers import quote_table
-from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, compare, mass_deletes, record_count
+from syncd.lowdb.diff import Applied, Diff, FileVersion, apply_to, compare, gc_paused, mass_deletes, record_count
 from syncd.lowdb.reader import VersionReader
 from syncd.model import Batch, Checkpoint, LoadProgress, Progress
 from syncd.quarantine import Held, held
@@ -273,19 +273,22 @@ class LowdbSource:
         if plan.pending <= LOAD_ROWS:  # one part (an edit): mapped right here, no task to hand it over
             yield await self._off_loop(plan.take, LOAD_ROWS), True
             return
-        mapping = asyncio.ensure_future(self._off_loop(plan.take, LOAD_ROWS))
-        try:
-            while True:
-                part = await mapping
-                final = not plan.pending
-                if not final:
-                    mapping = asyncio.ensure_future(self._off_loop(plan.take, LOAD_ROWS))
-                yield part, final
-                if final:
-                    return
-        finally:
-            # A mapping thread reads this version's records: the next read may not patch them before it ends.
-            await asyncio.gather(mapping, return_exceptions=True)
+        # The collector stays off until the load ends: each part's rows outlive their mapping (until
+        # their COPY), so every collection after a part would traverse all of them once more.
+        with gc_paused():
+            mapping = asyncio.ensure_future(self._off_loop(plan.take, LOAD_ROWS))
+            try:
+                while True:
+                    part = await mapping
+                    final = not plan.pending
+                    if not final:
+                        mapping = asyncio.ensure_future(self._off_loop(plan.take, LOAD_ROWS))
+                    yield part, final
+                    if final:
+                        return
+            finally:
+                # A mapping thread reads this version's records: the next read may not patch them before it ends.
+                await asyncio.gather(mapping, return_exceptions=True)
 
     def _loading_position(self) -> dict[str, Any]:
         """The checkpoint of a part before the last: no `sha`, since PostgreSQL holds no whole version."""

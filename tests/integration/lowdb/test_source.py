@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -314,6 +315,7 @@ async def test_a_big_change_commits_in_parts_and_counts_as_applied_at_the_last(
     """Above LOAD_ROWS changed records a version commits in parts: those before the last carry no
     sha (PostgreSQL holds no whole version yet) and leave the stream not caught up; the deletes go
     with the last part, which carries the file's sha."""
+    assert gc.isenabled()
     monkeypatch.setattr(lowdb_source, "LOAD_ROWS", 40)
     path = tmp_path / "library.json"
     records = [item(f"item-{i:03d}") for i in range(100)]
@@ -331,6 +333,8 @@ async def test_a_big_change_commits_in_parts_and_counts_as_applied_at_the_last(
     async with running(source, sink):
         await eventually(equals(pool, records), what="every part in PG")
         await eventually(lambda: _true(len(seen) == 3), what="three parts")
+        # The collector, off while the parts are mapped and applied, is on again once the load ends.
+        await eventually(lambda: _true(gc.isenabled()), what="the collector on again")
     sha = content_hash(path.read_bytes())
     assert [(rows, deletes, done) for _, rows, deletes, done in seen] == [(40, 0, False), (40, 0, False), (20, 0, True)]
     assert [p.get("loading") for p, *_ in seen] == [True, True, None]
