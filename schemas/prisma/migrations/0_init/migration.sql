@@ -1499,10 +1499,13 @@ BEGIN
         -- SECURITY DEFINER and search_path as 0091 gave 0002's function. A generic plan from the
         -- first call on: the query's shape does not depend on the origin or table name it is
         -- given, and a custom plan (PostgreSQL's choice for a statement's first five runs) costs
-        -- what 0002's EXECUTE did.
+        -- what 0002's EXECUTE did. No JIT: the planner has no statistics for a transition table
+        -- and estimates the update's full join at rows² / 200, so a statement of 20k rows passed
+        -- jit_above_cost and compiled for about 0.7 s, and a plan kept from such a statement
+        -- would compile again at every later one-row edit.
         EXECUTE format('CREATE OR REPLACE FUNCTION syncd.%I() RETURNS trigger LANGUAGE plpgsql '
                        'SECURITY DEFINER SET search_path = pg_catalog, pg_temp '
-                       'SET plan_cache_mode = force_generic_plan AS %L',
+                       'SET plan_cache_mode = force_generic_plan SET jit = off AS %L',
                        fn, syncd.capture_function_body(op.name, key_col, audit));
         EXECUTE format('DROP TRIGGER IF EXISTS syncd_capture_%s ON %s', op.name, tbl);
         EXECUTE format('CREATE TRIGGER syncd_capture_%s AFTER %s ON %s REFERENCING %s '
