@@ -119,15 +119,23 @@ class TableSpec:
         """The PK tuple of a record key, in `key` order."""
         return (self.collection, record_key) if self.document else (record_key,)
 
-    def to_row(self, record: Any, digest: bytes | None = None, stated: Mapping[str, Any] | None = None) -> Row:
+    def to_row(
+        self,
+        record: Any,
+        digest: bytes | None = None,
+        stated: Mapping[str, Any] | None = None,
+        *,
+        key: str | None = None,
+    ) -> Row:
         """Validate and map one record; raises InvalidRecord with the reason.
 
         A value a column cannot hold exactly takes its documented coercion (`syncd.fields`) and
         is kept raw in `extra` under its own key, counted as schema drift like an unknown key.
         `stated` is an operator's coercion (`syncd quarantine accept`): source key → the value its
-        column takes instead, the record's own value kept in `extra` the same way.
+        column takes instead, the record's own value kept in `extra` the same way. `key` is the
+        record's `record_key` when the caller has it already (the diff does, for every record).
         """
-        key = self.record_key(record)
+        key = key if key is not None else self.record_key(record)
         if not isinstance(record, dict):
             raise InvalidRecord(self.table, None, f"record must be an object, got {type(record).__name__}")
         if key is None:

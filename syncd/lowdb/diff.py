@@ -375,7 +375,7 @@ def _upsert(out: TableDiff, key: str, record: Any, digest: bytes, at: int, resul
         return
     stated = stated_for(result.accepted, table, key, digest) if result.accepted else None
     try:
-        out.upserts.append(spec.to_row(record, digest, stated))
+        out.upserts.append(spec.to_row(record, digest, stated, key=key))
     except InvalidRecord as exc:
         _quarantine(result, table, key, record, f"{spec.collection}[{at}]: {exc.reason}")
         return
