@@ -209,3 +209,21 @@ async def test_a_column_named_like_the_row_alias_is_no_row(conn: asyncpg.Connect
         ("update", row, {**row, "n": {}}, ["n"]),
         ("delete", {**row, "n": {}}, None, []),
     ]
+
+
+async def test_the_migration_tracks_every_table_0002_tracked_with_generated_functions(conn: asyncpg.Connection) -> None:
+    """After 0096 the six domain tables keep their keys and audit mode, and 0002's function is gone."""
+    rows = await conn.fetch(
+        """SELECT t.tgrelid::regclass::text AS tbl, t.tgname, t.tgfoid::regproc::text AS fn,
+                  syncd.trigger_args(t.tgargs, t.tgnargs) AS args
+             FROM pg_trigger t WHERE t.tgname LIKE 'syncd_capture_%' ORDER BY 1, 2"""
+    )
+    assert len(rows) == 18
+    assert {r["tbl"].split(".")[0] for r in rows} == {"workspace", "documentation"}
+    assert {(r["tgname"], r["fn"]) for r in rows} == {
+        ("syncd_capture_ins", "syncd.capture_ins_audit_id"),
+        ("syncd_capture_upd", "syncd.capture_upd_audit_id"),
+        ("syncd_capture_del", "syncd.capture_del_audit_id"),
+    }
+    assert {tuple(r["args"]) for r in rows} == {("id", "audit")}
+    assert await conn.fetchval("SELECT to_regproc('syncd.capture_changes')") is None
