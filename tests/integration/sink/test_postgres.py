@@ -14,7 +14,7 @@ import pytest
 
 from syncd.database import init_connection
 from syncd.errors import BatchRejected, Fenced, ModeChanged, SinkUnavailable
-from syncd.model import ApplyResult, Batch, Checkpoint, TableChanges
+from syncd.model import ApplyResult, Batch, Checkpoint, QuarantinedRecord, TableChanges
 from syncd.sink.postgres import SMALL_BATCH, PostgresSink
 
 ITEMS = "workspace.workspace_items"
@@ -441,3 +441,28 @@ async def test_a_table_written_by_two_parts_of_a_batch_takes_a_statement_each(
     assert sent.applied()[0][0] == "BEGIN;"
     stored = await pool.fetch("SELECT collection, doc FROM syncd.documents ORDER BY collection")
     assert [tuple(r) for r in stored] == [("a", {"v": "2"}), ("b", {"v": "1"})]
+
+
+async def test_an_edit_holding_records_back_stores_them_in_its_one_statement(
+    logged: tuple[asyncpg.Pool, Sent],
+) -> None:
+    """Quarantined records ride in the edit's statement: raw JSON as it was, the batch's position
+    for a record that names none, its own for one that does."""
+    pool, sent = logged
+    sink = PostgresSink(pool, await leader_epoch(pool))
+    raw = {"id": "2", "title": None, "tags": [1, [2, "x"]], "note": "it's $q$ \\ é"}
+    held = [
+        QuarantinedRecord(ITEMS, "2", raw, "title: missing"),
+        QuarantinedRecord(ITEMS, None, [1, 2], "not an object", {"at": 7}),
+    ]
+    changes = TableChanges(ITEMS, ITEM_COLUMNS, ("id",), [item("1", "a")])
+    sent.applied()
+    await sink.apply(Batch(Checkpoint("lowdb", "workspace", {"version": 3}), [changes], quarantine=held))
+    one_statement(sent)
+    stored = await pool.fetch(
+        "SELECT source, stream, table_name, key, raw, reason, position FROM syncd.quarantine ORDER BY id"
+    )
+    assert [tuple(r) for r in stored] == [
+        ("lowdb", "workspace", ITEMS, "2", raw, "title: missing", {"version": 3}),
+        ("lowdb", "workspace", ITEMS, None, [1, 2], "not an object", {"at": 7}),
+    ]
