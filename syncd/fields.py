@@ -12,7 +12,8 @@ back while the column still holds that coercion. Only a required value that cann
 |-----------|-----------------------|---------------------------------------------------------------|
 | text      | a string              | a number/boolean/object → its JSON text                       |
 | timestamp | ISO 8601 `….sssZ`     | no zone → read in the file's `timezone`; other precision →    |
-|           |                       | rounded to ms; a number → epoch ms (as `new Date(n)`)         |
+|           |                       | rounded to ms; a number → epoch ms (as `new Date(n)`); only   |
+|           |                       | instants within years 1..9999 in UTC (Python's datetime)      |
 | tags      | a list of strings     | a string → `[it]`; other elements → their JSON text           |
 | object    | an object             | a string holding a JSON object → that object                  |
 | int       | an integer            | an integral number or numeric string → that integer           |
@@ -71,10 +72,11 @@ class Field:
         """The documented coercion of a value `convert` rejects; ValueError when there is none.
 
         A value PostgreSQL cannot store at all (`Unstorable`: a NUL character, nesting past the
-        limit) has no coercion: the record is poison and is held.
+        limit, an integer beyond 64 bits) has no coercion: the record is poison and is held.
         """
         if value is None:
             return self.convert(value, zone)
+        _storable(problem(value, self.source))  # kept raw in `extra`: jsonb must hold it as it is
         try:
             coerced = _COERCIONS[self.kind](self, value, zone)
             if self.kind == "timestamp":
@@ -283,7 +285,23 @@ def _timestamp(f: Field, value: Any, zone: tzinfo) -> datetime:
     except ValueError:
         raise ValueError(f"{f.source} is not an ISO 8601 timestamp: {text!r}") from None
     # JavaScript reads a date-time without a zone as local time: the service's zone.
-    return to_millis(parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone))
+    return _instant(f, parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone), text)
+
+
+EPOCH_MS = (-62135596800000, 253402300799999)
+"""Epoch milliseconds of 0001-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z: the instants Python's
+datetime (asyncpg's, the reverse path's) holds in UTC."""
+
+
+def _instant(f: Field, value: datetime, given: object) -> datetime:
+    """`value` rounded to milliseconds, when that instant lies within years 1..9999 in UTC; a date
+    near either end with an offset, or rounded past the last millisecond, overflows datetime."""
+    try:
+        rounded = to_millis(value)
+        rounded.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{f.source} is outside years 1..9999 in UTC: {given!r}") from None
+    return rounded
 
 
 def to_millis(value: datetime) -> datetime:
@@ -369,7 +387,12 @@ def _coerce_ref(f: Field, value: Any, zone: tzinfo) -> str:
 
 def _coerce_timestamp(f: Field, value: Any, zone: tzinfo) -> datetime:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return to_millis(datetime.fromtimestamp(value / 1000, UTC))
+        # What rounds to a millisecond within the years; also keeps `value / 1000` from overflowing.
+        if not EPOCH_MS[0] <= value < EPOCH_MS[1] + 0.5:
+            raise ValueError(f"{f.source} is {value!r} ms since the epoch, outside years 1..9999")
+        return _instant(f, datetime.fromtimestamp(value / 1000, UTC), value)
+    if isinstance(value, str):
+        return _timestamp(f, value, zone)  # no coercion of a text `convert` refused: its reason
     raise ValueError(f"{f.source} is not an ISO 8601 timestamp: {value!r}")
 
 

@@ -86,7 +86,8 @@ def unwritable(piece: bytes, record: Any, key: str | None) -> Poison | None:
 
 
 def problem(value: Any, where: str) -> str | None:
-    """What PostgreSQL (or syncd) cannot store in `value`: a NUL, a lone surrogate, too deep nesting."""
+    """What PostgreSQL (or syncd) cannot store in `value`: a NUL, a lone surrogate, too deep nesting,
+    an integer beyond 64 bits."""
     stack: list[tuple[Any, str, int]] = [(value, where, 1)]
     while stack:
         item, path, depth = stack.pop()
@@ -107,6 +108,8 @@ def problem(value: Any, where: str) -> str | None:
                 stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
         elif isinstance(item, float) and item in (_INF, -_INF):
             return f"{path} is a number out of range (Node reads Infinity, JSON.stringify writes null)"
+        elif isinstance(item, int) and not JSON_INTS[0] <= item <= JSON_INTS[1]:
+            return f"{path} is an integer of {item.bit_length()} bits, beyond the 64 that orjson writes to jsonb"
     return None
 
 
@@ -130,6 +133,9 @@ def unstorable_text(value: str, where: str) -> str | None:
 
 
 _INF = float("inf")
+JSON_INTS = (-(2**63), 2**64 - 1)
+"""The integers orjson writes (every jsonb value syncd stores goes through it); orjson reads no
+other, a Python caller (a property test, a stated value) can hand one over."""
 _UNREADABLE = object()
 _TOO_DEEP = object()
 _NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")

@@ -59,7 +59,8 @@ def test_a_syntax_error_is_not_poison() -> None:
 
 
 def test_problem_finds_what_postgresql_cannot_hold() -> None:
-    """NUL in a value or key, a lone surrogate, nesting past the limit; None for storable values."""
+    """NUL in a value or key, a lone surrogate, nesting past the limit, an integer orjson cannot
+    write; None for storable values."""
     deep: Any = []
     for _ in range(MAX_DEPTH):
         deep = [deep]
@@ -70,7 +71,12 @@ def test_problem_finds_what_postgresql_cannot_hold() -> None:
     assert "lone UTF-16 surrogate" in (problem(["\ud800"], "r") or "")
     assert f"nested deeper than {MAX_DEPTH} levels" in (problem(deep, "record") or "")
     assert problem(deep[0], "record") is None
-    assert problem({"ok": ["é", 1.5, None, {"x": 2**64 - 1}]}, "record") is None
+    assert (
+        problem({"n": [2**64]}, "record")
+        == "record.n[0] is an integer of 65 bits, beyond the 64 that orjson writes to jsonb"
+    )
+    assert "integer of 64 bits" in (problem(-(2**63) - 1, "r") or "")
+    assert problem({"ok": ["é", 1.5, None, {"x": 2**64 - 1, "y": -(2**63)}]}, "record") is None
 
 
 def test_storable_keeps_storable_records_and_wraps_the_rest() -> None:
@@ -82,6 +88,11 @@ def test_storable_keeps_storable_records_and_wraps_the_rest() -> None:
     assert "\\u0000" in wrapped["text"]
     assert b"\\u0000" not in orjson.dumps(wrapped).replace(b"\\\\u0000", b"")
     assert storable(Poison("why", "{}")) == {"error": "why", "text": "{}"}
+    huge = storable({"id": "a", "votes": 2**70})
+    assert huge == {
+        "error": "record.votes is an integer of 71 bits, beyond the 64 that orjson writes to jsonb",
+        "text": '{"id": "a", "votes": 1180591620717411303424}',
+    }
 
 
 def test_typed_columns_refuse_what_their_column_cannot_hold() -> None:

@@ -15,7 +15,9 @@ from syncd import metrics
 from syncd.config import CollectionSettings
 from syncd.errors import InvalidRecord
 from syncd.tables import (
+    DOCUMENTATION_FILES,
     DOCUMENTATION_SYSTEMS,
+    WORKSPACE_CATEGORIES,
     TableSpec,
     lowdb_record_from_row,
     record_hash,
@@ -80,6 +82,84 @@ def test_a_required_value_that_cannot_be_derived_is_held(change: dict[str, objec
         ITEMS.to_row({**ITEM, **change})
     assert reason in caught.value.reason
     assert caught.value.key == ITEM["id"]
+
+
+CATEGORY = {"id": "c", "name": "c"}
+FILE = {"id": 1, "filename": "f.txt"}
+SYSTEM = {"id": 1, "name": "Workspace"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "record", "change", "reason"),
+    [
+        (ITEMS, ITEM, {"createdAt": 1e300}, "createdAt is 1e+300 ms since the epoch, outside years 1..9999"),
+        (ITEMS, ITEM, {"createdAt": -1e300}, "createdAt is -1e+300 ms since the epoch"),
+        # What orjson reads `99999999999999999999` as; a Python caller may hand over the integer itself.
+        (ITEMS, ITEM, {"createdAt": 1e20}, "createdAt is 1e+20 ms since the epoch"),
+        (ITEMS, ITEM, {"createdAt": 99999999999999999999}, "createdAt is an integer of 67 bits"),
+        (ITEMS, ITEM, {"createdAt": 253402300800000}, "createdAt is 253402300800000 ms since the epoch"),
+        (ITEMS, ITEM, {"createdAt": -62135596800001}, "createdAt is -62135596800001 ms since the epoch"),
+        (ITEMS, ITEM, {"createdAt": "10000-01-01T00:00:00Z"}, "createdAt is not an ISO 8601 timestamp"),
+        (ITEMS, ITEM, {"createdAt": "9999-12-31T23:59:59.9995Z"}, "createdAt is outside years 1..9999 in UTC"),
+        (ITEMS, ITEM, {"createdAt": "9999-12-31T23:00:00-05:00"}, "createdAt is outside years 1..9999 in UTC"),
+        (ITEMS, ITEM, {"createdAt": "0001-01-01T00:00:00+01:00"}, "createdAt is outside years 1..9999 in UTC"),
+        (WORKSPACE_CATEGORIES, CATEGORY, {"display_order": 2**70}, "display_order is an integer of 71 bits"),
+        (WORKSPACE_CATEGORIES, CATEGORY, {"display_order": -(2**70)}, "display_order is an integer of 71 bits"),
+        (DOCUMENTATION_FILES, FILE, {"size": 2**70}, "size is an integer of 71 bits"),
+        (DOCUMENTATION_FILES, FILE, {"size": -(2**70)}, "size is an integer of 71 bits"),
+        (DOCUMENTATION_SYSTEMS, SYSTEM, {"port": 2**70}, "port is an integer of 71 bits"),
+        (ITEMS, ITEM, {"title": 2**70}, "title is an integer of 71 bits"),
+        (ITEMS, ITEM, {"tags": ["ok", 2**70]}, "tags[1] is an integer of 71 bits"),
+        (ITEMS, ITEM, {"metadata": {"n": 2**70}}, "record.metadata.n is an integer of 71 bits"),
+        (ITEMS, ITEM, {"votes": 2**70}, "record.votes is an integer of 71 bits"),
+        (ITEMS, ITEM, {"description": "a\x00b"}, "description holds a NUL"),
+    ],
+)
+def test_a_value_no_column_or_jsonb_holds_is_held_naming_its_field(
+    spec: TableSpec, record: dict[str, object], change: dict[str, object], reason: str
+) -> None:
+    """An instant outside Python's datetime (years 1..9999 in UTC, asyncpg's and the reverse path's),
+    an integer orjson cannot write, a NUL: one line naming the record and the field, no raw
+    OverflowError or TypeError."""
+    with pytest.raises(InvalidRecord) as caught:
+        spec.to_row({**record, **change})
+    assert reason in caught.value.reason
+    assert caught.value.key == spec.record_key(record)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "record", "change", "column"),
+    [
+        (ITEMS, ITEM, {"updatedAt": 1e300}, "updated_at"),
+        (WORKSPACE_CATEGORIES, CATEGORY, {"display_order": 1.5}, "sort_order"),
+        (WORKSPACE_CATEGORIES, CATEGORY, {"display_order": 1e300}, "sort_order"),
+        (DOCUMENTATION_FILES, FILE, {"size": 2**63}, "size"),
+        (DOCUMENTATION_FILES, FILE, {"size": 1e300}, "size"),
+    ],
+)
+def test_a_number_its_column_refuses_in_an_optional_field_is_null_with_the_raw_value_kept(
+    spec: TableSpec, record: dict[str, object], change: dict[str, object], column: str
+) -> None:
+    """A float for an integer column, past bigint, an instant past year 9999: PostgreSQL never sees
+    it; the column takes NULL (a failed rule's coercion) and `extra` the value as the file holds it."""
+    row = as_mapping(spec.columns, spec.to_row({**record, **change}))
+    assert row[column] is None
+    assert row["extra"] == change
+
+
+def test_the_first_and_last_millisecond_of_the_years_are_kept() -> None:
+    """Years 1..9999 in UTC: both ends map, as epoch ms and as text."""
+    first, last = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999000, UTC)
+    for raw, stored in (
+        (-62135596800000, first),
+        (253402300799999, last),
+        (253402300799999.4, last),
+        ("0001-01-01T00:00:00.000Z", first),
+        ("9999-12-31T23:59:59.9994Z", last),
+        ("0001-01-01T00:00:00-01:00", first.replace(hour=1)),
+    ):
+        assert as_mapping(ITEMS.columns, ITEMS.to_row({**ITEM, "createdAt": raw}))["created_at"] == stored, raw
 
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
@@ -230,6 +310,9 @@ _RAW = [
     "9999-99-99T99:99:99.999Z",
     *[0, 1, 7, -7, 70000, 2**40, 1.0, 1.5, True, False, 1762596000000, [], ["a", "b"], ["a", 3], ["a\x00"], [None]],
     *[{}, {"k": [1, {"n": None}]}, {"k": "\x00"}],
+    # Hostile numbers and instants: held or coerced with a reason, never a raw OverflowError or TypeError.
+    *[1e300, -1e300, 1e20, 2**70, -(2**70), 2**63, 253402300800000, -62135596800001, [2**70], {"n": 2**70}],
+    *["9999-12-31T23:59:59.9995Z", "0001-01-01T00:00:00+01:00", "10000-01-01T00:00:00Z"],
 ]
 _KIND_VALUE = {"timestamp": "2025-10-23T22:46:19.745Z", "tags": ["a"], "object": {}, "int": 1, "bool": True}
 
@@ -248,8 +331,6 @@ def _mapped(spec: TableSpec, record: dict[str, object], stated: dict[str, object
         return repr(spec.to_row(record, b"h", stated))
     except InvalidRecord as exc:
         return f"held: {exc.key} {exc.reason}"
-    except (OverflowError, TypeError) as exc:  # the full mapping's own, for values no file holds
-        return repr(exc)
 
 
 @pytest.mark.parametrize("spec", _SPECS, ids=lambda s: s.collection)

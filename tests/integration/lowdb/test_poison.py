@@ -106,6 +106,42 @@ async def test_poison_is_quarantined_the_file_flows_and_the_fix_flows(
     assert await pool.fetchval("SELECT count(*) FROM syncd.outbox WHERE op = 'delete'") == 0
 
 
+async def test_a_first_load_holds_each_value_no_column_holds_and_loads_the_rest(
+    pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path
+) -> None:
+    """Instants outside years 1..9999 (as epoch ms, as text with an offset) among good records in the
+    file's first load: held under their keys naming the field, the good ones loaded, the source up."""
+    path = tmp_path / "library.json"
+    a, b = item("a"), item("b")
+    ms, text = item("ms", createdAt=MARK), item("text", createdAt="9999-12-31T23:00:00-05:00")
+    write(path, [a, ms, b, text], lambda data: data.replace(f'"{MARK}"'.encode(), b"1e300"))
+    async with running(
+        LowdbSource(LowdbSettings(name="workspace", path=path, layout="workspace"), pool=pool), sink
+    ) as runner:
+        await eventually(equals(pool, [a, b]), what="the good records loaded")
+        entries = await eventually(lambda: _held_keys(pool, 2), what="both quarantined")
+        assert {e.key: e.reason for e in entries} == {
+            "ms": "items[1]: createdAt is 1e+300 ms since the epoch, outside years 1..9999",
+            "text": "items[3]: createdAt is outside years 1..9999 in UTC: '9999-12-31T23:00:00-05:00'",
+        }
+        assert {e.raw["createdAt"] for e in entries} == {1e300, "9999-12-31T23:00:00-05:00"}
+        a = {**a, "title": "edited while two are held"}
+        write(path, [a, ms, b, text], lambda data: data.replace(f'"{MARK}"'.encode(), b"1e300"))
+        await eventually(equals(pool, [a, b]), what="a later edit flows")
+        assert runner.state.last_error is None
+        # The record is held whole (its own JSON): the owner fixes it, the operator replays it.
+        fixed = {**text, "createdAt": "9999-12-31T04:00:00.000Z"}
+        write(path, [a, ms, b, fixed], lambda data: data.replace(f'"{MARK}"'.encode(), b"1e300"))
+        async with pool.acquire() as conn:
+            await q.resolve(conn, [e.id for e in entries if e.key == "text"], "replayed")
+        await eventually(equals(pool, [a, b, fixed]), what="the fixed record applied")
+
+
+async def _held_keys(pool: asyncpg.Pool, count: int) -> list[q.Entry]:
+    entries = await held(pool)
+    return entries if len(entries) == count else []
+
+
 async def test_a_record_without_a_readable_id_holds_the_collections_deletes(
     pool: asyncpg.Pool, sink: PostgresSink, tmp_path: Path
 ) -> None:
