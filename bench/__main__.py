@@ -38,10 +38,10 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def _document(bench: Bench, started: float, complete: bool, failed: dict[str, str],
+def _document(bench: Bench, started: float, date: str, complete: bool, failed: dict[str, str],
               durations: dict[str, float]) -> dict[str, Any]:
     return {
-        "date": datetime.now(UTC).date().isoformat(),
+        "date": date,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
                     "python": platform.python_version(), "load_at_end": os.getloadavg()},
@@ -59,6 +59,9 @@ def _document(bench: Bench, started: float, complete: bool, failed: dict[str, st
 async def main(only: list[str], quick: bool, save: bool) -> Results:
     """Run the selected scenarios in order, saving the results after each."""
     started = time.monotonic()
+    # The file is named by the day the run began: one that crosses midnight UTC must not leave its
+    # first scenarios in (and overwrite) the previous day's file.
+    date = datetime.now(UTC).date().isoformat()
     with server() as dsn:
         # --quick: one round after the warm-up, at small sizes: it checks that the scenarios run.
         bench = Bench(dsn, quick=quick, repeats=1 if quick else REPEATS)
@@ -77,10 +80,10 @@ async def main(only: list[str], quick: bool, save: bool) -> Results:
                 print(f"!! {name} failed: {failed[name]}", flush=True)
             durations[name] = round(time.monotonic() - begun, 1)
             print(f"== {name}: {durations[name] / 60:.1f} min", flush=True)
-            results = Results(_document(bench, started, False, failed, durations))
+            results = Results(_document(bench, started, date, False, failed, durations))
             if save and not quick:
                 results.save(merge=bool(only))
-    results = Results(_document(bench, started, not only and not quick, failed, durations))
+    results = Results(_document(bench, started, date, not only and not quick, failed, durations))
     if save and not quick:
         print(f"results: {results.save(merge=bool(only))}")
     return results
