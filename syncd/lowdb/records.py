@@ -14,6 +14,7 @@ A record Node reads but orjson or PostgreSQL cannot (`syncd.poison`) stands in t
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import accumulate, compress, count, islice
 from operator import ne
 from typing import Any
@@ -174,8 +175,7 @@ class Records:
         new = cls(spec, [], [], {}, data, body, starts)
         prior = previous
         head, tail = _common_ends(prior, new)
-        keys, digests = prior.keys[:head], prior.digests[:head]
-        fresh: dict[int, Any] = {}
+        cut = _Cut(spec, prior.keys[:head], prior.digests[:head])
         # Records that moved (an insert or delete before them) are found by their bytes.
         kept = range(head, len(prior) - tail)
         reuse = dict(zip(prior.pieces(kept.start, kept.stop), kept, strict=True))
@@ -183,41 +183,48 @@ class Records:
             piece = new.piece(i)
             at = reuse.get(piece)
             if at is not None:
-                keys.append(prior.keys[at])
-                digests.append(prior.digests[at])
-                continue
-            keyed = _keyed(spec, piece)
-            if keyed is None:
+                cut.keys.append(prior.keys[at])
+                cut.digests.append(prior.digests[at])
+            elif not cut.add(i, piece):
                 return None
-            record, key, digest = keyed
-            if len(fresh) < KEEP_PARSED:
-                fresh[i] = record
-            keys.append(key)
-            digests.append(digest)
-        keys += prior.keys[len(prior) - tail :]
-        digests += prior.digests[len(prior) - tail :]
-        new.keys, new.digests, new._parsed = keys, digests, fresh
+        cut.keys += prior.keys[len(prior) - tail :]
+        cut.digests += prior.digests[len(prior) - tail :]
+        new.keys, new.digests, new._parsed = cut.keys, cut.digests, cut.fresh
         return new
 
     @classmethod
     def _unseen(cls, spec: TableSpec, data: bytes, body: int, end: int) -> Records | None:
         """`from_body` with no previous records to reuse (a first read): every record keyed and hashed."""
         starts: list[int] = [0]
-        keys: list[str | None] = []
-        digests: list[bytes] = []
-        fresh: dict[int, Any] = {}
+        cut = _Cut(spec, [], [])
         for pieces in _split(data, body, end):
-            for i, piece in enumerate(pieces, start=len(keys)):
-                keyed = _keyed(spec, piece)
-                if keyed is None:
+            for i, piece in enumerate(pieces, start=len(cut.keys)):
+                if not cut.add(i, piece):
                     return None
-                record, key, digest = keyed
-                if len(fresh) < KEEP_PARSED:
-                    fresh[i] = record
-                keys.append(key)
-                digests.append(digest)
             starts += islice(accumulate(map(_SEP.__add__, map(len, pieces)), initial=starts[-1]), 1, None)
-        return cls(spec, keys, digests, fresh, data, body, starts)
+        return cls(spec, cut.keys, cut.digests, cut.fresh, data, body, starts)
+
+
+@dataclass(slots=True)
+class _Cut:
+    """The keys and hashes of a collection being cut record by record, and its first parsed records."""
+
+    spec: TableSpec
+    keys: list[str | None]
+    digests: list[bytes]
+    fresh: dict[int, Any] = field(default_factory=dict)
+
+    def add(self, i: int, piece: bytes) -> bool:
+        """Key and hash record `i` (its slice `piece`); False when it does not parse on its own."""
+        keyed = _keyed(self.spec, piece)
+        if keyed is None:
+            return False
+        record, key, digest = keyed
+        if len(self.fresh) < KEEP_PARSED:
+            self.fresh[i] = record
+        self.keys.append(key)
+        self.digests.append(digest)
+        return True
 
 
 def _split(data: bytes, body: int, end: int) -> Iterator[list[bytes]]:
