@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -146,17 +147,38 @@ def quarantine_table(spec: TableSpec) -> str:
     return f"{spec.table}:{spec.collection}" if spec.document else spec.table
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    # A parsed document is acyclic; a collection triggered by its million young objects would
-    # traverse them for nothing and double the read time of a large file.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+class _GcPause:
+    """The collector off while any holder is inside; on again when the last one leaves.
+
+    Holders overlap: a first load keeps it off across awaits while other streams read in worker
+    threads. Each saving and restoring `gc.isenabled()` on its own would let the first to leave
+    turn it on under the others (or the last restore a state an earlier one had changed).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._resume = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        # A parsed document is acyclic; a collection triggered by its million young objects would
+        # traverse them for nothing and double the read time of a large file.
+        with self._lock:
+            if self._holders == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0 and self._resume:
+                    gc.enable()
+
+
+gc_paused = _GcPause()
 
 
 def read_file(path: Path, collections: Sequence[str]) -> FileVersion:

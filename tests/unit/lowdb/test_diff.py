@@ -10,13 +10,14 @@ would.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syncd.lowdb.diff import Applied, Diff, apply_to, compare, diff, read_file
+from syncd.lowdb.diff import Applied, Diff, apply_to, compare, diff, gc_paused, read_file
 from syncd.lowdb.reader import VersionReader
 from syncd.model import LoadProgress
 from syncd.quarantine import Held
@@ -133,3 +134,26 @@ def test_a_patch_bringing_an_id_the_file_has_elsewhere_quarantines_both(tmp_path
         "items[5]: duplicate id 'item-4': 2 records carry it",
     ]
     assert not any(t.upserts or t.deletes for t in result.tables)
+
+
+def test_the_collector_stays_off_until_the_last_of_overlapping_pauses_ends() -> None:
+    # A first load pauses it across awaits while another stream's read pauses it in a thread:
+    # the first to leave must not turn it on under the other.
+    assert gc.isenabled()
+    first, second = gc_paused(), gc_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_a_pause_inside_code_that_disabled_the_collector_leaves_it_off() -> None:
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
