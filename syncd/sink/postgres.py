@@ -468,7 +468,7 @@ def _upsert_ctes(changes: TableChanges, document: str, name: str, *, gate: str |
     # Every part of one statement sees the table as it was before it: `existed` tells updates apart.
     # A lateral LIMIT looks each key up in the primary key index: a semi join would be planned (for
     # the generic plan's guess of 100 rows) as a hash over the whole table, a scan per edit.
-    return f"""{name}_rows AS (SELECT r.* FROM {f"{gate}, " if gate else ""}{source}),
+    return f"""{name}_rows AS (SELECT r.* FROM {_gated(gate)}{source}),
         {name}_existed AS (
             SELECT {row_keys} FROM {name}_rows r, LATERAL (SELECT FROM {table} t WHERE {same_key} LIMIT 1) found),
         {name} AS (
@@ -476,6 +476,11 @@ def _upsert_ctes(changes: TableChanges, document: str, name: str, *, gate: str |
             ON CONFLICT ({keys}) DO UPDATE SET {updates}, synced_at = now()
             WHERE t.row_hash IS DISTINCT FROM excluded.row_hash
             RETURNING {keys})"""
+
+
+def _gated(gate: str | None) -> str:
+    """The FROM-list entry joining each row to the one-row CTE `gate` (nothing without one)."""
+    return f"{gate}, " if gate else ""
 
 
 def _inserted(changes: TableChanges, name: str) -> str:
@@ -645,7 +650,7 @@ def _delete_sql(changes: TableChanges, info: _TableInfo, ref: _Parameters, *, ga
     )
     match = " AND ".join(f"t.{quote_ident(k)} = d.{quote_ident(k)}" for k in keys)
     columns = ", ".join(quote_ident(k) for k in keys)
-    using = f"{f'{gate}, ' if gate else ''}unnest({arrays}) AS d({columns})"
+    using = f"{_gated(gate)}unnest({arrays}) AS d({columns})"
     return f"DELETE FROM {quote_table(changes.table)} t USING {using} WHERE {match}"
 
 
@@ -676,4 +681,4 @@ def _quarantine_sql(batch: Batch, ref: _Parameters, *, gate: str | None = None) 
     shape = "q(table_name text, key text, raw jsonb, reason text, position jsonb)"
     return f"""INSERT INTO syncd.quarantine (source, stream, table_name, key, raw, reason, position)
         SELECT {ref(cp.source)}::text, {ref(cp.stream)}::text, q.table_name, q.key, q.raw, q.reason, q.position
-          FROM {f"{gate}, " if gate else ""}jsonb_to_recordset({records}::jsonb) AS {shape}"""
+          FROM {_gated(gate)}jsonb_to_recordset({records}::jsonb) AS {shape}"""
