@@ -9,8 +9,13 @@ Methods, interleaved by `Bench.interleave` (warm-up discarded, order rotated eac
   (`.tools/bench-venv`, made by `make bench`), one worker process for every run, see
   bench/dlt_merge.py.
 
-Each in-process method has its own migrated database; before every run its table is truncated and,
-for the re-apply scenarios, loaded with the base rows by COPY (untimed). Only the apply is timed.
+Each in-process method has its own migrated database; before every run its table and the rollups
+are truncated and, for the re-apply scenarios, the table is loaded with the base rows by COPY
+(untimed). Before a first load the partitions of the rows' months are dropped as well, for every
+in-process method alike: a first load or backfill of historical signals finds no partition for
+them (TRUNCATE would leave the previous run's). Raw COPY and executemany then create theirs with
+`signals.ensure_partitions` inside their timed run, the sink loads the month standalone and attaches
+it (syncd/sink/partitions.py). Only the apply is timed.
 Each line's `n` is the rows that method applied. A scale curve (sink first load at 10k, 100k and 1M
 rows: time, peak RSS growth, fitted exponents) follows; its 100k point is the first-load line's.
 Rows are generated once, at the curve's largest size, and sliced (the generator is deterministic).
@@ -88,9 +93,30 @@ async def _executemany(pool: asyncpg.Pool, rows: Sequence[Row]) -> None:
                 await conn.executemany(sql, chunk)
 
 
-async def _reset(pool: asyncpg.Pool, before: Sequence[Row] | None) -> None:
-    await pool.execute(f"TRUNCATE {TABLE}; DELETE FROM syncd.checkpoints")
-    if before is not None:
+_MONTHS = """WITH RECURSIVE month AS (
+                  SELECT * FROM signals.month_partition($1::regclass, $2)
+                  UNION ALL
+                  SELECT next.* FROM month, signals.month_partition($1::regclass, month.hi) AS next
+                   WHERE month.hi <= $3)
+              SELECT string_agg(format('DROP TABLE IF EXISTS %I.%I', signals.schema_of($1::regclass), name), '; ')
+                FROM month"""
+"""The statement dropping the partitions of the months from $2 to $3 (ensure_partitions' names)."""
+
+_ROLLUPS = """SELECT string_agg(oid::regclass::text, ', ') FROM pg_class
+               WHERE relnamespace = 'reporting'::regnamespace AND relkind = 'r' AND relname LIKE '%\\_rollup'"""
+
+
+async def _reset(pool: asyncpg.Pool, before: Sequence[Row] | None, rows: Sequence[Row]) -> None:
+    """The table empty, its rollups too (TRUNCATE fires no trigger), then `before` loaded by COPY.
+
+    For a first load (`before` None) the partitions of the rows' months go as well: a first load or
+    backfill of historical signals finds none, and the sink loads such a month standalone.
+    """
+    await pool.execute(f"TRUNCATE {TABLE}, {await pool.fetchval(_ROLLUPS)}; DELETE FROM syncd.checkpoints")
+    if before is None:
+        drop = await pool.fetchval(_MONTHS, TABLE, rows[0][0], rows[-1][0])
+        await pool.execute(drop)
+    else:
         await _raw_copy(pool, before)
     await pool.execute(f"VACUUM ANALYZE {TABLE}")
 
@@ -102,7 +128,7 @@ def _in_process(pool: asyncpg.Pool, apply: Apply, before: Sequence[Row] | None, 
 
     async def run() -> Sample:
         if reset[0]:
-            await _reset(pool, before)
+            await _reset(pool, before, rows)
             reset[0] = not stays
         with PeakRss() as peak:
             started = time.perf_counter()
@@ -171,7 +197,7 @@ async def _profile(bench: Bench, dsn: str, base: Sequence[Row], n: int) -> None:
     try:
         for scenario in SCENARIOS:
             before, rows = scenario_rows(scenario, n, base)
-            await _reset(pool, before)
+            await _reset(pool, before, rows)
             TimedConnection.spent.clear()
             TimedConnection.calls.clear()
             started = time.perf_counter()
@@ -303,7 +329,7 @@ async def _curve(bench: Bench, dsn: str, base: Sequence[Row], sizes: Sequence[in
         for size in sizes:
 
             async def once(rows: Sequence[Row] = base[:size]) -> Sample:
-                await _reset(pool, None)
+                await _reset(pool, None, rows)
                 with PeakRss() as peak:
                     started = time.perf_counter()
                     await _sink(pool, rows)

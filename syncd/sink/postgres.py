@@ -8,6 +8,18 @@ nothing and fires no trigger. Only the merge deduplicates by key (last wins, ON 
 a row twice): the straight COPY leaves that to the primary key, and a batch whose keys repeat fails
 it, which retries the batch through the merge.
 
+A batch whose rows of a partitioned table all fall in ONE month that has no partition yet (a first
+load, a backfill of history) goes faster than COPY into a live partition can: the prelude creates
+the month as a standalone table, the rows are COPied into it with no index to maintain and no
+trigger to fire, the parent's indexes are built on it (primary key first: a repeated key fails
+there and the batch is retried through the merge, as after the straight COPY) and it is attached,
+adopting them; what the parent's INSERT triggers would have done is then done over the new
+partition (`syncd/sink/partitions.py`, `signals.begin_partition_load` in 0100). The decision is
+taken under the parent's SHARE UPDATE EXCLUSIVE lock (ATTACH's own; readers and writers of other
+partitions go on): a second writer of that month waits, then finds the partition. A table with a
+trigger the sink does not reproduce (capture triggers), a batch spanning two months, a month whose
+partition exists, and the merge's retry take the regular path.
+
 Round trips are what a batch pays beside its rows, so the per-batch statements are one: the
 session settings, the fence, the mirror check, each table's partitions and its key-range probe go
 to PostgreSQL as a single `SELECT` (`_prelude`). A small batch (an edit: no key probe, no
@@ -39,6 +51,7 @@ from syncd.database import PG_ERRORS, Connection, borrowed, is_transient
 from syncd.errors import BatchRejected, Fenced, ModeChanged, SinkUnavailable
 from syncd.identifiers import quote_ident, quote_table, split_table
 from syncd.model import ApplyResult, Batch, Checkpoint, LoadProgress, Row, TableChanges
+from syncd.sink import partitions
 from syncd.sink.culprits import about_rows, culprits
 
 log = structlog.get_logger(__name__)
@@ -73,6 +86,12 @@ class _TableInfo:
 
     types: Mapping[str, str]
     partitioned: bool
+    child_indexes: tuple[partitions.ChildIndex, ...] | None = None
+    """A partitioned table's indexes as a partition repeats them (None: not loadable standalone)."""
+
+    def loads_standalone(self, lead: str) -> bool:
+        """Whether a new month of this table can be loaded as a standalone partition (monthly on `lead`)."""
+        return self.child_indexes is not None and self.types[lead] == "timestamp with time zone"
 
     def ordered_like_python(self, column: str) -> bool:
         """Whether PostgreSQL orders `column` exactly as Python orders its decoded values.
@@ -161,11 +180,11 @@ class PostgresSink:
                     one_statement = True
                     return await self._apply_at_once(conn, batch, upserts, infos)
                 async with conn.transaction():
-                    highest = await self._prelude(conn, batch, upserts, infos)
+                    found = await self._prelude(conn, batch, upserts, infos, standalone=fast)
                     results = {c.table: ApplyResult() for c in batch.tables}
-                    for u, info, high in zip(upserts, infos, highest, strict=True):
+                    for u, info, probe in zip(upserts, infos, found, strict=True):
                         table = u.changes.table
-                        results[table] += await _upsert(conn, u, info, high, fast=fast)
+                        results[table] += await _upsert(conn, u, info, probe, fast=fast)
                     for changes, info in zip(reversed(batch.tables), reversed(infos), strict=True):
                         table = changes.table
                         results[table] += await _delete(conn, changes, info)
@@ -205,8 +224,8 @@ class PostgresSink:
         u = _upserts(changes, changes.upserts, deduplicated=False).merged()
         info = await self._table_info(conn, changes.table)
         batch = Batch(Checkpoint("", "", {}), [changes])
-        [highest] = await self._prelude(conn, batch, [u], [info], save_checkpoint=False)
-        await _upsert(conn, u, info, highest, fast=False)
+        [probe] = await self._prelude(conn, batch, [u], [info], save_checkpoint=False)
+        await _upsert(conn, u, info, probe, fast=False)
 
     async def _apply_at_once(
         self, conn: Connection, batch: Batch, upserts: Sequence[_Upserts], infos: Sequence[_TableInfo]
@@ -271,26 +290,32 @@ class PostgresSink:
         infos: Sequence[_TableInfo],
         *,
         save_checkpoint: bool = True,
-    ) -> list[Any]:
+        standalone: bool = False,
+    ) -> list[_Probe]:
         """One statement: settings, fence, mirror check, partitions, per-table key probes, checkpoint.
 
-        Returns, per table, the highest stored leading key inside the batch's range (None if none).
+        Returns, per table, the highest stored leading key inside the batch's range (None if none)
+        and, with `standalone`, the month partition created standalone for the table's rows to load.
         """
         ref = _Parameters()
         epoch = f"{ref(self.epoch)}::bigint"
         parts = self._guards(batch, ref, epoch)
-        probes: list[int | None] = []
+        probes: list[tuple[int | None, int | None]] = []
         for u, info in zip(upserts, infos, strict=True):
-            probes.append(None)
+            probes.append((None, None))
             if not _probed(u, info):
                 continue
             lo, hi = ref(min(u.leads)), ref(max(u.leads))
             table, lead = quote_table(u.changes.table), quote_ident(u.changes.key[0])
-            if info.partitioned:
-                # The partition key is the leading key column (signals: ts).
+            loads = None
+            # The partition key is the leading key column (signals: ts).
+            if standalone and len(u.rows) > SMALL_BATCH and info.loads_standalone(u.changes.key[0]):
+                loads = len(parts)
+                parts.append(partitions.begin_sql(ref(table), lo, hi))
+            elif info.partitioned:
                 parts.append(f"signals.ensure_partitions({ref(table)}::text::regclass, {lo}, {hi})")
             if len(u.rows) > SMALL_BATCH:
-                probes[-1] = len(parts)
+                probes[-1] = (len(parts), loads)
                 parts.append(f"(SELECT max({lead}) FROM {table} WHERE {lead} BETWEEN {lo} AND {hi})")
         checkpoint = ""
         if save_checkpoint:
@@ -305,7 +330,10 @@ class PostgresSink:
         columns = ", ".join(f"{p} AS p{i}" for i, p in enumerate(parts))
         row = await conn.fetchrow(f"{checkpoint} SELECT {columns}", *ref.values)
         assert row is not None
-        return [None if i is None else row[i] for i in probes]
+        return [
+            _Probe(None if i is None else row[i], None if j is None else partitions.standalone(row[j]))
+            for i, j in probes
+        ]
 
     async def load_checkpoint(self, source: str, stream: str) -> Mapping[str, Any] | None:
         """The committed position of a stream, or None before its first batch (SinkUnavailable: retry)."""
@@ -327,11 +355,23 @@ class PostgresSink:
                     WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped""",
                 quote_table(table),
             )
+            partitioned = bool(rows and rows[0]["partitioned"])
             self._info[table] = _TableInfo(
                 types={r["attname"]: r["type"] for r in rows},
-                partitioned=bool(rows and rows[0]["partitioned"]),
+                partitioned=partitioned,
+                child_indexes=await partitions.child_indexes(conn, table) if partitioned else None,
             )
         return self._info[table]
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """What the prelude found for one table's upserts."""
+
+    highest: Any
+    """The highest stored leading key inside the batch's range (None if none)."""
+    standalone: partitions.Standalone | None = None
+    """The month partition created standalone for these rows, to load and attach."""
 
 
 def _probed(u: _Upserts, info: _TableInfo) -> bool:
@@ -396,8 +436,11 @@ def _upserts(changes: TableChanges, rows: Sequence[Row], *, deduplicated: bool) 
     return _Upserts(changes, rows, leads, deduplicated)
 
 
-async def _upsert(conn: Connection, u: _Upserts, info: _TableInfo, highest: Any, *, fast: bool) -> ApplyResult:
-    """Rows above the highest stored key go in by COPY, the rest through the merge."""
+async def _upsert(conn: Connection, u: _Upserts, info: _TableInfo, probe: _Probe, *, fast: bool) -> ApplyResult:
+    """Rows above the highest stored key go in by COPY, the rest through the merge.
+
+    Rows filling a month that had no partition go into it before it is attached (`partitions`).
+    """
     if not u.rows:
         return ApplyResult()
     if len(u.rows) <= SMALL_BATCH:
@@ -405,7 +448,9 @@ async def _upsert(conn: Connection, u: _Upserts, info: _TableInfo, highest: Any,
         return await _upsert_small(conn, u.changes, u.rows)
     if not fast:
         return await _merge(conn, u.changes, u.rows)
-    fresh, known = _split_fresh(u, highest)
+    if probe.standalone is not None:
+        return await _load_standalone(conn, u, info, probe.standalone)
+    fresh, known = _split_fresh(u, probe.highest)
     if not fresh:
         return await _merge(conn, u.changes, u.merged().rows)
     # A probe over text is only a guess (collations): guard its COPY with a savepoint. Over times
@@ -423,6 +468,19 @@ async def _upsert(conn: Connection, u: _Upserts, info: _TableInfo, highest: Any,
     small = len(known) <= SMALL_BATCH
     rest = await (_upsert_small(conn, u.changes, known) if small else _merge(conn, u.changes, known))
     return ApplyResult(inserted=copied) + rest
+
+
+async def _load_standalone(conn: Connection, u: _Upserts, info: _TableInfo, part: partitions.Standalone) -> ApplyResult:
+    """The rows into the month partition the prelude created standalone, then attached (`partitions`).
+
+    Keys may repeat (the batch as it came): the primary key's build then fails, and `apply` retries the
+    batch through the merge, as after a straight COPY.
+    """
+    assert info.child_indexes is not None  # the prelude asked only where `loads_standalone`
+    loaded = await partitions.load(
+        conn, u.changes.table, part, u.changes.columns, _fed(u.rows), min(u.leads), info.child_indexes
+    )
+    return ApplyResult(inserted=loaded)
 
 
 def _columns(changes: TableChanges) -> str:
