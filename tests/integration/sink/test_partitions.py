@@ -32,6 +32,8 @@ STANDALONE_DDL = ["CREATE TABLE", "ALTER TABLE", "ALTER TABLE", "CREATE INDEX", 
                   "ALTER TABLE", "ALTER TABLE"]
 """The standalone load's DDL: the table (LIKE's part of it reported as an ALTER TABLE), its primary key,
 the other three indexes, ATTACH, the CHECK dropped."""
+ENSURED_DDL = ["CREATE TABLE", "ALTER TABLE", "ALTER TABLE", "ALTER TABLE"]
+"""ensure_partitions' DDL for a month: the same table, attached at once (ATTACH builds its empty indexes)."""
 
 DdlLog = Callable[[], Awaitable[list[str]]]
 
@@ -180,7 +182,7 @@ async def test_a_batch_repeating_keys_falls_back_to_the_merge_last_wins(pool: as
 
     assert (await sink.apply(batch(repeated)))[TABLE] == ApplyResult(inserted=N)
 
-    assert await ddl() == ["CREATE TABLE"]  # the standalone attempt rolled back, then ensure_partitions
+    assert await ddl() == ENSURED_DDL  # the standalone attempt rolled back, then ensure_partitions
     await assert_end_state(pool, repeated, ["202402"])
 
 
@@ -201,13 +203,16 @@ async def test_a_batch_rejected_after_the_partition_was_made_leaves_nothing(pool
     assert await ddl() == []
 
 
-async def test_two_sinks_loading_the_same_new_month_at_once(pool: asyncpg.Pool) -> None:
-    """Both wait at the parent's lock; one loads the month standalone, the other then finds it and merges.
+@pytest.mark.parametrize("spans", [False, True], ids=["same month", "a writer spanning it and the next"])
+async def test_two_sinks_reaching_the_same_new_month_at_once(pool: asyncpg.Pool, spans: bool) -> None:
+    """Both wait at the parent's lock; one creates the month (standalone, or by ensure_partitions for a
+    batch spanning two months), the other then finds it and merges.
 
     The second batch shares half its keys with the first (same versions): those are unchanged.
     """
     epoch = await leader_epoch(pool)
-    first, second = rows(0, N), rows(0, N // 2) + rows(N, N // 2)
+    first = rows(0, N)
+    second = rows(0, N // 2) + rows(N, N // 2, MONTH + timedelta(days=29) if spans else MONTH)
     assert second[: N // 2] == first[: N // 2]
     async with pool.acquire() as blocker:
         held = blocker.transaction()
@@ -228,7 +233,7 @@ async def test_two_sinks_loading_the_same_new_month_at_once(pool: asyncpg.Pool) 
         "SELECT count(*) FROM pg_class WHERE relname LIKE 'tp\\_capital\\_signals\\_p202402%' AND relkind = 'r'"
     )
     assert partitions == 1
-    await assert_end_state(pool, first + second, ["202402"])
+    await assert_end_state(pool, first + second, ["202402", "202403"] if spans else ["202402"])
     assert await pool.fetchval("SELECT count(*) FROM syncd.checkpoints WHERE stream IN ('a', 'b')") == 2
 
 

@@ -1787,7 +1787,8 @@ BEGIN
 END $$;
 
 -- ==== 0100_partition_load.sql ====
--- Loading a month that has no partition yet: as a standalone table, indexed, then attached.
+-- Months made as tables and attached: a new month's batch loaded before its indexes exist, and
+-- partitions created without an ACCESS EXCLUSIVE lock on the parent.
 --
 -- COPY into a live partition maintains its four btree indexes row by row and fires the parent's
 -- statement-level rollup trigger. A batch of new rows that fills a month with no partition can
@@ -1798,8 +1799,15 @@ END $$;
 --   the sink COPYs the rows and builds the parent's indexes on it (primary key first);
 --   signals.finish_partition_load  attaches it and drops the CHECK;
 --   the sink then does what the parent's INSERT triggers would have done (ATTACH fires none).
--- The month's name and bounds come from one place, signals.month_partition, which ensure_partitions
--- now uses too.
+--
+-- signals.ensure_partitions now makes a missing month the same way (an empty table, attached):
+-- CREATE TABLE … PARTITION OF takes ACCESS EXCLUSIVE on the parent, ATTACH only SHARE UPDATE
+-- EXCLUSIVE. The batch's own statement already holds ACCESS SHARE on the parent (its key probe), so
+-- two writers reaching a new month at once each waited for the other's ACCESS SHARE: a deadlock. Now
+-- creators queue at SHARE UPDATE EXCLUSIVE (which readers and writers do not conflict with), the
+-- first creates, the others find the month. ATTACH leaves the same catalog as PARTITION OF (columns
+-- and constraints marked inherited, the parent's indexes, each with a child). The month's name and
+-- bounds come from one place, signals.month_partition.
 
 -- The monthly partition of `tbl` holding `at`: its name (in tbl's schema) and bounds, UTC months.
 -- The month is computed as a UTC timestamp, so its end is a month later in UTC whatever the
@@ -1820,11 +1828,36 @@ LANGUAGE sql STABLE AS $$
     SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl
 $$;
 
+-- Creates the month `name` [lo, hi) of `tbl` as a table like it, not attached: defaults, CHECK
+-- constraints, and a CHECK of the bound (key NOT NULL included) so that ATTACH need not scan it.
+CREATE FUNCTION signals.create_month_table(tbl regclass, name text, lo timestamptz, hi timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    key name := (SELECT a.attname FROM pg_partitioned_table pt
+                   JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+                  WHERE pt.partrelid = tbl);
+BEGIN
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS, '
+                   'CONSTRAINT syncd_partition_bound CHECK (%4$I IS NOT NULL AND %4$I >= %5$L::timestamptz '
+                   'AND %4$I < %6$L::timestamptz))', signals.schema_of(tbl), name, tbl, key, lo, hi);
+END $$;
+
+-- Attaches the month table `name` [lo, hi) made by create_month_table: ATTACH adopts the indexes it
+-- has, builds those it lacks and, the CHECK implying the bound, scans nothing; the CHECK then goes
+-- (the partition's own constraint says the same).
+CREATE FUNCTION signals.attach_month_table(tbl regclass, name text, lo timestamptz, hi timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    part text := format('%I.%I', signals.schema_of(tbl), name);
+BEGIN
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)', tbl, part, lo, hi);
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT syncd_partition_bound', part);
+END $$;
+
 -- Creates the monthly partitions of `tbl` covering [lo, hi]; idempotent; 0 for a table that is not
--- natively partitioned (0051: the sink calls it against a hypertable too). A missing month is created
--- under the parent's SHARE UPDATE EXCLUSIVE lock (the one ATTACH takes, which also makes the checks
--- after it see partitions other sessions committed meanwhile), so two writers, or a writer and a
--- partition load, reaching a new month at once queue instead of failing on the name.
+-- natively partitioned (0051: the sink calls it against a hypertable too). Missing months are made
+-- under the parent's SHARE UPDATE EXCLUSIVE lock, which also makes the checks after it see months
+-- other sessions committed meanwhile.
 CREATE OR REPLACE FUNCTION signals.ensure_partitions(tbl regclass, lo timestamptz, hi timestamptz) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1843,8 +1876,8 @@ BEGIN
             locked := true;
         END IF;
         IF to_regclass(format('%I.%I', nsp, p.name)) IS NULL THEN
-            EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
-                           nsp, p.name, tbl, p.lo, p.hi);
+            PERFORM signals.create_month_table(tbl, p.name, p.lo, p.hi);
+            PERFORM signals.attach_month_table(tbl, p.name, p.lo, p.hi);
             created := created + 1;
         END IF;
         p := signals.month_partition(tbl, p.hi);
@@ -1867,23 +1900,13 @@ LANGUAGE sql STABLE AS $$
                        AND t.tgfoid IN (SELECT to_regproc(r) FROM unnest(reproducible) AS r)))
 $$;
 
--- The partition constraint of `tbl`'s range [lo, hi) as a CHECK expression (key NOT NULL included).
-CREATE FUNCTION signals.partition_bound(tbl regclass, lo timestamptz, hi timestamptz) RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT format('%1$I IS NOT NULL AND %1$I >= %2$L::timestamptz AND %1$I < %3$L::timestamptz', a.attname, lo, hi)
-      FROM pg_partitioned_table pt JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
-     WHERE pt.partrelid = tbl
-$$;
-
 -- For a load of rows whose partition key lies in [lo, hi]: when that is one month and
--- partition_loadable, creates the month as a standalone table like `tbl` (defaults and CHECK
--- constraints, and a CHECK of the bound so that ATTACH need not scan it) and returns its name with
--- the reproducible trigger functions present (as given in `reproducible`), which the loader must
--- reproduce after finish_partition_load. Otherwise makes the partitions (ensure_partitions) and
--- returns no name. The decision and the creation happen under the parent's SHARE UPDATE EXCLUSIVE
--- lock, held to the end of the transaction (ATTACH takes it anyway; readers and writers of other
--- partitions go on): a second loader of the month waits, then finds the partition and goes the
--- regular way.
+-- partition_loadable, creates the month as a table (create_month_table) and returns its name with
+-- the reproducible INSERT trigger functions present (spelled as in `reproducible`), whose work the
+-- loader must redo after finish_partition_load. Otherwise makes the partitions (ensure_partitions)
+-- and returns no name. The decision and the creation happen under the parent's SHARE UPDATE
+-- EXCLUSIVE lock, held to the end of the transaction (ATTACH takes it anyway; readers and writers of
+-- other partitions go on): a second loader of the month waits, then finds it and goes the regular way.
 CREATE FUNCTION signals.begin_partition_load(tbl regclass, lo timestamptz, hi timestamptz, reproducible text[],
                                              OUT partition text, OUT reproduce text[])
 LANGUAGE plpgsql AS $$
@@ -1893,28 +1916,23 @@ BEGIN
     IF hi < p.hi AND signals.partition_loadable(tbl, p.name, reproducible) THEN
         EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', tbl);
         IF signals.partition_loadable(tbl, p.name, reproducible) THEN
-            EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS, '
-                           'CONSTRAINT syncd_partition_bound CHECK (%s))',
-                           signals.schema_of(tbl), p.name, tbl, signals.partition_bound(tbl, p.lo, p.hi));
+            PERFORM signals.create_month_table(tbl, p.name, p.lo, p.hi);
             partition := p.name;
             reproduce := ARRAY(SELECT r FROM unnest(reproducible) AS r
                                 WHERE EXISTS (SELECT FROM pg_trigger t
-                                               WHERE t.tgrelid = tbl AND t.tgfoid = to_regproc(r)));
+                                               WHERE t.tgrelid = tbl AND t.tgtype & 4 <> 0
+                                                 AND t.tgfoid = to_regproc(r)));
             RETURN;
         END IF;
     END IF;
     PERFORM signals.ensure_partitions(tbl, lo, hi);
 END $$;
 
--- Attaches the month partition of `tbl` holding `at`, made by begin_partition_load and loaded and
--- indexed since: ATTACH adopts its indexes and, its CHECK implying the bound, scans nothing; the CHECK
--- then goes (the partition's own constraint says the same).
+-- Attaches the month of `tbl` holding `at` that begin_partition_load made, loaded and indexed since.
 CREATE FUNCTION signals.finish_partition_load(tbl regclass, at timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    p    record := signals.month_partition(tbl, at);
-    part text := format('%I.%I', signals.schema_of(tbl), p.name);
+    p record := signals.month_partition(tbl, at);
 BEGIN
-    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)', tbl, part, p.lo, p.hi);
-    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT syncd_partition_bound', part);
+    PERFORM signals.attach_month_table(tbl, p.name, p.lo, p.hi);
 END $$;
