@@ -31,6 +31,22 @@ PG_USER = "postgres"
 ShutdownMode = Literal["smart", "fast", "immediate"]
 """pg_ctl's shutdown modes: `immediate` is a crash as far as sessions and recovery are concerned."""
 
+FIRST_LOAD_SETTINGS: dict[str, str] = {
+    # A 500k-record first load writes about 1.5 GB of WAL (items, outbox and audit rows, their
+    # indexes). At the default 1GB a checkpoint starts every ~0.5 GB of it: two or three during the
+    # load, each flushing every dirty buffer and making the next change of each page log a full
+    # page image (32k of them and 1.74 GB of WAL when three fell inside one load, against 1.2k
+    # images and 1.47 GB with none). 8GB lets the whole load pass between two timed checkpoints.
+    "max_wal_size": "8GB",
+    # The default 128MB holds a tenth of what the load writes: the backend and the background
+    # writer keep evicting dirty pages of the tables and indexes they are still filling. A server
+    # for this load has a quarter of its memory or so; 1GB is what that is on a small one (pages
+    # count against memory only once used, so an idle test cluster costs no more).
+    "shared_buffers": "1GB",
+}
+"""The PostgreSQL settings README § "PostgreSQL settings for a first load" recommends, which every
+cluster started here (make run, the tests, the bench and all its competitors) runs with."""
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
@@ -161,6 +177,7 @@ class LocalCluster:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root}"
             " -c fsync=on -c max_connections=200"
+            + "".join(f" -c {name}={value}" for name, value in FIRST_LOAD_SETTINGS.items())
         )
         self._run(
             "pg_ctl",
