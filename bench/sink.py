@@ -187,6 +187,8 @@ def _label(query: str) -> str:
         return "prelude: settings, fence, partitions, key probe, checkpoint"
     if words.startswith("SELECT pg_advisory_unlock_all"):
         return "pool: reset on release"
+    if words.startswith("ALTER TABLE") and " ADD PRIMARY KEY " in words:
+        return "new month: the parent's indexes built on its table"
     return words if len(words) <= 60 else words[:57] + "..."
 
 
