@@ -1755,7 +1755,7 @@ END $fn$;
 -- The three trigger functions of 0093 written out again from the new statements (same guards;
 -- the triggers keep pointing at them). A TimescaleDB hypertable has no rollup triggers: nothing to do.
 -- enable_sort = off: PL/pgSQL plans each statement once per session, from whichever transition table
--- came first and without statistics (the planner takes a tenth of the rows as groups). Past ~50k
+-- came first and without statistics (the planner takes a tenth of the rows as groups). Past 60k-70k
 -- rows at the default work_mem it then sorts the whole statement (on disk, ~+100 ms per 100k rows)
 -- to group it, where a hash table of the handful of real groups is right at any size (and spills to
 -- disk like a sort would, should a statement really hold that many groups).
