@@ -15,13 +15,13 @@ on the way leaves no partition behind.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from syncd.database import Connection
-from syncd.identifiers import quote_ident, quote_table, split_table
+from syncd.identifiers import quote_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class Standalone:
     name: str
     """Unqualified: partitions live in their parent's schema."""
     reproduce: tuple[str, ...]
-    """Trigger functions of the parent (REPRODUCERS keys) whose work `load` must redo."""
+    """Trigger functions of the parent (REPRODUCERS keys) whose work `attach` must redo."""
 
 
 def begin_sql(table: str, lo: str, hi: str) -> str:
@@ -107,24 +107,13 @@ def standalone(record: tuple[Any, ...] | None) -> Standalone | None:
     return Standalone(record[0], tuple(record[1]))
 
 
-async def load(
-    conn: Connection,
-    table: str,
-    part: Standalone,
-    columns: Sequence[str],
-    records: Iterable[Sequence[Any]],
-    lowest: datetime,
-    indexes: Sequence[ChildIndex],
-) -> int:
-    """COPY `records` into the standalone partition, index, attach it, reproduce triggers; rows copied."""
-    schema, _ = split_table(table)
-    schema = schema or "public"
-    status = await conn.copy_records_to_table(part.name, schema_name=schema, columns=list(columns), records=records)
-    partition = f"{quote_ident(schema)}.{quote_ident(part.name)}"
+async def attach(
+    conn: Connection, table: str, partition: str, part: Standalone, lowest: datetime, indexes: Sequence[ChildIndex]
+) -> None:
+    """Index the loaded standalone `partition` (quoted, qualified) like `table`, attach it, reproduce triggers."""
     if indexes:
         # One round trip; the simple protocol stops at the first failing statement (the primary key's).
         await conn.execute(";\n".join(index.sql(partition) for index in indexes))
     await conn.execute("SELECT signals.finish_partition_load($1::text::regclass, $2)", quote_table(table), lowest)
     for trigger in part.reproduce:
         await REPRODUCERS[trigger](conn, partition)
-    return int(status.rsplit(" ", 1)[-1])

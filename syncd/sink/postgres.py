@@ -477,10 +477,12 @@ async def _load_standalone(conn: Connection, u: _Upserts, info: _TableInfo, part
     batch through the merge, as after a straight COPY.
     """
     assert info.child_indexes is not None  # the prelude asked only where `loads_standalone`
-    loaded = await partitions.load(
-        conn, u.changes.table, part, u.changes.columns, _fed(u.rows), min(u.leads), info.child_indexes
-    )
-    return ApplyResult(inserted=loaded)
+    schema, _ = _split(u.changes.table)
+    columns = list(u.changes.columns)
+    status = await conn.copy_records_to_table(part.name, schema_name=schema, columns=columns, records=_fed(u.rows))
+    partition = f"{quote_ident(schema)}.{quote_ident(part.name)}"
+    await partitions.attach(conn, u.changes.table, partition, part, min(u.leads), info.child_indexes)
+    return ApplyResult(inserted=_count(status))
 
 
 def _columns(changes: TableChanges) -> str:
